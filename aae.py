@@ -1,0 +1,349 @@
+"""Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015).
+
+An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) is deterministic here
+(the paper's first option), and its aggregated posterior
+
+    q(z) = integral of q(z|x) p_data(x) dx                                      (Eq. 1)
+
+is matched to a chosen prior p(z) by a discriminator D on codes, for which samples of p(z)
+are "real" (label 1) and codes enc(x) are "fake" (label 0). The encoder is the generator of
+that game. Each mini-batch has two phases (Section 2):
+
+  reconstruction:  min_{enc, dec}  E_x[ BCE(x, dec(enc(x))) ]
+  regularisation:  max_D    E_{z~p(z)}[log D(z)] + E_x[log(1 - D(enc(x)))]          (GAN, Eq. in 1.1)
+                   min_enc  -E_x[log D(enc(x))]        (the non-saturating generator loss)
+
+When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term) is
+2 ln 2 = 1.386 and the encoder's adversarial loss is ln 2 = 0.693.
+
+Priors: N(0, I); a mixture of 10 two-dimensional Gaussians; a "swiss roll". With labels
+(Section 2.3, Figure 3) D also sees a one-hot vector with one extra slot for "unlabelled":
+a labelled image's row names its class, and its positive sample comes from that class's
+mixture component (or swiss-roll segment); an unlabelled row switches on the extra slot and
+its positive sample comes from the whole prior.
+
+`--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the
+DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
+
+    python aae.py                                   # digits, offline, a few minutes on a CPU
+    python aae.py --dataset digits --prior mixture  # 2-D codes matched to 10 Gaussians
+    python aae.py --dataset mnist --prior mixture --labels 10000
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+# The DAAE paper's table of settings (reference.md, section 2); sigma = 0 makes it the AAE.
+# digits (8x8, offline) is a small setting of ours, and cifar10/svhn, which neither paper
+# trains an AAE on, reuse the CelebA convolutional networks.
+DEFAULTS = {
+    "digits": dict(encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
+                   conv=False, latent_dim=10, lr=1e-3, batch_size=64, epochs=150),
+    "mnist": dict(encoder_hidden=[1000, 1000], decoder_hidden=[1000, 1000], discriminator_hidden=[1000, 1000],
+                  conv=False, latent_dim=10, lr=2e-4, batch_size=64, epochs=100),
+    "omniglot": dict(encoder_hidden=[1000] * 3, decoder_hidden=[1000] * 6, discriminator_hidden=[1000, 1000],
+                     conv=False, latent_dim=200, lr=1e-5, batch_size=64, epochs=1000),
+    "sprites": dict(encoder_hidden=[1000, 1000], decoder_hidden=[1000, 500, 500], discriminator_hidden=[1000, 1000],
+                    conv=False, latent_dim=200, lr=1e-4, batch_size=128, epochs=5),
+    "celeba": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=200, lr=2e-4, batch_size=64, epochs=10),
+    "cifar10": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=64, lr=2e-4, batch_size=64, epochs=100),
+    "svhn": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=64, lr=2e-4, batch_size=64, epochs=100),
+}
+PRIORS = ("gaussian", "mixture", "swissroll")
+MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
+SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll; a thin one
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks: ReLU hidden units, linear code, sigmoid image, discriminator logit
+# ---------------------------------------------------------------------------------------------
+
+
+def mlp(sizes):
+    """Linear layers of the given sizes with ReLU between them (none after the last)."""
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+class Encoder(nn.Module):
+    """q(z|x): image -> code, fully connected (784-1000-1000-z for MNIST), linear output."""
+
+    def __init__(self, image_shape, hidden, latent_dim):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(image_shape), *hidden, latent_dim]))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities)."""
+
+    def __init__(self, image_shape, hidden, latent_dim):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = mlp([latent_dim, *hidden, math.prod(image_shape)])
+
+    def forward(self, z):
+        return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
+
+
+class ConvEncoder(nn.Module):
+    """The DAAE authors' CelebA encoder: 5x5 stride-2 convolutions 3-64-128-256-512, then a linear
+    layer to z. BatchNorm after each hidden convolution, as in the DCGAN-style code it follows."""
+
+    def __init__(self, image_shape, latent_dim):
+        super().__init__()
+        channels, size = image_shape[0], image_shape[1]
+        layers = []
+        for n_in, n_out in zip([channels, 64, 128, 256], [64, 128, 256, 512]):
+            layers += [nn.Conv2d(n_in, n_out, 5, stride=2, padding=2), nn.BatchNorm2d(n_out), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(512 * (size // 16) ** 2, latent_dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """The DAAE authors' CelebA decoder: a linear layer to 512 x (size/16)^2, then 3x3 stride-2
+    transposed convolutions 512-256-128-64-channels, sigmoid output."""
+
+    def __init__(self, image_shape, latent_dim):
+        super().__init__()
+        self.start = (512, image_shape[1] // 16, image_shape[2] // 16)
+        layers = []
+        for n_in, n_out in zip([512, 256, 128], [256, 128, 64]):
+            layers += [nn.ConvTranspose2d(n_in, n_out, 3, stride=2, padding=1, output_padding=1),
+                       nn.BatchNorm2d(n_out), nn.ReLU()]
+        layers.append(nn.ConvTranspose2d(64, image_shape[0], 3, stride=2, padding=1, output_padding=1))
+        self.linear = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return torch.sigmoid(self.net(self.linear(z).view(-1, *self.start)))
+
+
+class Discriminator(nn.Module):
+    """D(z) (or D(z, one-hot label) with labels): fully connected, no BatchNorm (it stalls a
+    latent discriminator at 50 %). Returns the logit; the sigmoid is inside the loss."""
+
+    def __init__(self, latent_dim, hidden, label_slots=0):
+        super().__init__()
+        self.net = mlp([latent_dim + label_slots, *hidden, 1])
+
+    def forward(self, z, onehot=None):
+        return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
+
+
+def sample_prior(prior, n, latent_dim, device, labels=None):
+    """z ~ p(z). For the mixture and the swiss roll, `labels` (one per row, values 0..9, or 10
+    for "unlabelled") pick the component or the segment of the roll; unlabelled rows and
+    labels=None sample the whole prior."""
+    if prior == "gaussian":
+        return torch.randn(n, latent_dim, device=device)
+    part = torch.randint(MIXTURE_COMPONENTS, (n,), device=device)
+    if labels is not None:
+        part = torch.where(labels < MIXTURE_COMPONENTS, labels, part)
+    if prior == "mixture":
+        angle = 2 * math.pi * part / MIXTURE_COMPONENTS
+        mean = MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
+        return mean + MIXTURE_STD * torch.randn(n, 2, device=device)
+    # Swiss roll: the mean walks the spiral r = 3 sqrt(u), angle = 4 pi sqrt(u), which is uniform
+    # along its length for u ~ U(0, 1); class k owns the segment u in [k/10, (k+1)/10).
+    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS
+    radius, angle = 3 * u.sqrt(), 4 * math.pi * u.sqrt()
+    mean = torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
+    return mean + SWISSROLL_STD * torch.randn(n, 2, device=device)
+
+
+class AAE(nn.Module):
+    """The three networks, and what eval.py uses: encode, decode, sample, sigma."""
+
+    def __init__(self, image_shape, latent_dim, prior="gaussian", conv=False, encoder_hidden=(),
+                 decoder_hidden=(), discriminator_hidden=(1000, 1000), label_slots=0, sigma=0.0):
+        super().__init__()
+        self.prior, self.latent_dim, self.sigma = prior, latent_dim, sigma
+        if conv:
+            self.encoder = ConvEncoder(image_shape, latent_dim)
+            self.decoder = ConvDecoder(image_shape, latent_dim)
+        else:
+            self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
+            self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
+        self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def sample_prior(self, n, labels=None):
+        return sample_prior(self.prior, n, self.latent_dim, self.decoder_device(), labels)
+
+    def sample(self, n):
+        """x = dec(z), z ~ p(z)."""
+        return self.decode(self.sample_prior(n))
+
+    def decoder_device(self):
+        return next(self.decoder.parameters()).device
+
+
+def build_model(config):
+    """The model a run's config.json describes (eval.py rebuilds runs with this)."""
+    return AAE(config["image_shape"], config["latent_dim"], config["prior"], config["conv"],
+               config.get("encoder_hidden", ()), config.get("decoder_hidden", ()), config["discriminator_hidden"],
+               label_slots=config["num_classes"] + 1 if config["labels"] else 0, sigma=config["sigma"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and the training step
+# ---------------------------------------------------------------------------------------------
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0).
+    The sum of the two mean terms, so 2 ln 2 = 1.386 at equilibrium."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def encoder_adversarial_loss(fake_logits):
+    """-log D(enc(x)): the non-saturating generator loss; ln 2 = 0.693 at equilibrium."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def train_step(model, optimizers, x, labels, sigma, onehot_slots):
+    """One mini-batch of Section 2: the reconstruction phase, then the regularisation phase
+    (first the discriminator, then the encoder against it). `labels` hold the class of each
+    row, or onehot_slots - 1 for "unlabelled"; onehot_slots = 0 turns the labels off."""
+    x_in = common.corrupt(x, sigma) if sigma > 0 else x
+
+    # Reconstruction phase: encoder and decoder minimise the reconstruction error of x.
+    reconstruction = F.binary_cross_entropy(model.decoder(model.encoder(x_in)), x)
+    optimizers["reconstruction"].zero_grad(set_to_none=True)
+    reconstruction.backward()
+    optimizers["reconstruction"].step()
+
+    # Regularisation phase (a): D learns to tell prior samples from codes. The one-hot vector
+    # (Sec. 2.3) names a labelled row's class both for its code and for its positive sample.
+    onehot = F.one_hot(labels, onehot_slots).float() if onehot_slots else None
+    z_fake = model.encoder(x_in)
+    z_real = model.sample_prior(len(x), labels if onehot_slots else None)
+    d_loss = discriminator_loss(model.discriminator(z_real, onehot), model.discriminator(z_fake.detach(), onehot))
+    optimizers["discriminator"].zero_grad(set_to_none=True)
+    d_loss.backward()
+    optimizers["discriminator"].step()
+
+    # Regularisation phase (b): the encoder, as the generator, learns to fool the updated D.
+    g_loss = encoder_adversarial_loss(model.discriminator(z_fake, onehot))
+    optimizers["encoder"].zero_grad(set_to_none=True)
+    g_loss.backward()
+    optimizers["encoder"].step()
+
+    return {"reconstruction": reconstruction.detach(), "discriminator": d_loss.detach(),
+            "encoder_adversarial": g_loss.detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures: samples, reconstructions, and the code space of Figures 2 and 4
+# ---------------------------------------------------------------------------------------------
+
+
+def save_code_space(model, x_test, y_test, path, n_prior=2000):
+    """Figure 2 / 4(a,c): test codes coloured by label, over samples of the prior."""
+    z = common.map_batches(model.encode, x_test, 500, model.decoder_device())
+    prior = model.sample_prior(n_prior).cpu()
+    figure = common.plt_figure(figsize=(6, 6))
+    axes = figure.add_subplot(1, 1, 1)
+    axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
+    points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5)
+    figure.colorbar(points, ax=axes, ticks=range(10), label="label")
+    axes.set_title("test codes over the prior")
+    axes.set_aspect("equal")
+    common.save_figure(figure, path)
+
+
+def save_manifold(model, path, steps=20):
+    """Figure 2(e) / 4(d): images decoded from a regular grid over the 2-D code space."""
+    lim = model.sample_prior(5000).abs().quantile(0.99).item()
+    axis = torch.linspace(-lim, lim, steps, device=model.decoder_device())
+    grid = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).view(-1, 2)
+    common.save_grid(model.decode(grid), path, nrow=steps)
+
+
+def save_pictures(model, run, fixed_z, epoch):
+    out, data = run.out, run.data
+    samples = model.decode(fixed_z)
+    common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
+    common.save_grid(samples, out / "samples.png")
+    x = data.x_test[:50].to(run.device)
+    x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
+    rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
+    rows.append(model.decode(model.encode(x_in)))
+    common.save_grid(torch.cat([r.view(5, 10, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
+                     out / "reconstructions.png")
+    if model.latent_dim == 2 and (epoch % max(1, run.config["epochs"] // 10) == 0 or epoch == run.config["epochs"]):
+        save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
+        save_manifold(model, out / "manifold.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = common.model_parser("aae", __doc__)
+    parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture and swissroll are 2-D)")
+    parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
+                        "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
+    parser.add_argument("--sigma", type=common.non_negative_float, help="std of the input corruption (default 0)")
+    args = parser.parse_args(argv)
+    if args.prior in ("mixture", "swissroll"):
+        if args.latent_dim not in (None, 2):
+            raise common.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
+        args.latent_dim = 2
+    if args.labels is not None and args.labels < 0:
+        raise common.CLIError("--labels must be 0 (off) or a positive number of labelled images")
+    if args.labels and args.prior not in ("mixture", "swissroll"):
+        raise common.CLIError("--labels needs --prior mixture or swissroll (one component per class)")
+    defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, **row} for name, row in DEFAULTS.items()}
+    run = common.start_run("aae", args, defaults)
+    config, device, data = run.config, run.device, run.data
+
+    model = build_model(config).to(device)
+    optimizers = {  # the DAAE authors' three Adam optimisers, one per phase
+        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"], device),
+        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], device),
+        "encoder": common.adam(model.encoder.parameters(), config["lr"], device),
+    }
+
+    labels, slots = data.y_train, 0
+    if config["labels"]:
+        if data.num_classes != MIXTURE_COMPONENTS:
+            raise common.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
+        # The first --labels images of a fixed shuffle keep their class; the rest are "unlabelled".
+        slots = data.num_classes + 1
+        unlabelled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]
+        labels = labels.clone()
+        labels[unlabelled] = data.num_classes
+    fixed_z = model.sample_prior(100)
+
+    common.fit(
+        run, model, optimizers,
+        lambda x, y: train_step(model, optimizers, x, y, config["sigma"], slots),
+        data.x_train, labels,
+        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
+    )
+    print(f"done: {run.out}/samples.png, reconstructions.png, losses.png, checkpoint.pt")
+
+
+if __name__ == "__main__":
+    common.cli(main)

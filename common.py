@@ -1,0 +1,903 @@
+"""Plumbing shared by every model script: the command line, datasets, corruption, the
+Parzen-window estimator, and the run folder with the training loop around a model's step.
+
+Nothing here is a model. Each model's networks, losses and training step live in its own
+file (aae.py, daae.py, ...), which calls into this one for the parts every paper shares.
+
+Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>`:
+    config.json     every setting of the run
+    checkpoint.pt   networks, optimisers, epoch, RNG states; written atomically every epoch
+    log.csv         mean losses and seconds per epoch
+    losses.png      the curves of log.csv
+    samples.png     the latest sample grid; samples/epoch_NNN.png one per epoch
+"""
+
+import argparse
+import csv
+import importlib.util
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image, ImageOps
+from sklearn.datasets import load_digits
+from torchvision.datasets import utils as torchvision_utils
+from tqdm import tqdm
+
+# ---------------------------------------------------------------------------------------------
+# Command line: the flags every script shares, and errors as one line
+# ---------------------------------------------------------------------------------------------
+
+
+class CLIError(Exception):
+    """A mistake the user can fix. Scripts print it as one line and exit with status 2."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: the run was saved and can be resumed."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block) that points to --help."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see --help)")
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def model_parser(model, description):
+    """The flags every model script has. Defaults are None: the dataset's row of the model's
+    table of paper settings fills them in (see start_run), so a flag given overrides it."""
+    parser = ArgumentParser(
+        prog=f"{model}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="digits",
+                        help="digits (offline, default), mnist, omniglot, cifar10, svhn, celeba, sprites, "
+                             "or a .npz file with x_train, y_train, x_test, y_test [, x_val, y_val]")
+    parser.add_argument("--data-dir", default="data", help="where datasets are found or downloaded (default: data)")
+    parser.add_argument("--image-size", type=positive_int, help="resize images to this square size")
+    parser.add_argument("--epochs", type=positive_int, help="total number of epochs (also when resuming)")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float, help="learning rate of every optimiser")
+    parser.add_argument("--latent-dim", type=positive_int, help="size of the code z")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="run folder (default: runs/<model>-<dataset>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--gpu", action="store_true", help="ask for CUDA (used anyway when available)")
+    return parser
+
+
+def cli(main):
+    """Run main() as a command: user errors are one line on stderr, never a traceback."""
+    try:
+        main()
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
+OMNIGLOT_ZIPS = {  # the archives and checksums torchvision.datasets.Omniglot uses
+    "images_background": "68d2efa1b9178cc56df9314c21c6e718",
+    "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+}
+# Reed et al. (2015), "Deep Visual Analogy-Making": sprites, cars and shapes in one archive.
+SPRITES_URL = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz"
+
+EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
+    "mnist": "MNIST/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte (or their .gz)",
+    "cifar10": "cifar-10-batches-py/ (cifar-10-python.tar.gz unpacked)",
+    "svhn": "svhn/train_32x32.mat and svhn/test_32x32.mat",
+    "celeba": "celeba/ with img_align_celeba/ (or img_align_celeba.zip), list_attr_celeba.txt, "
+    "identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt, list_eval_partition.txt",
+    "omniglot": "images_background/ and images_evaluation/ (images_background.zip and images_evaluation.zip "
+    f"from {OMNIGLOT_URL}, unzipped)",
+    "sprites": f"data/sprites/ with sprites_splits.mat and sprites_<n>.mat ({SPRITES_URL} unpacked)",
+}
+
+
+@dataclass
+class Dataset:
+    """Every split as float32 N x C x H x W images in [0, 1] on the CPU.
+
+    y is int64: class labels (-1 where a dataset has none) or, for CelebA, N x 40 attributes in
+    {0, 1}. extra holds a dataset's other tensors; keys starting with "x_" are images (the
+    evaluation sets of Omniglot and Sprites), float and resized like the splits.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int = 0
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        classes = f", {self.num_classes} classes" if self.num_classes else ""
+        extra_images = "".join(f", {key} {len(x)}" for key, x in self.extra.items() if key.startswith("x_"))
+        return (f"{self.name}: {c}x{h}x{w}, train {len(self.x_train)}, val {len(self.x_val)}, "
+                f"test {len(self.x_test)}{extra_images}{classes}")
+
+
+def load_dataset(name: str, data_dir: str = "data", image_size: int | None = None,
+                 download: bool = True) -> Dataset:
+    """Load digits, mnist, omniglot, cifar10, svhn, celeba, sprites or a .npz file, split in three.
+
+    The raw files of every dataset but digits and .npz are decoded once and cached as uint8 in
+    data_dir/cache/<name>.pt; image_size resizes every image to image_size x image_size.
+    """
+    if image_size is not None and image_size < 1:
+        raise CLIError(f"--image-size must be a positive integer, got {image_size}")
+    if name.endswith(".npz"):
+        arrays = _load_npz(name)
+    elif name == "digits":
+        arrays = _load_digits()
+    elif name in CACHED_DATASETS:
+        arrays = _load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
+    else:
+        raise CLIError(f"unknown dataset '{name}': use digits, mnist, omniglot, cifar10, svhn, celeba, sprites "
+                       "or a path to a .npz file")
+
+    def images(x):
+        return _float_images(x, image_size)
+
+    extra = {key: images(value) if key.startswith("x_") else value for key, value in arrays["extra"].items()}
+    return Dataset(name, images(arrays["x_train"]), arrays["y_train"], images(arrays["x_val"]), arrays["y_val"],
+                   images(arrays["x_test"]), arrays["y_test"], arrays["num_classes"], extra)
+
+
+def _splits(train, val, test, num_classes: int, extra: dict | None = None) -> dict:
+    """The (x, y) pairs of the three splits as the dict that is cached and turned into a Dataset."""
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
+    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_test": x_test,
+            "y_test": y_test, "num_classes": num_classes, "extra": extra or {}}
+
+
+def _split_off_last(x: torch.Tensor, y: torch.Tensor, n: int):
+    """((x, y) without its last n rows, (x, y) of its last n rows)."""
+    return (x[:-n], y[:-n]), (x[-n:], y[-n:])
+
+
+def _fixed_subset(n: int, fraction: float) -> torch.Tensor:
+    """Sorted indices of a random fraction of range(n), the same on every run (seed 0)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return order[:round(fraction * n)].sort().values
+
+
+def _float_images(x: torch.Tensor, image_size: int | None, chunk: int = 4096) -> torch.Tensor:
+    """uint8 (0-255) or float ([0, 1]) images -> float32 in [0, 1], resized if image_size is given."""
+    if image_size is None or tuple(x.shape[-2:]) == (image_size, image_size):
+        return _to_float(x)
+    out = torch.empty(len(x), x.shape[1], image_size, image_size)
+    for start in range(0, len(x), chunk):  # in chunks: no float copy of all the native-size images at once
+        part = _to_float(x[start:start + chunk])
+        out[start:start + chunk] = F.interpolate(part, size=(image_size, image_size), mode="bilinear",
+                                                 antialias=True, align_corners=False).clamp_(0, 1)
+    return out
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+def _load_cached(name: str, data_dir: str, build) -> dict:
+    """build()'s uint8 splits, saved to data_dir/cache/<name>.pt on the first call and read from it after."""
+    path = os.path.join(data_dir, "cache", f"{name}.pt")
+    if os.path.isfile(path):
+        print(f"{name}: loading the cache {path} (delete it to rebuild from the raw files)")
+        return torch.load(path, weights_only=True)
+    arrays = build()
+    with atomic_path(path) as tmp:  # an interrupted run never leaves half a cache behind
+        torch.save(arrays, tmp)
+    return arrays
+
+
+def _fetch(name: str, data_dir: str, get, *args, **kwargs):
+    """get(*args, **kwargs) the raw data; a missing file or a failed download becomes one CLIError line."""
+    try:
+        return get(*args, **kwargs)
+    except (OSError, RuntimeError, ImportError) as error:  # URLError is an OSError
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]  # the cause, when it lists several
+        raise CLIError(f"cannot load {name} ({reason}): expected {EXPECTED_FILES[name]} in "
+                       f"{os.path.abspath(data_dir)}; put the files there, or use --dataset digits, "
+                       "which works offline") from None
+
+
+def _download_archive(url: str, data_dir: str, download: bool, md5: str | None = None) -> None:
+    """Download url into data_dir and unpack it there."""
+    if not download:
+        raise RuntimeError("not found, and downloading is off")
+    torchvision_utils.download_and_extract_archive(url, data_dir, md5=md5)
+
+
+def _load_digits() -> dict:
+    """scikit-learn's 1,797 8x8 digits, split 70/15/15 % the same way whatever the user's --seed."""
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_train, n_val = int(0.7 * len(x)), int(0.15 * len(x))
+    train, val, test = order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+    return _splits((x[train], y[train]), (x[val], y[val]), (x[test], y[test]), num_classes=10)
+
+
+def _build_mnist(data_dir: str, download: bool) -> dict:
+    train = _fetch("mnist", data_dir, torchvision.datasets.MNIST, data_dir, train=True, download=download)
+    test = _fetch("mnist", data_dir, torchvision.datasets.MNIST, data_dir, train=False, download=download)
+    # The paper's split: 50,000 train / the last 10,000 of the official training set as validation;
+    # written as a sixth so that a smaller copy of the files splits the same way.
+    train, val = _split_off_last(train.data.unsqueeze(1), train.targets, len(train.data) // 6)
+    return _splits(train, val, (test.data.unsqueeze(1), test.targets), num_classes=10)
+
+
+def _build_cifar10(data_dir: str, download: bool) -> dict:
+    train = _fetch("cifar10", data_dir, torchvision.datasets.CIFAR10, data_dir, train=True, download=download)
+    test = _fetch("cifar10", data_dir, torchvision.datasets.CIFAR10, data_dir, train=False, download=download)
+
+    def tensors(ds):
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    train, val = _split_off_last(*tensors(train), 5000)
+    return _splits(train, val, tensors(test), num_classes=10)
+
+
+def _build_svhn(data_dir: str, download: bool) -> dict:
+    root = os.path.join(data_dir, "svhn")  # its own folder, like the other datasets (torchvision uses root itself)
+    train = _fetch("svhn", data_dir, torchvision.datasets.SVHN, root, split="train", download=download)
+    test = _fetch("svhn", data_dir, torchvision.datasets.SVHN, root, split="test", download=download)
+    train, val = _split_off_last(torch.from_numpy(train.data), torch.from_numpy(train.labels), 5000)
+    return _splits(train, val, (torch.from_numpy(test.data), torch.from_numpy(test.labels)), num_classes=10)
+
+
+def _celeba_image(path: str) -> np.ndarray:
+    """One aligned CelebA face as 3 x 64 x 64 uint8."""
+    # As the DAAE authors' CelebA code (PIL's ImageOps.fit): the largest centred square, 178 x 178
+    # of the 178 x 218 aligned faces, resized to 64 x 64; it keeps the whole face and some hair.
+    with Image.open(path) as image:
+        face = ImageOps.fit(image.convert("RGB"), (64, 64), method=Image.Resampling.BICUBIC)
+    return np.asarray(face).transpose(2, 0, 1)
+
+
+def _build_celeba(data_dir: str, download: bool) -> dict:
+    splits = []
+    for split in ("train", "valid", "test"):
+        ds = _fetch("celeba", data_dir, torchvision.datasets.CelebA, data_dir, split=split, target_type="attr",
+                    download=download)
+        folder = os.path.join(ds.root, ds.base_folder, "img_align_celeba")
+        x = torch.empty(len(ds.filename), 3, 64, 64, dtype=torch.uint8)
+        for i, filename in enumerate(tqdm(ds.filename, desc=f"celeba {split}", unit="image")):
+            x[i] = torch.from_numpy(_celeba_image(os.path.join(folder, filename)))
+        splits.append((x, ds.attr.long()))
+    return _splits(*splits, num_classes=0)
+
+
+def _read_omniglot_set(folder: str):
+    """Images (N x 1 x H x W uint8, strokes 255 on 0), character index (sorted by alphabet, then
+    character) and drawer (1-20, from the file name <id>_<drawer>.png) of one Omniglot set."""
+    def subfolders(path):
+        return sorted(name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name)))
+
+    characters = [os.path.join(folder, alphabet, character)
+                  for alphabet in subfolders(folder) for character in subfolders(os.path.join(folder, alphabet))]
+    paths, labels, drawers = [], [], []
+    for label, character in enumerate(characters):
+        for filename in sorted(name for name in os.listdir(character) if name.endswith(".png")):
+            paths.append(os.path.join(character, filename))
+            labels.append(label)
+            drawers.append(int(filename[:-len(".png")].split("_")[-1]))
+    if not paths:
+        raise CLIError(f"no <alphabet>/<character>/<id>_<drawer>.png images in {folder}: unzip the Omniglot "
+                       "archive there, or use --dataset digits, which works offline")
+    with Image.open(paths[0]) as first:
+        width, height = first.size
+    x = torch.empty(len(paths), 1, height, width, dtype=torch.uint8)
+    for i, path in enumerate(tqdm(paths, desc=os.path.basename(folder), unit="image")):
+        with Image.open(path) as image:
+            x[i, 0] = torch.from_numpy(255 - np.asarray(image.convert("L")))  # black strokes on white -> 1 on 0
+    return x, torch.tensor(labels), torch.tensor(drawers)
+
+
+def _build_omniglot(data_dir: str, download: bool) -> dict:
+    background, evaluation = (os.path.join(data_dir, name) for name in OMNIGLOT_ZIPS)
+    if not os.path.isdir(background) and not os.path.isdir(evaluation):
+        for name, md5 in OMNIGLOT_ZIPS.items():
+            _fetch("omniglot", data_dir, _download_archive, f"{OMNIGLOT_URL}/{name}.zip", data_dir, download, md5)
+    if not os.path.isdir(background):
+        raise CLIError(f"cannot load omniglot: {background} is missing (the training set); unzip "
+                       f"{OMNIGLOT_URL}/images_background.zip there, or use --dataset digits, which works offline")
+    x, y, drawer = _read_omniglot_set(background)
+    if os.path.isdir(evaluation):
+        x_eval, y_eval, drawer_eval = _read_omniglot_set(evaluation)
+    else:
+        print(f"omniglot: no {evaluation}, so the evaluation set (unseen characters) is empty")
+        x_eval, y_eval, drawer_eval = x[:0], y[:0], drawer[:0]
+    # The DAAE paper's split of the background set: drawers 1-19 train, drawer 20 tests.
+    train, test = drawer <= 19, drawer == 20
+    x_train, y_train = x[train], y[train]
+    # The paper has no validation set: a fixed 5 % of the training images serve as one and stay in
+    # training, so that training is the paper's 18,316 images.
+    val = _fixed_subset(len(x_train), 0.05)
+    extra = {"x_eval": x_eval, "y_eval": y_eval, "drawer_eval": drawer_eval,
+             "drawer_train": drawer[train], "drawer_test": drawer[test]}
+    return _splits((x_train, y_train), (x_train[val], y_train[val]), (x[test], y[test]),
+                   num_classes=int(y.max()) + 1, extra=extra)
+
+
+def _read_sprites_character(path: str):
+    """All frames (N x 3 x 60 x 60 uint8) and the attributes of one character's sprites_<n>.mat."""
+    # A MATLAB v7.3 (HDF5) file: "sprites" holds references to 21 animations (5 actions x 4
+    # viewpoints, and a last one), each a 10800 x frames matrix of 60 x 60 x 3 images in MATLAB's
+    # column-major order, which HDF5 stores as frames x 10800; "labels" holds the attributes.
+    import h5py  # an optional dependency: only Sprites needs it
+
+    with h5py.File(path, "r") as f:
+        animations = [f[reference][()] for reference in f["sprites"][()].ravel()]
+        attributes = torch.from_numpy(f["labels"][()].ravel().astype(np.int64))
+    frames = np.concatenate(animations)
+    if frames.ndim != 2 or frames.shape[1] != 3 * 60 * 60:
+        raise CLIError(f"unexpected sprites layout in {path}: animations of shape {frames.shape[1:]}, expected 10800 "
+                       "values per frame")
+    if frames.dtype != np.uint8:
+        frames = np.round(frames * 255).astype(np.uint8)
+    frames = frames.reshape(-1, 3, 60, 60).transpose(0, 1, 3, 2)  # (frame, channel, column, row) -> N x C x H x W
+    return torch.from_numpy(np.ascontiguousarray(frames)), attributes.expand(len(frames), -1)
+
+
+def _sprites_index(folder: str):
+    """The character files, sorted by number, and the 1-based character indices of each split."""
+    characters = sorted((name for name in os.listdir(folder) if re.fullmatch(r"sprites_\d+\.mat", name)),
+                        key=lambda name: int(name[len("sprites_"):-len(".mat")]))
+    return characters, scipy.io.loadmat(os.path.join(folder, "sprites_splits.mat"))
+
+
+def _build_sprites(data_dir: str, download: bool) -> dict:
+    if importlib.util.find_spec("h5py") is None:
+        raise CLIError("sprites needs h5py to read its MATLAB v7.3 files: pip install h5py")
+    folder = os.path.join(data_dir, "data", "sprites")  # the archive's own layout, unpacked in data_dir
+    if not os.path.isfile(os.path.join(folder, "sprites_splits.mat")):
+        _fetch("sprites", data_dir, _download_archive, SPRITES_URL, data_dir, download)
+    characters, split_indices = _fetch("sprites", data_dir, _sprites_index, folder)
+
+    def read(split: str):
+        """Frames and per-frame attributes of the characters that split lists (1-based, as in MATLAB)."""
+        indices = split_indices[split].ravel()
+        parts = [_read_sprites_character(os.path.join(folder, characters[i - 1]))
+                 for i in tqdm(indices, desc=f"sprites {split}", unit="character")]
+        return torch.cat([x for x, _ in parts]), torch.cat([a for _, a in parts])
+
+    # The DAAE paper's 88,822 / 17,800 / 12,816 images are 499 / 100 / 72 characters of 178 frames
+    # (all 21 animations), which matches Reed et al.'s training / test / validation characters: the
+    # paper's "evaluation" set is Reed's validation set (inferred from these counts).
+    (x_train, a_train), (x_test, a_test), (x_eval, a_eval) = read("trainidx"), read("testidx"), read("validx")
+    # Validation: as for Omniglot, a fixed 5 % of the training images, kept in training.
+    val = _fixed_subset(len(x_train), 0.05)
+    extra = {"x_eval": x_eval, "attributes_train": a_train, "attributes_val": a_train[val],
+             "attributes_test": a_test, "attributes_eval": a_eval}
+
+    def no_labels(n):
+        return torch.full((n,), -1, dtype=torch.int64)
+
+    return _splits((x_train, no_labels(len(x_train))), (x_train[val], no_labels(len(val))),
+                   (x_test, no_labels(len(x_test))), num_classes=0, extra=extra)
+
+
+CACHED_DATASETS = {"mnist": _build_mnist, "omniglot": _build_omniglot, "cifar10": _build_cifar10,
+                   "svhn": _build_svhn, "celeba": _build_celeba, "sprites": _build_sprites}
+
+
+def _npz_images(arrays: dict, key: str, path: str) -> torch.Tensor:
+    x = arrays[key]
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise CLIError(f"{key} in {path} has shape {x.shape}: expected N x H x W or N x C x H x W")
+    if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        raise CLIError(f"{key} in {path} has shape {x.shape}, channels last: transpose it to N x C x H x W")
+    if x.dtype == np.uint8:
+        return torch.from_numpy(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise CLIError(f"{key} in {path} is {x.dtype}: save images as uint8 (0-255) or as floats in [0, 1]")
+    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        raise CLIError(f"{key} in {path} has values in [{x.min():g}, {x.max():g}]: scale the images to [0, 1] "
+                       "or save them as uint8")
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def _npz_labels(arrays: dict, key: str, n: int, path: str) -> torch.Tensor:
+    y = arrays[key]
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise CLIError(f"{key} in {path} has shape {y.shape} and dtype {y.dtype}: expected integers of shape ({n},), "
+                       "one class label per image (-1 for none)")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _load_npz(path: str) -> dict:
+    """x_train, y_train, x_test, y_test and optionally x_val, y_val from a .npz file (not cached)."""
+    if not os.path.isfile(path):
+        raise CLIError(f"no such file: {path} (a .npz with x_train, y_train, x_test, y_test and optionally "
+                       "x_val, y_val)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except (OSError, ValueError) as error:
+        raise CLIError(f"cannot read {path} as a .npz file: {error}") from None
+    missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in arrays]
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        missing.append("y_val" if "x_val" in arrays else "x_val")
+    if missing:
+        raise CLIError(f"{path} lacks {', '.join(missing)}: save x_train, y_train, x_test, y_test (and optionally "
+                       "x_val, y_val) with numpy.savez")
+    splits = {}
+    for split in ("train", "val", "test"):
+        if f"x_{split}" in arrays:
+            x = _npz_images(arrays, f"x_{split}", path)
+            splits[split] = (x, _npz_labels(arrays, f"y_{split}", len(x), path))
+    for split, (x, _) in splits.items():
+        if x.shape[1:] != splits["train"][0].shape[1:]:
+            raise CLIError(f"x_{split} in {path} has images of shape {tuple(x.shape[1:])} but x_train has "
+                           f"{tuple(splits['train'][0].shape[1:])}: every split needs the same C x H x W")
+    if "val" not in splits:
+        n_val = max(1, len(splits["train"][0]) // 10)
+        print(f"{path}: no x_val, so the last {n_val} training images are the validation set")
+        splits["train"], splits["val"] = _split_off_last(*splits["train"], n_val)
+    labels = torch.cat([y for _, y in splits.values()])
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
+    return _splits(splits["train"], splits["val"], splits["test"], num_classes=num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corruption and the Parzen-window estimator
+# ---------------------------------------------------------------------------------------------
+
+
+def corrupt(x, sigma):
+    """c(x~|x): additive Gaussian corruption x~ = x + sigma * eps, eps ~ N(0, I), not clipped."""
+    return x + sigma * torch.randn_like(x)
+
+
+def parzen_log_likelihoods(samples, data, sigmas):
+    """log p(x) under a Gaussian Parzen window on `samples`, for every row of `data` and every
+    bandwidth in `sigmas`: a (len(sigmas), len(data)) float64 tensor.
+
+        log p(x) = logsumexp_i(-|x - mu_i|^2 / (2 s^2)) - log N - D log(s sqrt(2 pi))
+
+    Exact in log space (no kernel underflows), in float64, on the device of `samples`. The
+    squared distances of each chunk of data rows are computed once and reused for every
+    bandwidth; chunks keep the distance matrix near 16M entries, so 10,000 samples against
+    10,000 points in 11,025 dimensions fit in memory."""
+    mu = samples.flatten(1).double()
+    n, dims = mu.shape
+    mu_sq = (mu * mu).sum(1)
+    chunk = max(1, 2**24 // n)
+    out = torch.empty(len(sigmas), len(data), dtype=torch.float64, device=mu.device)
+    for start in range(0, len(data), chunk):
+        x = data[start:start + chunk].flatten(1).to(mu.device, torch.float64)
+        sq_dist = ((x * x).sum(1, keepdim=True) + mu_sq - 2 * x @ mu.T).clamp_min_(0)
+        for i, s in enumerate(sigmas):
+            log_norm = math.log(n) + dims * math.log(s * math.sqrt(2 * math.pi))
+            out[i, start:start + len(x)] = torch.logsumexp(sq_dist / (-2 * s * s), dim=1) - log_norm
+    return out
+
+
+def parzen_log_likelihood(samples, data, sigma):
+    """log p(x) of every row of `data` under a Parzen window of bandwidth `sigma` on `samples`."""
+    return parzen_log_likelihoods(samples, data, [sigma])[0]
+
+
+def select_bandwidth(samples, data, sigmas):
+    """The bandwidth with the highest mean log-likelihood of `data` (the validation split),
+    and the mean log-likelihood for each bandwidth: (best_sigma, tensor of len(sigmas))."""
+    means = parzen_log_likelihoods(samples, data, sigmas).mean(1).cpu()
+    return float(sigmas[int(means.argmax())]), means
+
+
+def mean_and_standard_error(values):
+    values = torch.as_tensor(values, dtype=torch.float64)
+    se = values.std() / math.sqrt(len(values)) if len(values) > 1 else torch.tensor(0.0)
+    return float(values.mean()), float(se)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, seeds, batches, pictures
+# ---------------------------------------------------------------------------------------------
+
+
+def choose_device(gpu=False):
+    """CUDA when there is one (with TF32 matmuls allowed), else the CPU; --gpu warns if none."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda")
+    if gpu:
+        print("warning: --gpu was given but no CUDA device is available; running on the CPU", file=sys.stderr)
+    return torch.device("cpu")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def adam(params, lr, device, betas=(0.9, 0.999)):
+    """Adam with the fused kernel (one launch for all parameters) on CUDA, foreach on the CPU."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=device.type == "cuda")
+
+
+def on_device(tensor, device):
+    """Put a dataset on the device when it fits in half of the free memory, else pin it so
+    batches copy asynchronously."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return tensor.to(device) if tensor.nbytes < free // 2 else tensor.pin_memory()
+    return tensor
+
+
+def map_batches(fn, x, batch_size, device):
+    """fn applied to x in batches on `device`, outputs concatenated on the CPU (no grad)."""
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; it replaces `path` only once the write finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_grid(images, path, nrow=10):
+    """A grid of images in [0, 1], enlarged (nearest) so small images stay visible."""
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu().clamp(0, 1)
+    scale = max(1, 28 // images.shape[-1])
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    with atomic_path(path) as tmp:
+        save_image(images, tmp, nrow=nrow, padding=2, pad_value=1.0, format="png")
+
+
+def plt_figure(*args, **kwargs):
+    """A matplotlib figure drawn off-screen (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.figure(*args, **kwargs)
+
+
+def save_figure(figure, path):
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run: settings, run folder, checkpoints
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
+RESUMABLE = {"epochs", "gpu", "resume", "out"}  # the flags a resumed run may change
+
+
+class Run:
+    """One training run: its settings, folder, device, data and (when resuming) checkpoint."""
+
+    def __init__(self, model, config, out, device, data, checkpoint):
+        self.model, self.config, self.out = model, config, out
+        self.device, self.data, self.checkpoint = device, data, checkpoint
+
+
+def dataset_tag(dataset):
+    return Path(dataset).stem if dataset.endswith(".npz") else dataset
+
+
+def start_run(model, args, defaults):
+    """Settle the settings (flags over the dataset's paper defaults, or the saved config when
+    resuming), print them, seed, pick the device, load the data and prepare the run folder.
+
+    `defaults` maps a dataset name to its row of paper settings; a .npz file uses the "mnist"
+    row unless the table has a "npz" one."""
+    config = vars(args).copy()
+    out = Path(config["out"] or f"runs/{model}-{dataset_tag(config['dataset'])}")
+    checkpoint = None
+    if config["resume"]:
+        checkpoint = load_checkpoint(out / "checkpoint.pt", model)
+        config = _resumed_config(out, config)
+    else:
+        if (out / "checkpoint.pt").exists():
+            raise CLIError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
+        tag = config["dataset"] if config["dataset"] in defaults else ("npz" if "npz" in defaults else "mnist")
+        if tag not in defaults:
+            raise CLIError(f"{model}.py has no settings for dataset '{config['dataset']}'; "
+                           f"use one of {', '.join(defaults)} or a .npz file")
+        for key, value in defaults[tag].items():
+            if config.get(key) is None:
+                config[key] = value
+    config["model"], config["out"] = model, str(out)
+
+    seed_everything(config["seed"])
+    device = choose_device(config["gpu"])
+    data = load_dataset(config["dataset"], config["data_dir"], config["image_size"])
+    config["image_shape"] = list(data.image_shape)
+    config["num_classes"] = data.num_classes
+    if config["batch_size"] > len(data.x_train):
+        raise CLIError(f"--batch-size {config['batch_size']} is larger than the training set "
+                       f"({len(data.x_train)} images); choose a smaller one")
+
+    print(f"{model} on {config['dataset']} ({len(data.x_train)} train / {len(data.x_val)} val / "
+          f"{len(data.x_test)} test, images {'x'.join(map(str, data.image_shape))}), device {device}")
+    for key in sorted(k for k in config if k not in {"model", "dataset", "image_shape", "num_classes"}):
+        print(f"  {key:<24} {config[key]}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config)
+    return Run(model, config, out, device, data, checkpoint)
+
+
+def _resumed_config(out, given):
+    """The saved settings, with --epochs (and --gpu) taken from this command line."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        raise CLIError(f"cannot read {out / 'config.json'}; resume needs the run folder as it was written")
+    for key, value in given.items():
+        if key not in RESUMABLE and value not in (None, False) and key in saved and value != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            print(f"warning: ignoring {flag} {value}: the resumed run keeps its saved {saved[key]}", file=sys.stderr)
+    for key in RESUMABLE:
+        if given.get(key) not in (None, False):
+            saved[key] = given[key]
+    return saved
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_config(run_dir):
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CLIError(f"{path} not found; is {run_dir} a run folder written by one of the model scripts?")
+    except ValueError:
+        raise CLIError(f"{path} is not valid JSON; the run folder is damaged")
+
+
+def save_checkpoint(path, state):
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+
+
+def load_checkpoint(path, model=None):
+    """A checkpoint written by save_checkpoint, loaded with weights_only=True (a file that
+    would run code when unpickled is refused). Every failure is one CLIError line."""
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"no checkpoint at {path}; train first, or drop --resume to start a new run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise CLIError(f"{path} is not a valid checkpoint ({reason}); delete it or use another --out")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CLIError(f"{path} is not a checkpoint written by these scripts; delete it or use another --out")
+    if model is not None and checkpoint.get("model") != model:
+        raise CLIError(f"{path} is a {checkpoint.get('model')} checkpoint, not {model}; use {checkpoint.get('model')}.py")
+    return checkpoint
+
+
+def write_log(out, history, plot=True):
+    """log.csv, and losses.png when `plot` (drawing takes a third of a second)."""
+    keys = list(history[0])
+    with atomic_path(out / "log.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+    if not plot:
+        return
+    losses = [k for k in keys if k not in ("epoch", "seconds")]
+    figure = plt_figure(figsize=(4 * len(losses), 3))
+    epochs = [row["epoch"] for row in history]
+    for i, key in enumerate(losses):
+        axes = figure.add_subplot(1, len(losses), i + 1)
+        axes.plot(epochs, [row[key] for row in history], marker="." if len(epochs) < 30 else None)
+        axes.set_title(key)
+        axes.set_xlabel("epoch")
+    save_figure(figure, out / "losses.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop around a model's step
+# ---------------------------------------------------------------------------------------------
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks the loop to stop after the current step; a second one stops now."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def _rng_state():
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=None):
+    """Train for run.config["epochs"] epochs of shuffled full batches of (x, y).
+
+    `train_step(x_batch, y_batch)` is the model's own step (its paper's algorithm); it returns a
+    dict of detached scalar loss tensors, which are summed on the device (no host sync per
+    step). After each epoch: the mean losses go to log.csv and losses.png, `on_epoch_end(epoch)`
+    draws the model's pictures (eval mode, no grad), and the checkpoint is written atomically.
+    A non-finite loss stops the run before its checkpoint is overwritten. Ctrl-C finishes the
+    step, saves mid-epoch, and raises TrainingInterrupted; --resume then continues exactly."""
+    config, device, out = run.config, run.device, run.out
+    schedulers = schedulers or {}
+    x, y = on_device(x, device), on_device(y, device)
+    batch_size, epochs = config["batch_size"], config["epochs"]
+    steps_per_epoch = len(x) // batch_size
+    epoch, step, perm, sums, elapsed, history = 0, 0, None, {}, 0.0, []
+
+    if run.checkpoint is not None:
+        ckpt = run.checkpoint
+        model.load_state_dict(ckpt["model_state"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(ckpt["optimizers"][name])
+        for name, scheduler in schedulers.items():
+            scheduler.load_state_dict(ckpt["schedulers"][name])
+        epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
+        perm = None if ckpt["perm"] is None else ckpt["perm"].to(x.device)
+        sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
+        _set_rng_state(ckpt["rng"])
+        print(f"resuming {out} at epoch {epoch + 1}" + (f", step {step + 1}" if step else ""))
+        if epoch >= epochs:
+            print(f"the run already has {epoch} epochs; pass a larger --epochs to train further")
+
+    def checkpoint_state(epoch, step, perm, sums, elapsed):
+        return {
+            "model": run.model, "epoch": epoch, "step": step, "elapsed": elapsed, "history": history,
+            "perm": None if perm is None else perm.cpu(), "sums": {k: v.cpu() for k, v in sums.items()},
+            "model_state": model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+            "rng": _rng_state(),
+        }
+
+    model.train()
+    last_plot = -math.inf
+    with _StopOnCtrlC() as ctrl_c:
+        while epoch < epochs:
+            if perm is None:
+                perm = torch.randperm(len(x), device=x.device)
+            started = time.perf_counter()
+            bar = tqdm(range(step, steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                       initial=step, total=steps_per_epoch, disable=None, dynamic_ncols=True)
+            for step in bar:
+                idx = perm[step * batch_size:(step + 1) * batch_size]
+                losses = train_step(x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True))
+                for key, value in losses.items():
+                    sums[key] = sums[key] + value if key in sums else value.clone()
+                if not bar.disable and step % 25 == 0:  # one host sync every 25 steps, for the live losses
+                    bar.set_postfix({k: f"{float(v) / (step + 1):.3f}" for k, v in sums.items()})
+                if ctrl_c.requested and step + 1 < steps_per_epoch:  # on the last step, finish the epoch
+                    bar.close()
+                    elapsed += time.perf_counter() - started
+                    save_checkpoint(out / "checkpoint.pt", checkpoint_state(epoch, step + 1, perm, sums, elapsed))
+                    raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {step + 1}; saved "
+                                              f"{out / 'checkpoint.pt'}. Resume with: --out {out} --resume")
+            bar.close()
+            means = {k: float(v) / steps_per_epoch for k, v in sums.items()}
+            bad = [k for k, v in means.items() if not math.isfinite(v)]
+            if bad:
+                raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {epoch + 1}; "
+                               f"{out / 'checkpoint.pt'} keeps the last good epoch ({epoch}). Try a lower --lr")
+            for scheduler in schedulers.values():
+                scheduler.step()
+            epoch += 1
+            elapsed += time.perf_counter() - started
+            history.append({"epoch": epoch, **{k: round(v, 5) for k, v in means.items()},
+                            "seconds": round(elapsed, 2)})
+            tqdm.write(f"epoch {epoch}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in means.items())
+                       + f"  ({elapsed:.1f} s)")
+            if on_epoch_end is not None:  # pictures draw from their own RNG: training's stays as it was
+                model.eval()
+                with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    on_epoch_end(epoch)
+                model.train()
+            step, perm, sums, elapsed = 0, None, {}, 0.0
+            save_checkpoint(out / "checkpoint.pt", checkpoint_state(epoch, 0, None, {}, 0.0))
+            plot = epoch == epochs or ctrl_c.requested or time.perf_counter() - last_plot > 10
+            write_log(out, history, plot)
+            if plot:
+                last_plot = time.perf_counter()
+            if ctrl_c.requested:
+                raise TrainingInterrupted(f"stopped after epoch {epoch}; saved {out / 'checkpoint.pt'}. "
+                                          f"Resume with: --out {out} --resume")
+    return history
