@@ -508,7 +508,7 @@ def corrupt(x, sigma):
     return x + sigma * torch.randn_like(x)
 
 
-def parzen_log_likelihoods(samples, data, sigmas):
+def parzen_log_likelihoods(samples, data, sigmas, max_entries=2**24):
     """log p(x) under a Gaussian Parzen window on `samples`, for every row of `data` and every
     bandwidth in `sigmas`: a (len(sigmas), len(data)) float64 tensor.
 
@@ -516,12 +516,12 @@ def parzen_log_likelihoods(samples, data, sigmas):
 
     Exact in log space (no kernel underflows), in float64, on the device of `samples`. The
     squared distances of each chunk of data rows are computed once and reused for every
-    bandwidth; chunks keep the distance matrix near 16M entries, so 10,000 samples against
+    bandwidth; chunks keep the distance matrix under `max_entries`, so 10,000 samples against
     10,000 points in 11,025 dimensions fit in memory."""
     mu = samples.flatten(1).double()
     n, dims = mu.shape
     mu_sq = (mu * mu).sum(1)
-    chunk = max(1, 2**24 // n)
+    chunk = max(1, max_entries // n)
     out = torch.empty(len(sigmas), len(data), dtype=torch.float64, device=mu.device)
     for start in range(0, len(data), chunk):
         x = data[start:start + chunk].flatten(1).to(mu.device, torch.float64)

@@ -1,0 +1,141 @@
+"""The shared plumbing: corruption, the Parzen estimator against a brute-force reference,
+bandwidth selection, checkpoints, and the error paths every script shares."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+
+import common
+
+
+def brute_force_parzen(samples, data, sigma):
+    """log (1/N) sum_i N(x; mu_i, sigma^2 I), term by term in float64 (no |a|^2+|b|^2-2ab trick)."""
+    samples, data = samples.reshape(len(samples), -1), data.reshape(len(data), -1)
+    dims = samples.shape[1]
+    sq = ((data[:, None, :] - samples[None, :, :]) ** 2).sum(-1)
+    log_kernel = -sq / (2 * sigma**2) - dims / 2 * np.log(2 * np.pi * sigma**2)
+    return logsumexp(log_kernel, axis=1) - np.log(len(samples))
+
+
+def test_corrupt_adds_gaussian_noise_of_the_given_std():
+    torch.manual_seed(0)
+    x = torch.full((200, 1, 28, 28), 0.5)
+    noise = common.corrupt(x, 0.3) - x
+    assert abs(noise.mean().item()) < 0.005
+    assert noise.std().item() == pytest.approx(0.3, rel=0.01)
+    assert common.corrupt(x, 0.3).min() < 0 < 1 < common.corrupt(x, 0.3).max()  # not clipped
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.2, 1.0])
+def test_parzen_matches_brute_force(sigma):
+    rng = np.random.default_rng(0)
+    samples, data = rng.random((300, 1, 8, 8)), rng.random((70, 1, 8, 8))
+    got = common.parzen_log_likelihood(torch.tensor(samples, dtype=torch.float32),
+                                       torch.tensor(data, dtype=torch.float32), sigma)
+    expected = brute_force_parzen(samples.astype(np.float32).astype(np.float64),
+                                  data.astype(np.float32).astype(np.float64), sigma)
+    assert got.shape == (70,)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-6)
+
+
+def test_parzen_is_exact_far_from_the_samples_where_naive_code_underflows():
+    rng = np.random.default_rng(1)
+    samples = rng.random((50, 784))
+    data = rng.random((10, 784)) + 3.0  # |x - mu|^2 ~ 7000: exp(-7000 / 0.02) is 0 in float64
+    sigma = 0.1
+    with np.errstate(divide="ignore"):
+        naive = np.log(np.exp(-((data[:, None] - samples[None]) ** 2).sum(-1) / (2 * sigma**2)).mean(1))
+    assert np.isneginf(naive).all()
+    got = common.parzen_log_likelihood(torch.tensor(samples), torch.tensor(data), sigma).numpy()
+    np.testing.assert_allclose(got, brute_force_parzen(samples, data, sigma), rtol=1e-10)
+    assert np.isfinite(got).all()
+
+
+def test_parzen_chunks_agree_with_one_pass():
+    torch.manual_seed(0)
+    samples, data = torch.rand(40, 30), torch.rand(33, 30)
+    sigmas = [0.1, 0.3]
+    whole = common.parzen_log_likelihoods(samples, data, sigmas)
+    chunked = common.parzen_log_likelihoods(samples, data, sigmas, max_entries=40 * 4)  # 4 rows a chunk
+    assert whole.shape == (2, 33)
+    torch.testing.assert_close(whole, chunked, rtol=0, atol=1e-12)
+
+
+def test_select_bandwidth_recovers_the_bandwidth_of_a_known_parzen_model():
+    torch.manual_seed(0)
+    centres = torch.rand(40, 5) * 4
+    true_sigma = 0.3
+    data = centres[torch.randint(40, (4000,))] + true_sigma * torch.randn(4000, 5)
+    sigmas = np.logspace(-1, 0, 10)
+    best, means = common.select_bandwidth(centres, data, sigmas)
+    assert best == sigmas[np.abs(np.log(sigmas / true_sigma)).argmin()]
+    assert means.shape == (10,) and int(means.argmax()) == list(sigmas).index(best)
+
+
+def test_mean_and_standard_error():
+    mean, se = common.mean_and_standard_error([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    common.save_checkpoint(path, {"model": "aae", "epoch": 3, "weights": torch.arange(4.0)})
+    loaded = common.load_checkpoint(path, "aae")
+    assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], torch.arange(4.0))
+    with pytest.raises(common.CLIError, match="daae.py|not daae"):
+        common.load_checkpoint(path, "daae")
+
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(common.CLIError, match="not a valid checkpoint"):
+        common.load_checkpoint(path, "aae")
+
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(common.CLIError, match="not a checkpoint written by these scripts"):
+        common.load_checkpoint(path, "aae")
+
+    with pytest.raises(common.CLIError, match="no checkpoint"):
+        common.load_checkpoint(tmp_path / "missing.pt", "aae")
+
+
+class RunsCode:
+    """A pickle that would create a file when loaded without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": common.CHECKPOINT_FORMAT, "payload": RunsCode(str(marker))}, f, protocol=2)
+    with pytest.raises(common.CLIError, match="not a valid checkpoint"):
+        common.load_checkpoint(path, "aae")
+    assert not marker.exists()
+
+
+def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "file.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with common.atomic_path(path) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_parser_errors_are_one_line_cli_errors():
+    parser = common.model_parser("aae", "test")
+    for argv in (["--epochs", "0"], ["--batch-size", "-3"], ["--lr", "nan"], ["--bogus"]):
+        with pytest.raises(common.CLIError, match="see --help"):
+            parser.parse_args(argv)
+    assert math.isclose(parser.parse_args(["--lr", "2e-4"]).lr, 2e-4)
