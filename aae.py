@@ -10,7 +10,7 @@ are "real" (label 1) and codes enc(x) are "fake" (label 0). The encoder is the g
 that game. Each mini-batch has two phases (Section 2):
 
   reconstruction:  min_{enc, dec}  E_x[ BCE(x, dec(enc(x))) ]
-  regularisation:  max_D    E_{z~p(z)}[log D(z)] + E_x[log(1 - D(enc(x)))]          (GAN, Eq. in 1.1)
+  regularisation:  max_D    E_{z~p(z)}[log D(z)] + E_x[log(1 - D(enc(x)))]   (the GAN game, Sec. 1.1)
                    min_enc  -E_x[log D(enc(x))]        (the non-saturating generator loss)
 
 When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term) is

@@ -2,6 +2,7 @@
 bandwidth selection, checkpoints, and the error paths every script shares."""
 
 import math
+import os
 import pickle
 
 import numpy as np
@@ -131,6 +132,11 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
             raise RuntimeError("disk full")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+    with common.atomic_path(tmp_path / "new.txt") as tmp:
+        open(tmp, "w").write("new")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_parser_errors_are_one_line_cli_errors():
