@@ -283,12 +283,13 @@ def save_pictures(model, run, fixed_z, epoch):
     samples = model.decode(fixed_z)
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
     common.save_grid(samples, out / "samples.png")
-    x = data.x_test[:50].to(run.device)
+    per_row = min(10, len(data.x_test))  # up to 5 rows of 10 test images, however small the test split
+    x = data.x_test[:per_row * min(5, len(data.x_test) // per_row)].to(run.device)
     x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
     rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
     rows.append(model.decode(model.encode(x_in)))
-    common.save_grid(torch.cat([r.view(5, 10, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
-                     out / "reconstructions.png")
+    common.save_grid(torch.cat([r.view(-1, per_row, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
+                     out / "reconstructions.png", nrow=per_row)
     if model.latent_dim == 2 and (epoch % max(1, run.config["epochs"] // 10) == 0 or epoch == run.config["epochs"]):
         save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
         save_manifold(model, out / "manifold.png")

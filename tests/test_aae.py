@@ -10,6 +10,7 @@ import sys
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,3 +236,13 @@ def test_the_real_command_prints_one_line_not_a_traceback():
     result = subprocess.run([sys.executable, "aae.py", "--dataset", "nosuch"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "Traceback" not in result.stderr
+
+
+def test_pictures_work_with_a_tiny_test_split(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (80, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 10, 80),
+             x_test=rng.integers(0, 256, (7, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 10, 7))
+    assert cli(["--dataset", str(path), "--epochs", "1", "--batch-size", "16", "--sigma", "0.3",
+                "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run/reconstructions.png").is_file()

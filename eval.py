@@ -1,0 +1,575 @@
+"""The DAAE paper's measurements (Creswell & Bharath), for any run folder of any model script.
+
+    python eval.py reconstruct runs/daae-mnist
+    python eval.py classify runs/aae-mnist runs/daae-mnist runs/idaae-mnist --max-train 10000
+    python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
+    python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
+
+The studies follow the paper's evaluation protocol (reference.md, section 2):
+
+  reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
+               squared error against the clean images, mean and standard error over the images.
+  classify     an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
+               on the test split; the same SVC on raw pixels and on PCA to the code size as
+               baselines. With an evaluation set of drawers (Omniglot, the paper's test (b)): the
+               first 20 evaluation-set characters, for each drawer a linear SVM trained on the
+               other 19 drawers and tested on it; mean and max over the 20 drawers. With
+               attributes (CelebA): a linear classifier per attribute on the codes.
+  likelihood   a Gaussian Parzen window on samples of the model; its bandwidth, from
+               logspace(-1, 0, 10), is chosen on the validation split, and the mean
+               log-likelihood (with its standard error) is reported on the test split and on the
+               evaluation set when there is one. Models with a Markov chain (DAAE) are also
+               scored after each number of chain steps in --steps, plotted in likelihood_steps.png.
+               Colour images are scored in greyscale (the mean of the channels), as the authors did.
+  all          the three.
+
+Each study prints a markdown table and merges its results into RUN_DIR/eval.json (a study
+replaces its own entry and keeps the others). Given several run folders, a comparison table
+across them follows (the paper's AAE vs DAAE vs iDAAE tables); --table writes it to a file.
+"""
+
+import argparse
+import importlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import SGDClassifier
+from sklearn.svm import SVC
+from tqdm import tqdm
+
+import common
+
+STUDIES = ("reconstruct", "classify", "likelihood")
+BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
+LOO_CHARACTERS = 20  # test (b): the first 20 characters of the evaluation set
+BATCH = 500  # images per forward pass when encoding, decoding or sampling
+CHAIN_BYTES = 2**28  # at most 256 MB of Markov-chain images held at once
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def progress(iterable, desc, **kwargs):
+    return tqdm(iterable, desc=desc, leave=False, disable=None, dynamic_ncols=True, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: a folder -> its settings, its trained model, its data
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainedRun:
+    """A trained run: its folder, config.json, model (in eval mode on the device) and epoch."""
+
+    def __init__(self, path, config, model, epoch):
+        self.path, self.config, self.model, self.epoch = path, config, model, epoch
+        self.name = str(path)
+
+
+def import_model_module(name, config_path):
+    """The model script `name`.py beside this file (config.json names it); nothing else is imported."""
+    if not isinstance(name, str) or not name.isidentifier() or name in ("eval", "common") \
+            or not (Path(__file__).resolve().parent / f"{name}.py").is_file():
+        raise common.CLIError(f"{config_path} names an unknown model {name!r}: there is no such model script "
+                              "beside eval.py (aae, daae, idaae, ...)")
+    module = importlib.import_module(name)
+    if not hasattr(module, "build_model"):
+        raise common.CLIError(f"{name}.py has no build_model(config), so eval.py cannot rebuild its runs")
+    return module
+
+
+def load_run(run_dir, device):
+    """The run in `run_dir`, rebuilt from config.json and checkpoint.pt; every failure is one line."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise common.CLIError(f"{run_dir} is not a folder: give run folders written by the model scripts "
+                              "(e.g. runs/aae-digits)")
+    config = common.read_config(path)
+    missing = [key for key in ("model", "dataset", "data_dir", "image_shape") if key not in config]
+    if missing:
+        raise common.CLIError(f"{path / 'config.json'} lacks {', '.join(missing)}; the run folder is damaged")
+    module = import_model_module(config.get("model"), path / "config.json")
+    checkpoint = common.load_checkpoint(path / "checkpoint.pt", config["model"])
+    try:
+        model = module.build_model(config)
+        model.load_state_dict(checkpoint["model_state"])
+    except KeyError as error:
+        raise common.CLIError(f"{path / 'config.json'} or its checkpoint lacks {error}; the run folder is damaged "
+                              f"or was written by another version of {config['model']}.py") from None
+    except RuntimeError as error:  # the weights do not fit the networks config.json describes
+        reason = str(error).strip().splitlines()[0][:160]
+        raise common.CLIError(f"{path / 'checkpoint.pt'} does not match {path / 'config.json'} ({reason})") from None
+    read_eval_json(path)  # a damaged eval.json stops us before any work, not after it
+    return TrainedRun(path, config, model.to(device).eval(), checkpoint.get("epoch"))
+
+
+def load_data(config, data_dir, cache):
+    """The run's dataset with the split it was trained on (the splits are fixed by common.py)."""
+    key = (config["dataset"], data_dir or config["data_dir"], config.get("image_size"))
+    if key not in cache:
+        cache[key] = common.load_dataset(*key)
+    data = cache[key]
+    if list(data.image_shape) != list(config["image_shape"]):
+        raise common.CLIError(f"{config['dataset']} in {key[1]} has images of shape {list(data.image_shape)}, but "
+                              f"the run was trained on {config['image_shape']}; point --data-dir at its data")
+    return data
+
+
+def read_eval_json(run_dir):
+    path = Path(run_dir) / "eval.json"
+    if not path.exists():
+        return {}
+    try:
+        results = json.loads(path.read_text())
+    except ValueError:
+        results = None
+    if not isinstance(results, dict):
+        raise common.CLIError(f"{path} is not valid JSON of eval.py's results; delete it and evaluate again")
+    return results
+
+
+def merge_results(run_dir, study_key, result):
+    """RUN_DIR/eval.json with this study's entry replaced and the other studies' entries kept."""
+    results = read_eval_json(run_dir)
+    results[study_key] = result
+    common.write_json(Path(run_dir) / "eval.json", results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconstruction
+# ---------------------------------------------------------------------------------------------
+
+
+def reconstruct(model, data, device):
+    """Per-image MSE between the clean test images and dec(enc(x + sigma eps)), sigma the
+    training corruption (none for a model trained without it); mean and standard error."""
+    def squared_errors(x):
+        x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
+        return (model.decode(model.encode(x_in)) - x).pow(2).flatten(1).mean(1)
+
+    errors = common.map_batches(squared_errors, data.x_test, BATCH, device)
+    mse, se = common.mean_and_standard_error(errors)
+    return {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors)}
+
+
+def reconstruction_table(result):
+    return markdown(["corruption sigma", "test images", "MSE", "SE"],
+                    [[f"{result['sigma']:g}", result["images"], f"{result['mse']:.5f}", f"{result['se']:.5f}"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification
+# ---------------------------------------------------------------------------------------------
+
+
+def encode(model, x, device):
+    return common.map_batches(model.encode, x, BATCH, device).flatten(1).numpy()
+
+
+def pixels(x):
+    return x.flatten(1).numpy()
+
+
+def pca(n_components, x_train, *others, seed=0):
+    """x_train and the others projected on the first principal components of x_train."""
+    n_components = min(n_components, *x_train.shape)
+    fitted = PCA(n_components, random_state=seed).fit(x_train)
+    return [fitted.transform(x) for x in (x_train, *others)]
+
+
+def accuracy(classifier, x_train, y_train, x_test, y_test):
+    return float(classifier.fit(x_train, y_train).score(x_test, y_test))
+
+
+def subsample(n, max_n, seed):
+    """Sorted indices of a random max_n of range(n) (all of them when max_n is None or >= n)."""
+    if max_n is None or max_n >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_n].sort().values
+
+
+def first_characters(y, n=LOO_CHARACTERS):
+    """Boolean mask of the images of the n characters with the lowest indices."""
+    return torch.isin(y, y.unique().sort().values[:n])
+
+
+def leave_one_drawer_out(drawers):
+    """[(drawer, train indices, test indices)]: each drawer's images are the test set once, and
+    the images of every other drawer are its training set."""
+    return [(int(d), (drawers != d).nonzero().squeeze(1), (drawers == d).nonzero().squeeze(1))
+            for d in drawers.unique().sort().values]
+
+
+def drawer_study(codes, images, y, drawers, n_components, seed):
+    """Test (b): linear SVMs, one per left-out drawer, on codes, pixels and PCA of the pixels."""
+    # "A linear SVM" in the paper: SVC(kernel="linear"), the same libsvm SVC as test (a) with the
+    # kernel changed (hinge loss, C = 1), rather than liblinear's squared-hinge LinearSVC.
+    accuracies = {"codes": [], "pixels": [], "pca": []}
+    y = y.numpy()
+    for drawer, train, test in progress(leave_one_drawer_out(drawers), "leave one drawer out"):
+        train, test = train.numpy(), test.numpy()
+        pca_train, pca_test = pca(n_components, images[train], images[test], seed=seed)  # fitted on the 19 drawers
+        for features, (f_train, f_test) in (("codes", (codes[train], codes[test])),
+                                            ("pixels", (images[train], images[test])),
+                                            ("pca", (pca_train, pca_test))):
+            accuracies[features].append(accuracy(SVC(kernel="linear"), f_train, y[train], f_test, y[test]))
+    result = {}
+    for features, values in accuracies.items():
+        suffix = "" if features == "codes" else f"_{features}"
+        result[f"loo20_linear{suffix}"] = float(np.mean(values))
+        result[f"loo20_linear{suffix}_max"] = float(np.max(values))
+    return result
+
+
+def attribute_accuracies(codes_train, y_train, codes_test, y_test, names, seed):
+    """A linear classifier per attribute: hinge loss with an L2 penalty of 0.01, as in the
+    authors' CelebA code (scikit-learn's SGDClassifier(loss="hinge", alpha=0.01))."""
+    result = {}
+    for j, name in enumerate(progress(names, "attributes")):
+        if len(np.unique(y_train[:, j])) < 2:  # an attribute that never varies: predict its one value
+            result[name] = float(np.mean(y_test[:, j] == y_train[0, j]))
+            continue
+        classifier = SGDClassifier(loss="hinge", alpha=0.01, random_state=seed)
+        result[name] = accuracy(classifier, codes_train, y_train[:, j], codes_test, y_test[:, j])
+    return result
+
+
+def svm_study(model, data, train, device, seed):
+    """Test (a): RBF SVCs trained on the codes, the pixels and PCA of the pixels of the training
+    images `train`, scored on the test split."""
+    x_train, y_train, y_test = data.x_train[train], data.y_train[train].numpy(), data.y_test.numpy()
+    features = {"": (encode(model, x_train, device), encode(model, data.x_test, device)),
+                "_pixels": (pixels(x_train), pixels(data.x_test))}
+    features["_pca"] = tuple(pca(model.latent_dim, *features["_pixels"], seed=seed))
+    result = {}
+    for suffix, (f_train, f_test) in progress(features.items(), "RBF SVMs"):
+        # SVC() as the paper has it: today's defaults (C = 1, gamma = "scale"); the authors'
+        # scikit-learn of 2017 defaulted to gamma = "auto", 1 / dims, the same for codes of unit
+        # variance but a smaller gamma for pixels.
+        result[f"svm_rbf{suffix}"] = accuracy(SVC(), f_train, y_train, f_test, y_test)
+    return {**result, "train_images": len(train), "test_images": len(y_test), "code_dims": features[""][0].shape[1],
+            "pixel_dims": features["_pixels"][0].shape[1], "pca_dims": features["_pca"][0].shape[1]}
+
+
+def attribute_study(model, data, train, device, seed):
+    """CelebA: a linear classifier per attribute on the codes of the training images `train`."""
+    n_attributes = data.y_train.shape[1]
+    names = CELEBA_ATTRIBUTES if n_attributes == len(CELEBA_ATTRIBUTES) else \
+        [f"attribute_{j}" for j in range(n_attributes)]
+    each = attribute_accuracies(encode(model, data.x_train[train], device), data.y_train[train].numpy(),
+                                encode(model, data.x_test, device), data.y_test.numpy(), names, seed)
+    return {"attributes_linear": float(np.mean(list(each.values()))), "attributes_linear_each": each,
+            "train_images": len(train), "code_dims": model.latent_dim}
+
+
+def classify(model, data, device, max_train=None, seed=0):
+    """Every classification test the dataset has labels for: (a) class labels, attributes, and
+    (b) an evaluation set with drawers."""
+    result, notes = {}, []
+    train = subsample(len(data.x_train), max_train, seed)
+    if data.y_train.ndim == 2:  # attributes (CelebA: N x 40 in {0, 1})
+        result.update(attribute_study(model, data, train, device, seed))
+    elif data.num_classes >= 2 and (data.y_train >= 0).all():
+        result.update(svm_study(model, data, train, device, seed))
+    else:
+        notes.append(f"{data.name} has no class labels: no classifier on the test split")
+    if "train_images" in result and len(train) < len(data.x_train):
+        notes.append(f"classifiers trained on a random {len(train)} of the {len(data.x_train)} training images "
+                     "(--max-train)")
+
+    if "drawer_eval" in data.extra:
+        x_eval, y_eval, drawers = data.extra["x_eval"], data.extra["y_eval"], data.extra["drawer_eval"]
+        if len(x_eval) == 0:
+            notes.append("the evaluation set is empty: no leave-one-drawer-out test")
+        else:
+            chosen = first_characters(y_eval)
+            characters = len(y_eval[chosen].unique())
+            if characters < LOO_CHARACTERS:
+                notes.append(f"the evaluation set has only {characters} characters, fewer than {LOO_CHARACTERS}")
+            x = x_eval[chosen]
+            result.update(drawer_study(encode(model, x, device), pixels(x), y_eval[chosen], drawers[chosen],
+                                       model.latent_dim, seed))
+            result.update(loo20_characters=characters, loo20_images=len(x))
+    result["notes"] = notes
+    return result
+
+
+def classification_table(result):
+    percent = "{:.2%}".format
+    features = (("", "codes"), ("_pixels", "raw pixels"), ("_pca", "PCA of the pixels"))
+    rows = []
+    if "svm_rbf" in result:
+        dims = {"": result["code_dims"], "_pixels": result["pixel_dims"], "_pca": result["pca_dims"]}
+        rows += [[f"RBF SVC: {result['train_images']} training -> {result['test_images']} test images", name,
+                  dims[suffix], percent(result[f"svm_rbf{suffix}"]), ""] for suffix, name in features]
+    if "loo20_linear" in result:
+        rows += [[f"linear SVM, leave one drawer out: {result['loo20_characters']} evaluation characters", name,
+                  "", percent(result[f"loo20_linear{suffix}"]), percent(result[f"loo20_linear{suffix}_max"])]
+                 for suffix, name in features]
+    if "attributes_linear" in result:
+        each = result["attributes_linear_each"]
+        rows.append([f"linear, one per attribute ({len(each)}), mean over them", "codes", result["code_dims"],
+                     percent(result["attributes_linear"]), percent(max(each.values()))])
+    table = markdown(["classifier", "features", "dims", "accuracy (mean)", "max"], rows) if rows else ""
+    if "attributes_linear" in result:
+        table += "\n\n" + markdown(["attribute", "accuracy"], [[k, percent(v)] for k, v in each.items()])
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Parzen log-likelihood
+# ---------------------------------------------------------------------------------------------
+
+
+def greyscale(x):
+    """Colour images as the mean of their channels (the authors scored Sprites this way)."""
+    return x.mean(1, keepdim=True) if x.shape[1] == 3 else x
+
+
+def log_likelihoods(samples, data, bandwidths, desc):
+    """common.parzen_log_likelihoods in chunks of data rows, with a progress bar:
+    a (len(bandwidths), len(data)) tensor on the CPU."""
+    chunk = max(1, min(1000, 2**24 // len(samples)))
+    return torch.cat([common.parzen_log_likelihoods(samples, data[i:i + chunk], bandwidths).cpu()
+                      for i in progress(range(0, len(data), chunk), desc)], 1)
+
+
+def parzen(samples, x_val, scored, label):
+    """The bandwidth with the best mean log-likelihood of the validation split, then the mean and
+    standard error of the log-likelihood of each set in `scored` (never used to choose it)."""
+    samples = greyscale(samples)
+    on_validation = log_likelihoods(samples, greyscale(x_val), BANDWIDTHS, f"{label}: bandwidth on validation")
+    means = on_validation.mean(1)
+    best = int(means.argmax())
+    sigma = float(BANDWIDTHS[best])
+    mean, se = common.mean_and_standard_error(on_validation[best])
+    result = {"sigma": sigma, "validation": {"mean": mean, "se": se},
+              "validation_by_sigma": {f"{s:.4f}": float(m) for s, m in zip(BANDWIDTHS, means)}}
+    for name, x in scored.items():
+        values = log_likelihoods(samples, greyscale(x), [sigma], f"{label}: {name}")[0]
+        mean, se = common.mean_and_standard_error(values)
+        result[name] = {"mean": mean, "se": se, "images": len(x)}
+    return result
+
+
+def draw_samples(model, n, device):
+    """n samples of the model, on the device (where the Parzen estimator then runs)."""
+    with torch.no_grad():
+        return torch.cat([model.sample(min(BATCH, n - i)).to(device)
+                          for i in progress(range(0, n, BATCH), "sampling")])
+
+
+def chain_samples(model, n, steps, image_dims, device):
+    """{t: the images after t steps of n Markov chains} for every t in `steps`; the chains run in
+    groups so that only a few hundred MB of images are held at once."""
+    last = max(steps)
+    group = max(1, min(n, CHAIN_BYTES // (4 * image_dims * (last + 1))))
+    kept = {t: [] for t in steps}
+    with torch.no_grad():
+        for i in progress(range(0, n, group), f"{last} chain steps"):
+            chain = model.markov_chain_sample(min(group, n - i), last)
+            for t in steps:
+                kept[t].append(chain[t].to(device))
+    return {t: torch.cat(images) for t, images in kept.items()}
+
+
+def default_samples(config):
+    """The paper's sample counts: 10,000 for MNIST (and .npz datasets, which use the MNIST
+    settings), 1,000 otherwise (Omniglot, Sprites; digits too, where it takes a second)."""
+    return 10_000 if config["dataset"] == "mnist" or config["dataset"].endswith(".npz") else 1_000
+
+
+def likelihood(model, data, config, device, samples=None, steps=None, plot_path=None):
+    """The Parzen study: samples of the model (and, with a Markov chain, the chain after each
+    number of `steps`) scored on the test split and the evaluation set; plot_path gets the
+    log-likelihood against the steps."""
+    notes = []
+    n = samples or default_samples(config)
+    if samples is None:
+        notes.append(f"{n} samples, the default for {common.dataset_tag(config['dataset'])} (--samples)")
+    if data.x_test.shape[1] == 3:
+        notes.append("scored in greyscale: the mean of the three colour channels")
+    scored = {"test": data.x_test}
+    x_eval = data.extra.get("x_eval")
+    if x_eval is not None and len(x_eval):
+        scored["evaluation"] = x_eval
+    result = {"samples": n, **parzen(draw_samples(model, n, device), data.x_val, scored, "samples")}
+
+    has_chain = hasattr(model, "markov_chain_sample")
+    if steps is None and has_chain and "sample_steps" in config:
+        steps = sorted({0, config["sample_steps"]})  # the paper's: the first samples and the chain's end
+    if steps and not has_chain:
+        notes.append(f"{config['model']} has no Markov chain: --steps ignored")
+    elif steps:
+        result["steps"] = {}
+        for t, images in chain_samples(model, n, sorted(set(steps)), math.prod(data.image_shape), device).items():
+            scores = parzen(images, data.x_val, scored, f"{t} steps")
+            result["steps"][str(t)] = {**scores["test"], "sigma": scores["sigma"],
+                                       **{k: scores[k] for k in ("validation", "evaluation") if k in scores}}
+        if plot_path is not None and len(result["steps"]) > 1:
+            save_steps_plot(result["steps"], plot_path, config)
+    edges = [s for s in [result["sigma"], *(v["sigma"] for v in result.get("steps", {}).values())]
+             if s in (BANDWIDTHS[0], BANDWIDTHS[-1])]
+    if edges:
+        notes.append(f"the chosen bandwidth {edges[0]:g} is at the edge of the grid logspace(-1, 0, 10)")
+    result["notes"] = notes
+    return result
+
+
+def save_steps_plot(steps, path, config):
+    """Log-likelihood (mean +/- standard error) of the test split, and of the evaluation set when
+    there is one, against the number of Markov-chain steps."""
+    t = [int(k) for k in steps]
+    figure = common.plt_figure(figsize=(5, 3.5))
+    axes = figure.add_subplot(1, 1, 1)
+    series = {"test": list(steps.values())}
+    if all("evaluation" in v for v in steps.values()):
+        series["evaluation"] = [v["evaluation"] for v in steps.values()]
+    for name, scores in series.items():
+        axes.errorbar(t, [v["mean"] for v in scores], yerr=[v["se"] for v in scores], marker="o", capsize=3,
+                      label=name)
+    axes.legend()
+    axes.set_xlabel("Markov-chain steps")
+    axes.set_ylabel("Parzen log-likelihood")
+    axes.set_title(f"{config['model']} on {common.dataset_tag(config['dataset'])}")
+    common.save_figure(figure, path)
+
+
+def likelihood_table(result):
+    def row(source, name, scores, sigma):
+        return [source, name, scores["images"], f"{sigma:.3f}", f"{scores['mean']:.1f}", f"{scores['se']:.1f}"]
+
+    rows = [row(f"{result['samples']} samples", name, result[name], result["sigma"])
+            for name in ("test", "evaluation") if name in result]
+    for t, scores in result.get("steps", {}).items():
+        rows.append(row(f"{result['samples']} chains, {t} steps", "test", scores, scores["sigma"]))
+        if "evaluation" in scores:
+            rows.append(row(f"{result['samples']} chains, {t} steps", "evaluation", scores["evaluation"],
+                            scores["sigma"]))
+    return markdown(["Parzen window on", "scored set", "images", "bandwidth", "log-likelihood", "SE"], rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and main
+# ---------------------------------------------------------------------------------------------
+
+
+def markdown(header, rows):
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def comparison_table(runs, results):
+    """One row per run, one column per measurement of the studies run (the paper's tables)."""
+    def plus_minus(entry, key, digits):
+        return f"{entry[key]:.{digits}f} ± {entry['se']:.{digits}f}"
+
+    columns = {"run": lambda r: r.name, "model": lambda r: r.config["model"],
+               "sigma": lambda r: f"{r.model.sigma:g}"}
+    studies = set().union(*(results[r.name] for r in runs))
+    if "reconstruction" in studies:
+        columns["reconstruction MSE"] = lambda r: plus_minus(results[r.name]["reconstruction"], "mse", 4)
+    if "classification" in studies:
+        for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"), ("svm_rbf_pca", "SVC PCA"),
+                           ("loo20_linear", "LOO-20 codes (mean)"), ("loo20_linear_max", "LOO-20 codes (max)"),
+                           ("loo20_linear_pixels", "LOO-20 pixels"), ("loo20_linear_pca", "LOO-20 PCA"),
+                           ("attributes_linear", "attributes (mean)")):
+            if any(key in results[r.name].get("classification", {}) for r in runs):
+                columns[title] = lambda r, key=key: f"{results[r.name]['classification'][key]:.2%}"
+    if "likelihood" in studies:
+        columns["Parzen LL test"] = lambda r: plus_minus(results[r.name]["likelihood"]["test"], "mean", 1)
+        if any("evaluation" in results[r.name].get("likelihood", {}) for r in runs):
+            columns["Parzen LL evaluation"] = lambda r: plus_minus(results[r.name]["likelihood"]["evaluation"],
+                                                                   "mean", 1)
+        steps = sorted({int(t) for r in runs for t in results[r.name].get("likelihood", {}).get("steps", {})})
+        for t in steps:
+            columns[f"LL after {t} chain steps"] = lambda r, t=t: plus_minus(
+                results[r.name]["likelihood"]["steps"][str(t)], "mean", 1)
+
+    def cell(column, run):
+        try:
+            return column(run)
+        except KeyError:
+            return "–"
+
+    return markdown(list(columns), [[cell(column, run) for column in columns.values()] for run in runs])
+
+
+def parse_args(argv):
+    parser = common.ArgumentParser(prog="eval.py", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=[*STUDIES, "all"], help="which study to run")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
+    parser.add_argument("--data-dir", help="where the datasets are (default: the data_dir each run was trained with)")
+    parser.add_argument("--samples", type=common.positive_int,
+                        help="Parzen samples (default 10,000 for MNIST and .npz datasets, 1,000 otherwise)")
+    parser.add_argument("--steps", type=non_negative_int, nargs="+",
+                        help="Markov-chain steps to score for models that have a chain (default: 0 and the "
+                             "run's sample_steps)")
+    parser.add_argument("--max-train", type=common.positive_int,
+                        help="train the classifiers on a random subset of this many training images")
+    parser.add_argument("--table", help="write the comparison table (markdown) to this file")
+    parser.add_argument("--seed", type=int, default=0, help="seeds corruption, sampling and subsets (default 0)")
+    parser.add_argument("--gpu", action="store_true", help="ask for CUDA (used anyway when available)")
+    return parser.parse_args(argv)
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive whole number, got {text}")
+    return value
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    studies = STUDIES if args.study == "all" else (args.study,)
+    device = common.choose_device(args.gpu)
+    runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
+    data_cache, results = {}, {}
+    for run in runs:
+        data = load_data(run.config, args.data_dir, data_cache)
+        print(f"\n## {run.name}: {run.config['model']}, epoch {run.epoch}, {data}")
+        results[run.name] = {}
+        for study in studies:
+            common.seed_everything(args.seed)  # each study's numbers do not depend on the others run before it
+            started = time.perf_counter()
+            if study == "reconstruct":
+                key, result = "reconstruction", reconstruct(run.model, data, device)
+                table = reconstruction_table(result)
+            elif study == "classify":
+                key, result = "classification", classify(run.model, data, device, args.max_train, args.seed)
+                table = classification_table(result)
+            else:
+                key, result = "likelihood", likelihood(run.model, data, run.config, device, args.samples, args.steps,
+                                                       run.path / "likelihood_steps.png")
+                table = likelihood_table(result)
+            result.update(seconds=round(time.perf_counter() - started, 2), epoch=run.epoch, seed=args.seed)
+            print(f"\n### {key} ({result['seconds']:.1f} s)\n")
+            for note in result.get("notes", []):
+                print(f"note: {note}")
+            if table:
+                print(table)
+            merge_results(run.path, key, result)
+            results[run.name][key] = result
+        print(f"\nresults merged into {run.path / 'eval.json'}")
+    table = comparison_table(runs, results)
+    if len(runs) > 1:
+        print(f"\n## comparison\n\n{table}")
+    if args.table:
+        with common.atomic_path(args.table) as tmp:
+            Path(tmp).write_text(table + "\n")
+        print(f"\ncomparison table written to {args.table}")
+
+
+if __name__ == "__main__":
+    common.cli(main)
