@@ -1,0 +1,453 @@
+"""Adversarially Learned Inference (Dumoulin, Belghazi, Poole, Mastropietro, Lamb, Arjovsky,
+Courville, ICLR 2017): the BiGAN-style baseline the DAAE paper argues against.
+
+Two joint distributions over images x and codes z (Section 2):
+
+    encoder  q(x, z) = q(x) q(z|x):   x from the data,  z^ = G_z(x)
+    decoder  p(x, z) = p(z) p(x|z):   z ~ N(0, I),      x~ = G_x(z)
+
+A discriminator sees PAIRS, (x, z^) from the encoder against (x~, z) from the decoder; the
+encoder and the decoder together learn to fool it (Eq. 1):
+
+    min_G max_D  E_q(x)[log D(x, G_z(x))] + E_p(z)[log(1 - D(G_x(z), z))]
+
+When the two joints match, G_x and G_z invert each other (the paper's invertibility result), yet no
+reconstruction error is ever minimised: G_x(G_z(x)) is only as faithful as the game makes it,
+which is the DAAE paper's point against ALI. The encoder is stochastic, q(z|x) = N(mu(x),
+sigma(x)^2 I), sampled with the reparametrisation trick so that D's gradient reaches mu and
+log sigma (Eq. 2):
+
+    z^ = mu(x) + sigma(x) * eps,   eps ~ N(0, I)
+
+With l = the logit of D, the losses of Algorithm 1, the generators' in the non-saturating form
+V' of Eq. 4 (the same labels swapped):
+
+    L_D = softplus(-l(x, z^)) + softplus(l(x~, z))    = -log D(x, z^) - log(1 - D(x~, z))
+    L_G = softplus(l(x, z^)) + softplus(-l(x~, z))    = -log(1 - D(x, z^)) - log D(x~, z)
+
+so the ENCODER's pairs are D's "real" side (label 1). Each is a sum of two batch means: when the
+game is balanced, D says 1/2 everywhere and both losses are 2 ln 2 = 1.386.
+
+The paper has no fully connected networks: for digits, MNIST, Omniglot and Sprites this file
+uses the DAAE's layer sizes (reference section 2), so that eval.py compares the two objectives on
+networks of the same size, with the batch norm of the authors' own fully connected ALI in the
+generators. CIFAR-10, SVHN and CelebA get the paper's convolutional networks (appendix Tables
+3-5). reconstructions.png shows test images, each beside G_x(mu(x)), as the paper's figures do.
+
+    python ali.py                                  # digits, offline, about two minutes on a CPU
+    python ali.py --dataset mnist                  # the DAAE's MNIST sizes, ALI's game
+    python ali.py --dataset svhn                   # the paper's SVHN networks (Table 4)
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import aae
+import common
+
+# Per dataset: the DAAE's fully connected sizes with ALI's optimiser (Adam 1e-4, beta1 0.5,
+# batch 100), or the paper's convolutional networks with their latent size and epochs
+# (Tables 3-5). digits (8x8, offline) is a small setting of ours, tuned to train in minutes.
+DEFAULTS = {
+    "digits": dict(network="mlp", encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
+                   latent_dim=10, lr=1e-4, batch_size=100, epochs=200),
+    "mnist": dict(network="mlp", encoder_hidden=[1000, 1000], decoder_hidden=[1000, 1000],
+                  discriminator_hidden=[1000, 1000], latent_dim=10, lr=1e-4, batch_size=100, epochs=100),
+    "omniglot": dict(network="mlp", encoder_hidden=[1000] * 3, decoder_hidden=[1000] * 6,
+                     discriminator_hidden=[1000, 1000], latent_dim=200, lr=1e-4, batch_size=100, epochs=1000),
+    "sprites": dict(network="mlp", encoder_hidden=[1000, 1000], decoder_hidden=[1000, 500, 500],
+                    discriminator_hidden=[1000, 1000], latent_dim=200, lr=1e-4, batch_size=100, epochs=5),
+    "cifar10": dict(network="cifar10", latent_dim=64, lr=1e-4, batch_size=100, epochs=6475),
+    "svhn": dict(network="svhn", latent_dim=256, lr=1e-4, batch_size=100, epochs=100),
+    "celeba": dict(network="celeba", latent_dim=256, lr=1e-4, batch_size=100, epochs=123),
+}
+
+# The paper's appendix Tables 3 (CIFAR-10), 4 (SVHN) and 5 (CelebA), checked against the
+# authors' Blocks code (github.com/IshmaelBelghazi/ALI, experiments/ali_*.py). Layers are
+# (kernel, stride, feature maps), unpadded ("valid"), down to a 1x1 map and back; the generators
+# use batch normalisation and leaky ReLU on every hidden layer. Dropout is applied to the input of
+# every discriminator layer: `dropout` = (first layer of D(x) and of D(z), every other layer).
+# Where Table 5 and the code disagree (D(x) of CelebA: BN and no dropout on every layer in the
+# table), we follow the code: no BN on the first layer, dropout 0.2 everywhere, like SVHN.
+CONV_NETWORKS = {
+    "cifar10": dict(
+        image_size=32, leak=0.1, maxout=True, discriminator_bn=False, dropout=(0.2, 0.5),
+        encoder=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512), (1, 1, 512)],
+        decoder=[(4, 1, 256), (4, 2, 128), (4, 1, 64), (4, 2, 32), (5, 1, 32), (1, 1, 32)],
+        x_discriminator=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512)],
+        z_discriminator=[512, 512], joint_discriminator=[1024, 1024]),
+    "svhn": dict(
+        image_size=32, leak=0.01, maxout=False, discriminator_bn=True, dropout=(0.2, 0.2),
+        encoder=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512), (1, 1, 512)],
+        decoder=[(4, 1, 256), (4, 2, 128), (4, 1, 64), (4, 2, 32), (5, 1, 32), (1, 1, 32)],
+        x_discriminator=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512)],
+        z_discriminator=[512, 512], joint_discriminator=[1024, 1024]),
+    "celeba": dict(
+        image_size=64, leak=0.02, maxout=False, discriminator_bn=True, dropout=(0.2, 0.2),
+        encoder=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
+        decoder=[(4, 1, 512), (7, 2, 256), (5, 2, 256), (7, 2, 128), (2, 1, 64)],
+        x_discriminator=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
+        z_discriminator=[1024, 1024], joint_discriminator=[2048, 2048]),
+}
+MAXOUT_PIECES = 2  # Table 3
+INIT_STD = 0.01  # Tables 3-5: weights N(0, 0.01^2), biases 0
+# The fully connected D(x, z): leaky ReLU (0.2, a choice of ours: the paper has no such network)
+# and Table 3's dropout pattern, 0.2 on the input pair and 0.5 on every hidden layer.
+MLP_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.2, 0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks: the encoder G_z(x), the decoder G_x(z), the joint discriminator D(x, z)
+# ---------------------------------------------------------------------------------------------
+
+
+def generator_mlp(sizes):
+    """Linear layers of the given sizes with batch norm and ReLU between them, linear last: the
+    generators of the authors' fully connected ALI (experiments/ali_mixture.py)."""
+    layers = []
+    for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+
+class Encoder(nn.Module):
+    """G_z(x) -> (mu, log sigma) of q(z|x), fully connected (784-1000-1000-2z for MNIST): the
+    DAAE's encoder sizes with twice the outputs, as the authors' encoders output mu and log sigma."""
+
+    def __init__(self, image_shape, hidden, latent_dim):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), generator_mlp([math.prod(image_shape), *hidden, 2 * latent_dim]))
+
+    def forward(self, x):
+        return self.net(x).chunk(2, dim=1)
+
+
+class Decoder(nn.Module):
+    """G_x(z): code -> image, fully connected (the DAAE's decoder sizes), sigmoid output."""
+
+    def __init__(self, image_shape, hidden, latent_dim):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = generator_mlp([latent_dim, *hidden, math.prod(image_shape)])
+
+    def forward(self, z):
+        return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
+
+
+def generator_layer(n_in, n_out, kernel, stride, leak, transposed=False):
+    """A hidden layer of G_z or G_x (Tables 3-5): unpadded (transposed) convolution, BN, leaky ReLU."""
+    conv = nn.ConvTranspose2d if transposed else nn.Conv2d
+    return [conv(n_in, n_out, kernel, stride, bias=False), nn.BatchNorm2d(n_out), nn.LeakyReLU(leak)]
+
+
+class ConvEncoder(nn.Module):
+    """G_z(x) of Tables 3-5: convolutions down to a 1x1 map, then a linear 1x1 convolution to
+    (mu, log sigma)."""
+
+    def __init__(self, image_shape, latent_dim, spec):
+        super().__init__()
+        layers, n_in = [], image_shape[0]
+        for kernel, stride, maps in spec["encoder"]:
+            layers += generator_layer(n_in, maps, kernel, stride, spec["leak"])
+            n_in = maps
+        self.net = nn.Sequential(*layers, nn.Conv2d(n_in, 2 * latent_dim, 1), nn.Flatten())
+
+    def forward(self, x):
+        return self.net(x).chunk(2, dim=1)
+
+
+class ConvDecoder(nn.Module):
+    """G_x(z) of Tables 3-5: z as a 1x1 map, transposed convolutions up to the image size (a 1x1
+    one, Table 3's last "convolution", is the same thing), a 1x1 convolution to the image's
+    channels, sigmoid. As in the authors' code, the output bias is one per pixel."""
+
+    def __init__(self, image_shape, latent_dim, spec):
+        super().__init__()
+        layers, n_in = [], latent_dim
+        for kernel, stride, maps in spec["decoder"]:
+            layers += generator_layer(n_in, maps, kernel, stride, spec["leak"], transposed=True)
+            n_in = maps
+        self.net = nn.Sequential(*layers, nn.Conv2d(n_in, image_shape[0], 1, bias=False))
+        self.pixel_bias = nn.Parameter(torch.zeros(image_shape))
+
+    def forward(self, z):
+        return torch.sigmoid(self.net(z[:, :, None, None]) + self.pixel_bias)
+
+
+class Maxout(nn.Module):
+    """The largest of `pieces` consecutive channels (Goodfellow et al., 2013): CIFAR-10's D."""
+
+    def __init__(self, pieces):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x):
+        return x.unflatten(1, (-1, self.pieces)).amax(2)
+
+
+def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
+    """A hidden layer of D: dropout on its input, the layer (make_layer(outputs)), optional BN,
+    then leaky ReLU, or maxout over MAXOUT_PIECES linear pieces per unit."""
+    pieces = MAXOUT_PIECES if spec["maxout"] else 1
+    layers = [nn.Dropout(dropout), make_layer(units * pieces)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(units * pieces))
+    layers.append(Maxout(pieces) if spec["maxout"] else nn.LeakyReLU(spec["leak"]))
+    return layers
+
+
+class Discriminator(nn.Module):
+    """D(x, z) for the fully connected models: one MLP on the concatenated pair, as the authors'
+    FullyConnectedALI, with the DAAE discriminator's hidden sizes. Returns the logit."""
+
+    def __init__(self, image_shape, latent_dim, hidden, spec=MLP_DISCRIMINATOR):
+        super().__init__()
+        sizes, layers = [math.prod(image_shape) + latent_dim, *hidden], []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += discriminator_layer(lambda n: nn.Linear(n_in, n), n_out, spec["dropout"][i > 0], spec)
+        self.net = nn.Sequential(*layers, nn.Dropout(spec["dropout"][1]), nn.Linear(sizes[-1], 1))
+
+    def forward(self, x, z):
+        return self.net(torch.cat([x.flatten(1), z], 1)).squeeze(1)
+
+
+class ConvDiscriminator(nn.Module):
+    """D(x, z) of Tables 3-5: D(x), convolutions down to a 1x1 map; D(z) on the code; their
+    outputs concatenated along the channels and passed through D(x, z) to one logit. On a 1x1 map
+    a 1x1 convolution is a linear layer, which is how D(z) and D(x, z) are written here."""
+
+    def __init__(self, image_shape, latent_dim, spec):
+        super().__init__()
+        first, rest = spec["dropout"]
+        layers, n_in = [], image_shape[0]
+        for i, (kernel, stride, maps) in enumerate(spec["x_discriminator"]):
+            bn = spec["discriminator_bn"] and i > 0
+            layers += discriminator_layer(lambda n: nn.Conv2d(n_in, n, kernel, stride, bias=not bn), maps,
+                                          first if i == 0 else rest, spec, batch_norm=bn)
+            n_in = maps
+        self.x_net = nn.Sequential(*layers, nn.Flatten())
+        layers, n_z = [], latent_dim
+        for i, units in enumerate(spec["z_discriminator"]):
+            layers += discriminator_layer(lambda n: nn.Linear(n_z, n), units, first if i == 0 else rest, spec)
+            n_z = units
+        self.z_net = nn.Sequential(*layers)
+        layers, n_joint = [], n_in + n_z
+        for units in spec["joint_discriminator"]:
+            layers += discriminator_layer(lambda n: nn.Linear(n_joint, n), units, rest, spec)
+            n_joint = units
+        self.joint_net = nn.Sequential(*layers, nn.Dropout(rest), nn.Linear(n_joint, 1))
+
+    def forward(self, x, z):
+        return self.joint_net(torch.cat([self.x_net(x), self.z_net(z)], 1)).squeeze(1)
+
+
+def init_weights(module, std=INIT_STD):
+    """Tables 3-5: every weight from N(0, std^2), every bias 0 (batch norm keeps scale 1, shift 0)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(layer.weight, 0.0, std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class ALI(nn.Module):
+    """The three networks, and what eval.py uses: encode (the mean of q(z|x)), decode, sample,
+    latent_dim, and sigma = 0.0 (ALI corrupts no input; q(z|x)'s own sigma is per image)."""
+
+    def __init__(self, image_shape, latent_dim, network="mlp", encoder_hidden=(), decoder_hidden=(),
+                 discriminator_hidden=()):
+        super().__init__()
+        self.latent_dim, self.sigma = latent_dim, 0.0
+        if network == "mlp":
+            # The DAAE's sizes and PyTorch's default initialisation, as in aae.py and daae.py, plus
+            # the batch norm of the authors' fully connected generators: without it, on digits the
+            # decoder collapsed to one image for every z in our runs.
+            self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
+            self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
+            self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden)
+        else:
+            spec = CONV_NETWORKS[network]
+            self.encoder = ConvEncoder(image_shape, latent_dim, spec)
+            self.decoder = ConvDecoder(image_shape, latent_dim, spec)
+            self.discriminator = ConvDiscriminator(image_shape, latent_dim, spec)
+            init_weights(self)
+
+    def posterior(self, x):
+        """(mu, log sigma) of q(z|x) = N(mu, sigma^2 I)."""
+        return self.encoder(x)
+
+    def sample_posterior(self, x):
+        """z^ ~ q(z|x) by the reparametrisation trick, Eq. 2: z^ = mu + sigma * eps."""
+        mu, log_sigma = self.posterior(x)
+        return mu + log_sigma.exp() * torch.randn_like(mu)
+
+    def encode(self, x):
+        """The mean of q(z|x): a deterministic code for eval.py (the paper observes that its
+        stochastic encoders become nearly deterministic as training goes on)."""
+        return self.posterior(x)[0]
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def sample_prior(self, n):
+        return torch.randn(n, self.latent_dim, device=self.decoder_device())
+
+    def sample(self, n):
+        """x~ = G_x(z), z ~ p(z) = N(0, I)."""
+        return self.decode(self.sample_prior(n))
+
+    def decoder_device(self):
+        return next(self.decoder.parameters()).device
+
+    @torch.no_grad()
+    def start_at_the_mean_image(self, x_train):
+        """As the authors' code: G_x's per-pixel output bias starts at the log-odds of the mean
+        training image, so that the first samples D sees are that image, not uniform grey."""
+        p = x_train.mean(0).clamp(1e-7, 1 - 1e-7)
+        bias = self.decoder.pixel_bias if isinstance(self.decoder, ConvDecoder) else self.decoder.net[-1].bias
+        bias.copy_((p / (1 - p)).log().view_as(bias))
+
+
+def build_model(config):
+    """The model a run's config.json describes (eval.py rebuilds runs with this)."""
+    return ALI(config["image_shape"], config["latent_dim"], config["network"], config.get("encoder_hidden", ()),
+               config.get("decoder_hidden", ()), config.get("discriminator_hidden", ()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and the training step
+# ---------------------------------------------------------------------------------------------
+
+
+def discriminator_loss(data_logits, sample_logits):
+    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)) on D's logits: the encoder's pairs
+    are "real". 2 ln 2 = 1.386 at equilibrium."""
+    return F.softplus(-data_logits).mean() + F.softplus(sample_logits).mean()
+
+
+def generator_loss(data_logits, sample_logits):
+    """Algorithm 1's L_g = -log(1 - D(x, z^)) - log D(x~, z), the labels swapped (Eq. 4's V'):
+    the encoder pushes its pairs towards "fake", the decoder its pairs towards "real"."""
+    return F.softplus(data_logits).mean() + F.softplus(-sample_logits).mean()
+
+
+def draw_pairs(model, x):
+    """Algorithm 1's sampling lines on a fresh draw: z^ ~ q(z|x), z ~ p(z), x~ = G_x(z)."""
+    z_hat = model.sample_posterior(x)
+    z = model.sample_prior(len(x))
+    return z_hat, model.decoder(z), z
+
+
+def joint_logits(discriminator, x, z_hat, x_tilde, z):
+    """D's logits for the encoder's pairs (x, z^) and for the decoder's pairs (x~, z). Both kinds
+    go through D as one batch, as in the authors' code, so that D's batch norm sees them together."""
+    logits = discriminator(torch.cat([x, x_tilde]), torch.cat([z_hat, z]))
+    return logits[:len(x)], logits[len(x):]
+
+
+def discriminator_step(model, optimizer, x):
+    """theta_d <- theta_d - grad L_d. The encoder and decoder only sample here (no graph)."""
+    with torch.no_grad():
+        pairs = draw_pairs(model, x)
+    loss = discriminator_loss(*joint_logits(model.discriminator, x, *pairs))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def generator_step(model, optimizer, x):
+    """theta_g <- theta_g - grad L_g: encoder and decoder together, on new pairs, through the
+    updated D, whose own weights are frozen for this backward pass (no gradient is wasted on them)."""
+    model.discriminator.requires_grad_(False)
+    loss = generator_loss(*joint_logits(model.discriminator, x, *draw_pairs(model, x)))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.discriminator.requires_grad_(True)
+    return loss.detach()
+
+
+def train_step(model, optimizers, x):
+    """One iteration of Algorithm 1. The algorithm computes L_d and L_g from the same predictions
+    and updates theta_d and theta_g at once (so does the authors' code); here the two updates
+    alternate, D first, each from its own fresh forward pass, the usual PyTorch reading: a
+    generator loss computed before D's step would backpropagate through D weights that step has
+    since changed in place."""
+    d_loss = discriminator_step(model, optimizers["discriminator"], x)
+    g_loss = generator_step(model, optimizers["generator"], x)
+    return {"discriminator": d_loss, "generator": g_loss}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures: samples, reconstructions, interpolations (and the 2-D code space, as aae.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def save_interpolations(model, x_val, path, pairs=10, steps=8):
+    """The paper's latent-space interpolations (its CelebA figure): pairs of validation images
+    (first and last column), and G_x of the codes on the line between their encodings."""
+    x1, x2 = x_val[:pairs], x_val[pairs:2 * pairs]
+    z1, z2 = model.encode(x1), model.encode(x2)
+    t = torch.linspace(0, 1, steps, device=z1.device)[None, :, None]
+    between = model.decode((z1[:, None] + t * (z2 - z1)[:, None]).flatten(0, 1)).unflatten(0, (pairs, steps))
+    common.save_grid(torch.cat([x1[:, None], between, x2[:, None]], 1).flatten(0, 1), path, nrow=steps + 2)
+
+
+def save_pictures(model, run, fixed_z, epoch):
+    out, data, device = run.out, run.data, run.device
+    samples = model.decode(fixed_z)
+    common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
+    common.save_grid(samples, out / "samples.png")
+    # Like the paper's reconstruction figures: each test image, then G_x(mu(x)) to its right.
+    x = data.x_test[:50].to(device)
+    common.save_grid(torch.stack([x, model.decode(model.encode(x))], 1).flatten(0, 1),
+                     out / "reconstructions.png", nrow=10)
+    if epoch % max(1, run.config["epochs"] // 10) == 0 or epoch == run.config["epochs"]:
+        if len(data.x_val) >= 20:
+            save_interpolations(model, data.x_val[:20].to(device), out / "interpolations.png")
+        if model.latent_dim == 2:
+            aae.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
+            aae.save_manifold(model, out / "manifold.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = common.model_parser("ali", __doc__)
+    args = parser.parse_args(argv)
+    run = common.start_run("ali", args, DEFAULTS)
+    config, device, data = run.config, run.device, run.data
+    if config["network"] != "mlp":
+        size = CONV_NETWORKS[config["network"]]["image_size"]
+        if config["image_shape"][1:] != [size, size]:
+            raise common.CLIError(f"the paper's {config['network']} networks take {size}x{size} images; "
+                                  f"use --image-size {size}")
+
+    model = build_model(config).to(device)
+    model.start_at_the_mean_image(data.x_train.to(device))
+    # Tables 3-5: Adam, lr 1e-4, beta1 0.5. (The tables' "beta2 = 10^-3" is Blocks' 1 - beta2.)
+    optimizers = {
+        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], device, betas=(0.5, 0.999)),
+        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"], device,
+                                 betas=(0.5, 0.999)),
+    }
+    fixed_z = model.sample_prior(100)
+
+    common.fit(
+        run, model, optimizers,
+        lambda x, y: train_step(model, optimizers, x),
+        data.x_train, data.y_train,
+        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
+    )
+    print(f"done: {run.out}/samples.png, reconstructions.png, interpolations.png, losses.png, checkpoint.pt")
+
+
+if __name__ == "__main__":
+    common.cli(main)
