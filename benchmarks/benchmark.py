@@ -1,0 +1,536 @@
+"""How fast this project trains and evaluates, measured against the usual way and the machine.
+
+One run on the current machine measures:
+
+1. Training the DAAE at the paper's MNIST size (784-1000-1000-10, decoder 10-1000-1000-784,
+   discriminator 10-1000-1000-1, batch 64, three Adam updates per batch), in images/s:
+   (a) the usual PyTorch loop, written below: a Dataset that builds each image as a PIL image
+       and applies ToTensor, a shuffling DataLoader, .to(device) per batch, torch.optim.Adam
+       with its defaults, a separate encoder forward pass per phase; the same math as (b);
+   (b) this project: common.fit around daae.train_step (on-device tensors, batches are slices,
+       fused Adam), as daae.py runs it, without the pictures and checkpoints between epochs.
+   Both against the ceiling that the machine's batch-64 matmul speed sets for the step's
+   multiply-adds (counted with torch.utils.flop_counter).
+2. The Parzen bandwidth search of eval.py (logspace(-1, 0, 10), 2,000 samples, 500 points,
+   784 dimensions): common.select_bandwidth against scikit-learn's KernelDensity, both
+   compared with a brute-force float64 logsumexp.
+3. The Omniglot iDAAE at the paper's size (105 x 105, M = 5): seconds per step and per epoch,
+   and whether the step grows from M = 1 to M = 5 as its counted multiply-adds predict.
+4. Where a DAAE step's time goes (torch.profiler).
+
+Synthetic data only (scikit-learn's digits, enlarged): no network, no downloads.
+Timings are medians of interleaved repeats; the load average is printed with them, since
+the machine may be shared.
+
+    python benchmarks/benchmark.py              # 2-3 minutes on 2 CPU cores
+    python benchmarks/benchmark.py --quick      # about a minute, fewer repeats
+    python benchmarks/benchmark.py --threads 1  # on a busy machine (see the warning it prints)
+    python benchmarks/benchmark.py --tiny       # seconds: tiny networks, checks that the script runs
+"""
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.neighbors import KernelDensity
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.transforms import ToTensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+import daae  # noqa: E402
+import idaae  # noqa: E402
+
+OMNIGLOT_TRAIN_IMAGES = 18316  # the paper's training set (drawers 1-19 of the background set)
+
+# How much each run measures: MNIST steps per timed epoch, repeats, Omniglot steps per repeat,
+# steps profiled, and the bandwidths scikit-learn is timed on (the rest are scaled from them).
+SIZES = {
+    "full": dict(steps=30, repeats=5, omniglot_steps=2, profile_steps=20, sklearn_bandwidths=10),
+    "quick": dict(steps=12, repeats=2, omniglot_steps=1, profile_steps=5, sklearn_bandwidths=1),
+    "tiny": dict(steps=3, repeats=1, omniglot_steps=1, profile_steps=2, sklearn_bandwidths=10),
+}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    """Seconds one call of fn takes (waiting for the device)."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def flops_of(fn):
+    """The matmul FLOPs (2 per multiply-add) one call of fn performs."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def digit_images(n, size, seed=0):
+    """n synthetic size x size images in [0, 1]: scikit-learn's 8x8 digits enlarged, plus noise."""
+    digits = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randint(len(digits), (n,), generator=generator)
+    images = F.interpolate(digits[pick], size=(size, size), mode="bilinear", align_corners=False)
+    return (images + 0.05 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Training: the usual PyTorch loop next to this project's
+# ---------------------------------------------------------------------------------------------
+
+
+class PILImages(torch.utils.data.Dataset):
+    """The usual Dataset: uint8 arrays kept as numpy, each item a PIL image through ToTensor."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels, self.to_tensor = images, labels, ToTensor()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.to_tensor(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def usual_optimizers(model, lr):
+    """torch.optim.Adam with its defaults, one per phase, as the paper's algorithm has."""
+    return {"reconstruction": torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=lr),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr),
+            "encoder": torch.optim.Adam(model.encoder.parameters(), lr=lr)}
+
+
+def usual_step(model, optimizers, x, sigma):
+    """daae.train_step as a tutorial writes it: one forward pass of its own per phase."""
+    encoder, decoder, discriminator = model.encoder, model.decoder, model.discriminator
+    ones, zeros = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
+
+    x_noisy = x + sigma * torch.randn_like(x)
+    reconstruction_loss = F.binary_cross_entropy(decoder(encoder(x_noisy)), x)
+    optimizers["reconstruction"].zero_grad()
+    reconstruction_loss.backward()
+    optimizers["reconstruction"].step()
+
+    x_noisy = x + sigma * torch.randn_like(x)
+    z_real = torch.randn(len(x), model.latent_dim, device=x.device)
+    z_fake = encoder(x_noisy)
+    d_loss = (F.binary_cross_entropy_with_logits(discriminator(z_real), ones)
+              + F.binary_cross_entropy_with_logits(discriminator(z_fake.detach()), zeros))
+    optimizers["discriminator"].zero_grad()
+    d_loss.backward()
+    optimizers["discriminator"].step()
+
+    z_fake = encoder(x_noisy)  # the same input and encoder weights as above: the same codes
+    g_loss = F.binary_cross_entropy_with_logits(discriminator(z_fake), ones)
+    optimizers["encoder"].zero_grad()
+    g_loss.backward()
+    optimizers["encoder"].step()
+    return reconstruction_loss.detach(), d_loss.detach(), g_loss.detach()
+
+
+def usual_epoch(model, optimizers, loader, sigma, device):
+    """One epoch of the usual loop: (wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    running = [0.0, 0.0, 0.0]
+    for x, _ in loader:
+        x = x.to(device)
+        losses = usual_step(model, optimizers, x, sigma)
+        running = [total + loss.item() for total, loss in zip(running, losses)]
+    sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def project_epoch(model, optimizers, config, x, y, device):
+    """One epoch of common.fit around daae.train_step: (wall seconds by fit's own clock, which stops
+    before pictures, checkpoint and log; CPU seconds from the first step to the end of the last)."""
+    cpu = {}
+
+    def step(xb, yb):
+        cpu.setdefault("first", time.process_time())
+        losses = daae.train_step(model, optimizers, xb, config["sigma"])
+        cpu["last"] = time.process_time()
+        return losses
+
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        run = common.Run("daae", {**config, "epochs": 1}, Path(out), device, None, None)
+        history = common.fit(run, model, optimizers, step, x, y)
+    return history[-1]["seconds"], cpu["last"] - cpu["first"]
+
+
+def matmul_gflops(device, seconds=0.25):
+    """GFLOP/s of nn.Linear's matmul at batch 64, 1000 x 1000 (the step's typical shape)."""
+    x, weight, bias = (torch.randn(shape, device=device) for shape in ((64, 1000), (1000, 1000), (1000,)))
+    F.linear(x, weight, bias)
+    calls, start = 0, time.perf_counter()
+    sync(device)
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            F.linear(x, weight, bias)
+        sync(device)
+        calls += 10
+    return 2 * 64 * 1000 * 1000 * calls / (time.perf_counter() - start) / 1e9
+
+
+def same_math(config, device, x):
+    """One step of each loop from the same weights, batch and seed: the largest difference of a
+    loss and of a weight afterwards (only the rounding of fused vs per-tensor Adam differ)."""
+    torch.manual_seed(1)
+    ours, theirs = daae.build_model(config).to(device), daae.build_model(config).to(device)
+    theirs.load_state_dict(ours.state_dict())
+    torch.manual_seed(2)
+    losses = daae.train_step(ours, daae.make_optimizers(ours, config, device), x, config["sigma"])
+    torch.manual_seed(2)
+    usual_losses = usual_step(theirs, usual_optimizers(theirs, config["lr"]), x, config["sigma"])
+    loss_diff = max(abs(float(a) - float(b)) for a, b in zip(losses.values(), usual_losses))
+    weight_diff = max(float((a - b).abs().max())
+                      for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    return loss_diff, weight_diff
+
+
+def cuda_host_syncs(config, device, x):
+    """On CUDA: "none" if fit's inner loop (shuffle, slices, daae.train_step, loss sums) runs a few
+    steps without the host waiting for the device, else the first sync found."""
+    if device.type != "cuda":
+        return "not checked (no CUDA device)"
+    model = daae.build_model(config).to(device)
+    optimizers = daae.make_optimizers(model, config, device)
+    x = x.to(device)
+    perm, sums, batch_size = torch.randperm(len(x), device=device), {}, config["batch_size"]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(3):
+            losses = daae.train_step(model, optimizers, x[perm[i * batch_size:(i + 1) * batch_size]], config["sigma"])
+            sums = {k: sums[k] + v if k in sums else v.clone() for k, v in losses.items()}
+    except RuntimeError as error:
+        return f"found: {str(error).splitlines()[0][:100]}"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return "none (torch.cuda.set_sync_debug_mode('error') over 3 steps)"
+
+
+def benchmark_training(config, sizes, device):
+    n = sizes["steps"] * config["batch_size"]
+    x = digit_images(n, 28)
+    y = torch.randint(10, (n,))
+    images_uint8 = (x[:, 0] * 255).round().to(torch.uint8).numpy()
+    x_project = torch.from_numpy(images_uint8).unsqueeze(1).float().div_(255)  # common's uint8 -> float
+    loader = torch.utils.data.DataLoader(PILImages(images_uint8, y.numpy()), batch_size=config["batch_size"],
+                                         shuffle=True, drop_last=True)
+
+    torch.manual_seed(0)
+    model = daae.build_model(config).to(device)
+    optimizers = daae.make_optimizers(model, config, device)
+    usual_model = daae.build_model(config).to(device)
+    optimizers_usual = usual_optimizers(usual_model, config["lr"])
+
+    batch = x_project[:config["batch_size"]].to(device)
+    step_flops = flops_of(lambda: daae.train_step(model, optimizers, batch, config["sigma"]))
+    usual_flops = flops_of(lambda: usual_step(usual_model, optimizers_usual, batch, config["sigma"]))
+    loss_diff, weight_diff = same_math(config, device, batch)
+    syncs = cuda_host_syncs(config, device, x_project[:3 * config["batch_size"]])
+
+    project, usual, peak = [], [], []  # (wall, CPU) seconds per epoch
+    for repeat in range(sizes["repeats"]):  # interleaved (ABBA), so that both see the same load
+        peak.append(matmul_gflops(device))
+        for side in ("usual", "project") if repeat % 2 == 0 else ("project", "usual"):
+            if side == "usual":
+                usual.append(usual_epoch(usual_model, optimizers_usual, loader, config["sigma"], device))
+            else:
+                project.append(project_epoch(model, optimizers, config, x_project, y, device))
+    flops_per_image = step_flops / config["batch_size"]
+    gflops = statistics.median(peak)
+
+    def median(times, i):
+        return statistics.median(t[i] for t in times)
+
+    return {
+        "images": n, "project_ips": n / median(project, 0), "usual_ips": n / median(usual, 0),
+        "cpu_ratio": median(usual, 1) / median(project, 1),
+        "peak_gflops": gflops, "peak_best": max(peak), "flops_per_image": flops_per_image,
+        "usual_flops_per_image": usual_flops / config["batch_size"],
+        "ceiling_ips": gflops * 1e9 / flops_per_image, "loss_diff": loss_diff, "weight_diff": weight_diff,
+        "cuda_syncs": syncs, "project_times": project, "usual_times": usual,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Parzen: choosing the bandwidth
+# ---------------------------------------------------------------------------------------------
+
+
+def brute_force_parzen(samples, points, sigmas):
+    """log p(x) term by term in float64, each squared distance summed from its differences
+    (cdist without the |x|^2 + |mu|^2 - 2 x.mu shortcut that common uses)."""
+    mu, x = samples.flatten(1).double(), points.flatten(1).double()
+    sq_dist = torch.cdist(x, mu, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    n, dims = mu.shape
+    return torch.stack([torch.logsumexp(-sq_dist / (2 * s * s), 1) - math.log(n)
+                        - dims * math.log(s * math.sqrt(2 * math.pi)) for s in sigmas])
+
+
+def benchmark_parzen(n_samples, n_points, sizes, device):
+    sigmas = np.logspace(-1, 0, 10)
+    samples, points = digit_images(n_samples, 28, seed=1), digit_images(n_points, 28, seed=2)
+    exact = brute_force_parzen(samples, points, sigmas)
+
+    ours = common.parzen_log_likelihoods(samples.to(device), points.to(device), sigmas).cpu()
+    times = [timed(lambda: common.select_bandwidth(samples.to(device), points.to(device), sigmas), device)
+             for _ in range(max(3, sizes["repeats"]))]
+
+    samples_np, points_np = samples.flatten(1).double().numpy(), points.flatten(1).double().numpy()
+    timed_sigmas = sigmas[np.linspace(0, len(sigmas) - 1, sizes["sklearn_bandwidths"]).round().astype(int)]
+    sklearn, sklearn_seconds = {}, 0.0
+    for s in timed_sigmas:
+        start = time.perf_counter()
+        sklearn[s] = KernelDensity(kernel="gaussian", bandwidth=s).fit(samples_np).score_samples(points_np)
+        sklearn_seconds += time.perf_counter() - start
+    rows = [i for i, s in enumerate(sigmas) if s in sklearn]
+    sklearn_error = max(np.abs(sklearn[sigmas[i]] - exact[i].numpy()).max() for i in rows)
+    sklearn_total = sklearn_seconds * len(sigmas) / len(timed_sigmas)
+    ours_seconds = statistics.median(times)
+    return {"seconds": ours_seconds, "sklearn_seconds": sklearn_total, "sklearn_timed": len(timed_sigmas),
+            "speedup": sklearn_total / ours_seconds, "error": float((ours - exact).abs().max()),
+            "sklearn_error": float(sklearn_error), "n_samples": n_samples, "n_points": n_points,
+            "best_sigma": float(sigmas[int(exact.mean(1).argmax())]),
+            "ours_best_sigma": common.select_bandwidth(samples, points, sigmas)[0],
+            "sklearn_best_sigma": float(max(sklearn, key=lambda s: sklearn[s].mean()))}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The Omniglot iDAAE at the paper's size
+# ---------------------------------------------------------------------------------------------
+
+
+def benchmark_omniglot(config, sizes, device):
+    x = digit_images(config["batch_size"], 105).to(device)
+    model = daae.build_model(config).to(device)
+    optimizers = daae.make_optimizers(model, config, device)
+
+    def step(M):
+        return daae.train_step(model, optimizers, x, config["sigma"],
+                               lambda encoder, x, sigma: idaae.integrated_codes(encoder, x, sigma, M))
+
+    encoder_batches = []
+    hook = model.encoder.register_forward_hook(lambda module, inputs, output: encoder_batches.append(len(inputs[0])))
+    calls, flops = {}, {}
+    for M in (1, config["M"]):
+        encoder_batches.clear()
+        flops[M] = flops_of(lambda: step(M))
+        calls[M] = list(encoder_batches)
+    hook.remove()
+
+    times = {1: [], config["M"]: []}
+    for _ in range(sizes["omniglot_steps"]):
+        for M in times:
+            times[M].append(timed(lambda: step(M), device))
+    seconds = {M: statistics.median(t) for M, t in times.items()}
+    M = config["M"]
+    state = {"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}
+    with tempfile.TemporaryDirectory() as out:
+        checkpoint_seconds = timed(lambda: common.save_checkpoint(Path(out) / "checkpoint.pt", state), device)
+    steps = OMNIGLOT_TRAIN_IMAGES // config["batch_size"]
+    return {"M": M, "step": seconds[M], "step_m1": seconds[1], "steps": steps, "epoch": steps * seconds[M],
+            "checkpoint": checkpoint_seconds, "measured_ratio": seconds[M] / seconds[1],
+            "predicted_ratio": flops[M] / flops[1], "flops": flops[M], "gflops": flops[M] / seconds[M] / 1e9,
+            "encoder_batches": calls, "one_batched_call": len(calls[1]) == len(calls[M])}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Where a DAAE step's time goes
+# ---------------------------------------------------------------------------------------------
+
+MATMULS, OPTIMISER = "matmuls (mm, addmm)", "optimiser (fused Adam)"
+CATEGORIES = {  # profiler op name -> what it is; other ops are elementwise (ReLU, losses, gradient sums)
+    "aten::mm": MATMULS, "aten::addmm": MATMULS, "aten::_fused_adam_": OPTIMISER,
+    "aten::randperm": "data (shuffle, batch slices)", "aten::index": "data (shuffle, batch slices)",
+    "aten::normal_": "random numbers (corruption, prior)",
+}
+
+
+def profile_step(config, sizes, device):
+    n_steps, batch_size = sizes["profile_steps"], config["batch_size"]
+    x = digit_images(n_steps * batch_size, 28).to(device)
+    model = daae.build_model(config).to(device)
+    optimizers = daae.make_optimizers(model, config, device)
+
+    def steps():  # fit's inner loop: a shuffle, then batches as slices of the on-device tensor
+        perm = torch.randperm(len(x), device=device)
+        for i in range(n_steps):
+            daae.train_step(model, optimizers, x[perm[i * batch_size:(i + 1) * batch_size]], config["sigma"])
+
+    steps()
+    unprofiled = statistics.median(timed(steps, device) for _ in range(2)) / n_steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        wall = timed(steps, device) / n_steps
+    spent = {}
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            category = CATEGORIES.get(event.key, "elementwise (ReLU, losses, gradient sums, copies)")
+            self_time = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+            spent[category] = spent.get(category, 0.0) + self_time / 1e6 / n_steps
+    spent["Python, autograd, dispatch, profiler (the rest)"] = max(0.0, wall - sum(spent.values()))
+    return {"wall": wall, "unprofiled": unprofiled, "spent": spent}
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def load_average():
+    with contextlib.suppress(OSError, AttributeError):
+        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    return "unknown"
+
+
+def report(results, start_load, device, mode):
+    def verdict(ok):
+        return "(tiny run: no verdict)" if mode == "tiny" else "**met**" if ok else "**not met**"
+
+    t, p, o, prof = results["training"], results["parzen"], results["omniglot"], results["profile"]
+    # With one thread, CPU time measures the work whatever share of the cores the process got.
+    one_thread = torch.get_num_threads() == 1 and device.type == "cpu"
+    cpu_ratio = f" (in CPU time: {t['cpu_ratio']:.2f}x)" if one_thread else ""
+    sklearn_timed = f" ({p['sklearn_timed']} of 10 bandwidths timed, scaled)" if p["sklearn_timed"] < 10 else ""
+    # The step may cost a little more than its FLOPs predict (15 %: timing noise, smaller matmuls at M = 1
+    # are if anything slower), and the encoder must be called as often for M corruptions as for one.
+    scales = o["measured_ratio"] <= 1.15 * o["predicted_ratio"] and o["one_batched_call"]
+    ratio = t["project_ips"] / t["usual_ips"]
+    mac = t["flops_per_image"] / 2e6
+    lines = [
+        f"Machine: {machine()}, device {device}.",
+        f"Load average (1, 5, 15 min): {start_load} at the start, {load_average()} at the end. Mode: {mode}.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| matmul, batch 64 x 1000 x 1000 (median, best) | {t['peak_gflops']:.0f} GFLOP/s, "
+        f"{t['peak_best']:.0f} GFLOP/s | |",
+        f"| DAAE MNIST step, counted | {mac:.1f} M multiply-adds per image (the usual loop: "
+        f"{t['usual_flops_per_image'] / 2e6:.1f} M) | |",
+        f"| ceiling at the median matmul speed | {t['ceiling_ips']:,.0f} images/s | |",
+        f"| DAAE MNIST training, the usual PyTorch loop | {t['usual_ips']:,.0f} images/s "
+        f"({t['usual_ips'] / t['ceiling_ips']:.0%} of the matmul peak) | |",
+        f"| DAAE MNIST training, this project (common.fit + daae.train_step) | {t['project_ips']:,.0f} images/s "
+        f"({t['project_ips'] / t['ceiling_ips']:.0%} of the matmul peak) | |",
+        f"| speed-up over the usual loop | {ratio:.2f}x{cpu_ratio} | >= 2x {verdict(ratio >= 2)} |",
+        f"| same math: one step from the same weights, largest difference | losses {t['loss_diff']:.1e}, "
+        f"weights {t['weight_diff']:.1e} | |",
+        f"| CUDA: host-device syncs in fit's training steps | {t['cuda_syncs']} | none |",
+        f"| Parzen bandwidth search, scikit-learn KernelDensity{sklearn_timed} | {p['sklearn_seconds']:.2f} s, "
+        f"max abs error {p['sklearn_error']:.1e} nats | |",
+        f"| Parzen bandwidth search, common.select_bandwidth | {p['seconds'] * 1e3:.0f} ms, max abs error "
+        f"{p['error']:.1e} nats | exact |",
+        f"| Parzen speed-up ({p['n_samples']:,} samples, {p['n_points']} points, 784 dims, 10 bandwidths) | "
+        f"{p['speedup']:,.0f}x | >= 100x {verdict(p['speedup'] >= 100)} |",
+        f"| best bandwidth: brute force, common, scikit-learn | {p['best_sigma']:.3f}, {p['ours_best_sigma']:.3f}, "
+        f"{p['sklearn_best_sigma']:.3f} | |",
+        f"| Omniglot iDAAE step (105x105, M = {o['M']}, batch 64) | {o['step']:.2f} s ({o['flops'] / 1e9:.0f} GFLOP "
+        f"at {o['gflops']:.0f} GFLOP/s; M = 1: {o['step_m1']:.2f} s) | |",
+        f"| Omniglot iDAAE epoch ({o['steps']} steps of 18,316 images) | {o['epoch']:,.0f} s training "
+        f"+ {o['checkpoint']:.1f} s checkpoint ({(o['epoch'] + o['checkpoint']) * 1000 / 3600:,.0f} h for the "
+        f"paper's 1,000 epochs) | measured |",
+        f"| M = 1 -> M = {o['M']}: step time vs counted FLOPs | x{o['measured_ratio']:.2f} measured, "
+        f"x{o['predicted_ratio']:.2f} predicted; encoder batches per step {o['encoder_batches'][1]} -> "
+        f"{o['encoder_batches'][o['M']]} | no worse than the matmuls {verdict(scales)} |",
+        "",
+        f"Where a DAAE MNIST step's {prof['wall'] * 1e3:.1f} ms go (torch.profiler, self time of the ops; "
+        f"{prof['unprofiled'] * 1e3:.1f} ms without the profiler):",
+        "",
+        "| part | ms per step | share |",
+        "|---|---|---|",
+        *(f"| {name} | {seconds * 1e3:.1f} | {seconds / prof['wall']:.0%} |"
+          for name, seconds in sorted(prof["spent"].items(), key=lambda item: -item[1])),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer repeats and steps (about a minute)")
+    size.add_argument("--tiny", action="store_true",
+                      help="tiny networks and data, a few seconds: checks the script runs, the numbers mean nothing")
+    parser.add_argument("--threads", type=common.positive_int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        if args.threads or args.tiny:  # tiny networks are all overhead: one thread keeps them quick on a busy machine
+            torch.set_num_threads(args.threads or 1)
+        return run_all("tiny" if args.tiny else "quick" if args.quick else "full")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_all(mode):
+    """Every measurement, then the report; returns the results by section."""
+    sizes = SIZES[mode]
+    start_load = load_average()
+    device = common.choose_device()
+    torch.manual_seed(0)
+
+    mnist = {**daae.DEFAULTS["mnist"], "image_shape": [1, 28, 28]}
+    omniglot = {**idaae.DEFAULTS["omniglot"], "image_shape": [1, 105, 105]}
+    n_samples, n_points = 2000, 500
+    if mode == "tiny":
+        for config in (mnist, omniglot):
+            for key in ("encoder_hidden", "decoder_hidden", "discriminator_hidden"):
+                config[key] = [16] * len(config[key])
+        n_samples, n_points = 100, 20
+
+    print(f"{mode} benchmark on {machine()}; load average {start_load}", flush=True)
+    with contextlib.suppress(OSError, AttributeError):
+        if os.getloadavg()[0] > (os.cpu_count() or 1) and torch.get_num_threads() > 1 and device.type == "cpu":
+            print("warning: the machine is busy (load above its number of CPUs); PyTorch's threads then wait for "
+                  "each other and every timing suffers: --threads 1 measures better", flush=True)
+    results = {}
+    sections = [("training", "training: the usual PyTorch loop and this project's", benchmark_training, mnist),
+                ("parzen", "Parzen bandwidth search", benchmark_parzen, n_samples, n_points),
+                ("omniglot", "Omniglot iDAAE step", benchmark_omniglot, omniglot),
+                ("profile", "profile of a DAAE step", profile_step, mnist)]
+    for i, (key, title, measure, *args) in enumerate(sections):
+        print(f"{i + 1}/{len(sections)} {title}", end="", flush=True)
+        start = time.perf_counter()
+        results[key] = measure(*args, sizes, device)
+        print(f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    print()
+    print(report(results, start_load, device, mode))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The benchmark script runs end to end on tiny networks (its timings are not checked: they
+depend on the machine and its load), and what it checks besides speed holds."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark.py"
+
+
+def test_tiny_benchmark_prints_the_table_and_its_checks_hold(capsys):
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    threads = torch.get_num_threads()
+    results = benchmark.main(["--tiny"])
+    assert torch.get_num_threads() == threads
+    out = capsys.readouterr().out
+    for row in ("| speed-up over the usual loop |", "| Parzen speed-up", "| Omniglot iDAAE epoch",
+                "| matmuls (mm, addmm)"):
+        assert row in out
+
+    train, parzen, omniglot = results["training"], results["parzen"], results["omniglot"]
+    assert train["loss_diff"] < 1e-6 and train["weight_diff"] < 1e-5  # the usual loop is the same math
+    assert parzen["error"] < 1e-8  # common's Parzen estimate is exact against the brute force
+    assert parzen["ours_best_sigma"] == parzen["best_sigma"]
+    assert omniglot["encoder_batches"] == {1: [64, 64], 5: [64, 320]}  # the M corruptions: one batched call
