@@ -80,21 +80,22 @@ def non_negative_float(text):
 
 
 def model_parser(model, description):
-    """The flags every model script has. Defaults are None: the dataset's row of the model's
-    table of paper settings fills them in (see start_run), so a flag given overrides it."""
+    """The flags every model script has. Defaults are None: SHARED_DEFAULTS and the dataset's row
+    of the model's table of paper settings fill them in (see start_run), so a flag given
+    overrides them, and a resumed run can tell the flags given from the ones left out."""
     parser = ArgumentParser(
         prog=f"{model}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="digits",
+    parser.add_argument("--dataset",
                         help="digits (offline, default), mnist, omniglot, cifar10, svhn, celeba, sprites, "
                              "or a .npz file with x_train, y_train, x_test, y_test [, x_val, y_val]")
-    parser.add_argument("--data-dir", default="data", help="where datasets are found or downloaded (default: data)")
+    parser.add_argument("--data-dir", help="where datasets are found or downloaded (default: data)")
     parser.add_argument("--image-size", type=positive_int, help="resize images to this square size")
     parser.add_argument("--epochs", type=positive_int, help="total number of epochs (also when resuming)")
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--lr", type=positive_float, help="learning rate of every optimiser")
     parser.add_argument("--latent-dim", type=positive_int, help="size of the code z")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seed of every random number generator (default: 0)")
     parser.add_argument("--out", help="run folder (default: runs/<model>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--gpu", action="store_true", help="ask for CUDA (used anyway when available)")
@@ -128,6 +129,8 @@ OMNIGLOT_ZIPS = {  # the archives and checksums torchvision.datasets.Omniglot us
 # Reed et al. (2015), "Deep Visual Analogy-Making": sprites, cars and shapes in one archive.
 SPRITES_URL = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz"
 
+UNKNOWN_DATASET = ("unknown dataset '{name}': use digits, mnist, omniglot, cifar10, svhn, celeba, sprites "
+                   "or a path to a .npz file")
 EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
     "mnist": "MNIST/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
     "t10k-labels-idx1-ubyte (or their .gz)",
@@ -188,8 +191,7 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
     elif name in CACHED_DATASETS:
         arrays = _load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
     else:
-        raise CLIError(f"unknown dataset '{name}': use digits, mnist, omniglot, cifar10, svhn, celeba, sprites "
-                       "or a path to a .npz file")
+        raise CLIError(UNKNOWN_DATASET.format(name=name))
 
     def images(x):
         return _float_images(x, image_size)
@@ -651,6 +653,7 @@ def save_figure(figure, path):
 # ---------------------------------------------------------------------------------------------
 
 CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
+SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0}
 RESUMABLE = {"epochs", "gpu", "resume", "out"}  # the flags a resumed run may change
 
 
@@ -673,18 +676,27 @@ def start_run(model, args, defaults):
     `defaults` maps a dataset name to its row of paper settings; a .npz file uses the "mnist"
     row unless the table has a "npz" one."""
     config = vars(args).copy()
+    given = config.copy()
+    for key, value in SHARED_DEFAULTS.items():
+        if config[key] is None:
+            config[key] = value
     out = Path(config["out"] or f"runs/{model}-{dataset_tag(config['dataset'])}")
     checkpoint = None
     if config["resume"]:
         checkpoint = load_checkpoint(out / "checkpoint.pt", model)
-        config = _resumed_config(out, config)
+        config = _resumed_config(out, given)
     else:
         if (out / "checkpoint.pt").exists():
             raise CLIError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
-        tag = config["dataset"] if config["dataset"] in defaults else ("npz" if "npz" in defaults else "mnist")
-        if tag not in defaults:
-            raise CLIError(f"{model}.py has no settings for dataset '{config['dataset']}'; "
-                           f"use one of {', '.join(defaults)} or a .npz file")
+        name = config["dataset"]
+        if name.endswith(".npz"):
+            tag = "npz" if "npz" in defaults else "mnist"
+        elif name in defaults:
+            tag = name
+        elif name in ("digits", *CACHED_DATASETS):
+            raise CLIError(f"{model}.py has no settings for {name}; use one of {', '.join(defaults)} or a .npz file")
+        else:
+            raise CLIError(UNKNOWN_DATASET.format(name=name))
         for key, value in defaults[tag].items():
             if config.get(key) is None:
                 config[key] = value

@@ -150,10 +150,12 @@ def test_cli_writes_the_run_folder(tmp_path):
     model.load_state_dict(weights(out / "checkpoint.pt"))
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
-    assert cli(["--epochs", "3", "--out", str(tmp_path / "straight")]) == 0
-    assert cli(["--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
+def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    assert cli(["--epochs", "3", "--out", str(tmp_path / "straight"), "--seed", "3"]) == 0
+    assert cli(["--epochs", "1", "--out", str(tmp_path / "resumed"), "--seed", "3"]) == 0
+    capsys.readouterr()
     assert cli(["--epochs", "3", "--out", str(tmp_path / "resumed"), "--resume"]) == 0
+    assert "warning" not in capsys.readouterr().err  # flags left out are not "changed settings"
     straight, resumed = weights(tmp_path / "straight/checkpoint.pt"), weights(tmp_path / "resumed/checkpoint.pt")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     log = (tmp_path / "resumed/log.csv").read_text().splitlines()
@@ -180,6 +182,14 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch, capsy
     assert cli(["--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume"]) == 0
     straight, resumed = weights(tmp_path / "straight/checkpoint.pt"), weights(tmp_path / "resumed/checkpoint.pt")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_resume_keeps_the_saved_settings_and_says_so(tmp_path, capsys):
+    assert cli(["--epochs", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert cli(["--epochs", "2", "--out", str(tmp_path), "--resume", "--lr", "0.5"]) == 0
+    assert "ignoring --lr 0.5: the resumed run keeps its saved 0.001" in capsys.readouterr().err
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 1e-3
 
 
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
