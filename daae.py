@@ -1,0 +1,290 @@
+"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017): the DAAE.
+
+An adversarial autoencoder (aae.py) trained with a denoising criterion. The encoder sees a
+corrupted image, drawn from the corruption process c(x~|x),
+
+    x~ = x + sigma * eps,   eps ~ N(0, I)          (additive Gaussian, not clipped)
+
+and the decoder must give back the CLEAN image. Section III-A offers two things to match to
+the prior p(z) with a discriminator D on codes:
+
+    DAAE  (this file)  q(z|x~), the codes of corrupted images:     z_fake = enc(x~)
+    iDAAE (idaae.py)   q~(z|x) = E_{c(x~|x)}[q(z|x~)], integrated by Monte Carlo:
+                       z_fake = (1/M) sum_j enc(x + sigma * eps_j)
+
+Every mini-batch (the training algorithm of the appendix) has three updates, each with its own
+optimiser:
+
+  reconstruction:  min_{enc, dec}  E[ BCE(x, dec(enc(x~))) ]          (the clean x is the target)
+  discriminator:   max_D    E_{z~p(z)}[log D(z)] + E[log(1 - D(z_fake))]  (prior "real" 1, codes "fake" 0)
+  encoder:         min_enc  -E[log D(z_fake)]                         (the non-saturating loss)
+
+Sampling (Section IV-B). The DAAE matches q(z|x~), not q(z|x), to the prior, so dec(z) with
+z ~ p(z) is not yet a sample of the model. Decoding, corrupting and encoding again is the
+transition operator of a Markov chain whose stationary distribution is the model's (the
+paper's theorem, when the adversarial pair is optimal and q(z|x~) matches p(z)):
+
+    x_0 = dec(z_0),  z_0 ~ p(z);      x_{t+1} = dec(enc(x_t + sigma * eps_t))
+
+The paper runs 10 steps on MNIST, 50 on Omniglot, 2 on Sprites (`--sample-steps`). At
+sigma = 0 the model is the AAE baseline the paper compares with.
+
+    python daae.py                                   # digits, offline, about a minute on a CPU
+    python daae.py --dataset mnist                   # the paper's MNIST settings
+    python daae.py --dataset omniglot --image-size 28 --lr 1e-4
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import aae
+import common
+
+# The paper's table (reference.md, section 2): the networks, lr, batch and epochs are aae.DEFAULTS,
+# which is that table; here are the DAAE's own settings. digits, cifar10 and svhn are ours.
+PAPER = {
+    "digits": dict(sigma=0.25, sample_steps=10),  # 8x8 images: a quarter of MNIST's sigma keeps digits legible
+    "mnist": dict(sigma=0.5, sample_steps=10),
+    "omniglot": dict(sigma=0.5, sample_steps=50),
+    # Sprites: lr x0.95 per epoch, and the notebooks' L1 (0.1) and L2 (1e-4) weight penalties
+    "sprites": dict(sigma=0.25, sample_steps=2, lr_decay=0.95, l1_penalty=0.1, l2_penalty=1e-4),
+    # CelebA: the authors' PyTorch code trains with RMSprop 1e-3, the discriminator with momentum 0.9
+    "celeba": dict(sigma=0.25, sample_steps=10, optimizer="rmsprop", lr=1e-3),
+    "cifar10": dict(sigma=0.25, sample_steps=10),
+    "svhn": dict(sigma=0.25, sample_steps=10),
+}
+DEFAULTS = {name: {"prior": "gaussian", "optimizer": "adam", "lr_decay": 1.0, "l1_penalty": 0.0, "l2_penalty": 0.0,
+                   **aae.DEFAULTS[name], **row} for name, row in PAPER.items()}
+PRIORS = ("gaussian", "mixture")  # the paper's two: N(0, I), and 10 two-dimensional Gaussians on a circle
+RMSPROP_DISCRIMINATOR_MOMENTUM = 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# The model: the AAE's networks (encoder, decoder, discriminator on codes), and the chain
+# ---------------------------------------------------------------------------------------------
+
+
+def lasagne_init(module):
+    """Glorot-uniform weights and zero biases, the defaults of lasagne's DenseLayer, with which the
+    authors trained their fully connected networks. PyTorch's default (uniform +-1/sqrt(fan_in))
+    shrinks a ReLU signal about 2.4 times per layer: through Omniglot's 7-layer decoder the code
+    barely reaches the image (25 times less than with Glorot), and the decoder learns the mean image."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class DAAE(aae.AAE):
+    """aae.AAE's encoder, decoder and code discriminator (the same architectures: the DAAE paper's
+    table), a training sigma, and the Markov chain that samples a DAAE."""
+
+    def __init__(self, image_shape, latent_dim, sigma, prior="gaussian", conv=False, encoder_hidden=(),
+                 decoder_hidden=(), discriminator_hidden=(1000, 1000)):
+        super().__init__(image_shape, latent_dim, prior, conv, encoder_hidden, decoder_hidden,
+                         discriminator_hidden, sigma=sigma)
+        if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
+            self.apply(lasagne_init)
+
+    def chain(self, steps, z):
+        """Yield x_0 = dec(z), then x_{t+1} = dec(enc(corrupt(x_t))) for `steps` steps (Sec. IV-B)."""
+        x = self.decode(z)
+        yield x
+        for _ in range(steps):
+            x = self.decode(self.encode(common.corrupt(x, self.sigma)))
+            yield x
+
+    @torch.no_grad()
+    def markov_chain_sample(self, n, steps, z=None):
+        """[x_0, x_1, ..., x_steps]: n chains started from z ~ p(z) (or the given z), images in [0, 1]."""
+        return list(self.chain(steps, self.sample_prior(n) if z is None else z))
+
+    @torch.no_grad()
+    def sample(self, n, steps=0):
+        """x_steps of n chains, keeping only the last batch: steps=0 is dec(z), z ~ p(z) (the AAE's and
+        the iDAAE's way to sample); a DAAE is sampled with steps = config["sample_steps"]."""
+        for x in self.chain(steps, self.sample_prior(n)):
+            pass
+        return x
+
+
+def build_model(config):
+    """The model a run's config.json describes (eval.py rebuilds runs with this; idaae too)."""
+    return DAAE(config["image_shape"], config["latent_dim"], config["sigma"], config["prior"], config["conv"],
+                config.get("encoder_hidden", ()), config.get("decoder_hidden", ()), config["discriminator_hidden"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and the training step
+# ---------------------------------------------------------------------------------------------
+
+discriminator_loss = aae.discriminator_loss  # -[log D(z_prior) + log(1 - D(z_fake))], 2 ln 2 at equilibrium
+encoder_adversarial_loss = aae.encoder_adversarial_loss  # -log D(z_fake), ln 2 at equilibrium
+
+
+def corrupted_codes(encoder, x, sigma):
+    """The DAAE's fake sample: z = enc(x~), x~ ~ c(x~|x), a sample of q(z|x~) (Sec. III-A)."""
+    return encoder(common.corrupt(x, sigma))
+
+
+def weight_penalty(encoder, l1, l2):
+    """l1 * sum|W| + l2 * sum W^2 of the encoder's output layer. The Sprites notebooks add
+    lasagne's regularize_layer_params(enc, l1) * 0.1 (and l2 * 1e-4), which penalises only the
+    weights of the layer it is given, the encoder's last; their decoder term is on a reshape
+    layer, which has no weights, so it is zero."""
+    weight = [m for m in encoder.modules() if isinstance(m, nn.Linear)][-1].weight
+    return l1 * weight.abs().sum() + l2 * weight.pow(2).sum()
+
+
+def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, l1_penalty=0.0, l2_penalty=0.0):
+    """One mini-batch of the paper's algorithm: reconstruction, then the discriminator, then the
+    encoder against it. `fake_codes(encoder, x, sigma)` gives D's fake samples: corrupted_codes for
+    the DAAE, idaae.integrated_codes for the iDAAE. Returns detached losses (no host sync)."""
+    # Reconstruction: encode a corrupted x, decode, compare with the CLEAN x.
+    x_tilde = common.corrupt(x, sigma)
+    reconstruction = F.binary_cross_entropy(model.decoder(model.encoder(x_tilde)), x)
+    loss = reconstruction
+    if l1_penalty or l2_penalty:
+        loss = loss + weight_penalty(model.encoder, l1_penalty, l2_penalty)
+    optimizers["reconstruction"].zero_grad(set_to_none=True)
+    loss.backward()
+    optimizers["reconstruction"].step()
+
+    # Discriminator: prior samples are real, codes fake. The codes come from fresh corruptions (the
+    # authors' notebooks draw new noise in each phase), encoded by the encoder just updated.
+    z_fake = fake_codes(model.encoder, x, sigma)
+    z_real = model.sample_prior(len(x))
+    d_loss = discriminator_loss(model.discriminator(z_real), model.discriminator(z_fake.detach()))
+    optimizers["discriminator"].zero_grad(set_to_none=True)
+    d_loss.backward()
+    optimizers["discriminator"].step()
+
+    # Encoder: as the generator, it learns to fool the updated discriminator.
+    g_loss = encoder_adversarial_loss(model.discriminator(z_fake))
+    optimizers["encoder"].zero_grad(set_to_none=True)
+    g_loss.backward()
+    optimizers["encoder"].step()
+
+    return {"reconstruction": reconstruction.detach(), "discriminator": d_loss.detach(),
+            "encoder_adversarial": g_loss.detach()}
+
+
+def make_optimizers(model, config, device):
+    """The authors' three optimisers, one per update: Adam, or for CelebA RMSprop (their PyTorch
+    code, whose discriminator alone has momentum 0.9)."""
+    params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
+              "discriminator": list(model.discriminator.parameters()),
+              "encoder": list(model.encoder.parameters())}
+    if config["optimizer"] == "rmsprop":
+        return {name: torch.optim.RMSprop(p, lr=config["lr"], momentum=RMSPROP_DISCRIMINATOR_MOMENTUM
+                                          if name == "discriminator" else 0.0) for name, p in params.items()}
+    return {name: common.adam(p, config["lr"], device) for name, p in params.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures: samples, reconstructions, the chain, and codes over the prior
+# ---------------------------------------------------------------------------------------------
+
+
+def save_chain(chain, out, rows=10, columns=11):
+    """chain_samples.png: the last step of every chain. chain.png: `rows` chains, one per row, at
+    `columns` evenly spaced steps from x_0 (left) to the last step (right), as the paper's figures."""
+    common.save_grid(chain[-1], out / "chain_samples.png")
+    steps = len(chain) - 1
+    shown = sorted({round(i * steps / (columns - 1)) for i in range(columns)})
+    strip = torch.stack([chain[t][:rows] for t in shown], 1)  # rows x len(shown) x C x H x W
+    common.save_grid(strip.flatten(0, 1), out / "chain.png", nrow=len(shown))
+
+
+def save_code_histogram(model, x, path, fake_codes=None, batch_size=500):
+    """The paper's CelebA figure, for any dataset: the values of enc(x) and enc(x~) (every code
+    dimension pooled) over the prior's. The DAAE matches enc(x~) to the prior; enc(x) is narrower.
+    `fake_codes` (the iDAAE's) adds the discriminator's fake samples, the mean code of M corruptions."""
+    device, sigma = model.decoder_device(), model.sigma
+    series = {"prior p(z)": model.sample_prior(max(len(x), 5000)).cpu(),
+              "enc(x), clean": common.map_batches(model.encode, x, batch_size, device),
+              f"enc(x~), sigma {sigma:g}": common.map_batches(lambda b: corrupted_codes(model.encoder, b, sigma),
+                                                             x, batch_size, device)}
+    if fake_codes is not None:
+        series["D's fake samples"] = common.map_batches(lambda b: fake_codes(model.encoder, b, sigma),
+                                                        x, batch_size, device)
+    figure = common.plt_figure(figsize=(6, 4))
+    axes = figure.add_subplot(1, 1, 1)
+    everything = torch.cat([z.flatten() for z in series.values()])
+    low, high = everything.quantile(0.001).item(), everything.quantile(0.999).item()
+    for label, z in series.items():
+        axes.hist(z.flatten().clamp(low, high).numpy(), bins=80, range=(low, high), density=True, histtype="step",
+                  linewidth=1.5, label=f"{label} (std {z.std().item():.2f})")
+    axes.set_xlabel("code value (all dimensions)")
+    axes.set_ylabel("density")
+    axes.set_title("test codes over the prior")
+    axes.legend(fontsize=8)
+    common.save_figure(figure, path)
+
+
+def save_pictures(model, run, fixed_z, epoch, fake_codes=None):
+    """Every epoch: samples.png (x_0 = dec(z) of fixed z) and reconstructions.png of corrupted test
+    images (aae.py's pictures). Every tenth of the run and at the end: the chain from the same z,
+    the code histogram, and for 2-D codes the code space."""
+    aae.save_pictures(model, run, fixed_z, epoch)
+    epochs = run.config["epochs"]
+    if epoch % max(1, epochs // 10) == 0 or epoch == epochs:
+        save_chain(model.markov_chain_sample(len(fixed_z), run.config["sample_steps"], fixed_z), run.out)
+        save_code_histogram(model, run.data.x_test[:2000], run.out / "code_histogram.png", fake_codes)
+
+
+# ---------------------------------------------------------------------------------------------
+# main (idaae.py uses the same parser and training loop)
+# ---------------------------------------------------------------------------------------------
+
+
+def model_parser(model, description):
+    parser = common.model_parser(model, description)
+    parser.add_argument("--sigma", type=common.non_negative_float,
+                        help="std of the Gaussian corruption (paper: 0.5 MNIST and Omniglot, 0.25 Sprites and CelebA)")
+    parser.add_argument("--sample-steps", type=common.positive_int,
+                        help="Markov chain steps for the chain pictures (paper: 10 MNIST, 50 Omniglot, 2 Sprites)")
+    parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture is 2-D)")
+    return parser
+
+
+def check_args(args):
+    """The flags argparse cannot check alone; returns args (the mixture prior sets --latent-dim 2)."""
+    if args.prior == "mixture":
+        if args.latent_dim not in (None, 2):
+            raise common.CLIError("the mixture prior is 2-D; drop --latent-dim or set it to 2")
+        args.latent_dim = 2
+    return args
+
+
+def train(run, fake_codes=None):
+    """Build the model a run describes and train it with common.fit; pictures after every epoch.
+    fake_codes: None for the DAAE (corrupted_codes); idaae.py passes its integrated codes."""
+    config, device, data = run.config, run.device, run.data
+    model = build_model(config).to(device)
+    optimizers = make_optimizers(model, config, device)
+    schedulers = {}
+    if config["lr_decay"] != 1.0:  # Sprites: the learning rate is annealed after every epoch
+        schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(o, config["lr_decay"])
+                      for name, o in optimizers.items()}
+    fixed_z = model.sample_prior(100)
+    common.fit(
+        run, model, optimizers,
+        lambda x, y: train_step(model, optimizers, x, config["sigma"], fake_codes or corrupted_codes,
+                                config["l1_penalty"], config["l2_penalty"]),
+        data.x_train, data.y_train,
+        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch, fake_codes),
+        schedulers=schedulers,
+    )
+    print(f"done: {run.out}/samples.png, chain.png, chain_samples.png, reconstructions.png, code_histogram.png, "
+          "losses.png, checkpoint.pt")
+    return model
+
+
+def main(argv=None):
+    args = check_args(model_parser("daae", __doc__).parse_args(argv))
+    train(common.start_run("daae", args, DEFAULTS))
+
+
+if __name__ == "__main__":
+    common.cli(main)
