@@ -51,6 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import aae
 import common
 
 SETTINGS = ("unsupervised", "supervised", "categorical")
@@ -202,29 +203,6 @@ def conv_image_features(image_shape, channels=64):
     return nn.Sequential(ToConvScale(), net), 4 * c * (CONV_SIZE // 8) ** 2
 
 
-class Encoder(nn.Module):
-    """Fully connected encoder for small images: ReLU hidden layers, linear code."""
-
-    def __init__(self, image_shape, hidden, latent_dim):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(image_shape), *hidden, latent_dim], nn.ReLU))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class Decoder(nn.Module):
-    """Fully connected decoder for small images: ReLU hidden layers, sigmoid image in [0, 1]."""
-
-    def __init__(self, image_shape, hidden, latent_dim):
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.net = mlp([latent_dim, *hidden, math.prod(image_shape)], nn.ReLU)
-
-    def forward(self, z):
-        return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
-
-
 def fc_image_features(image_shape, hidden):
     """D_I's feature layers for small images: LeakyReLU layers; the last one is F (Eq. 6)."""
     sizes = [math.prod(image_shape), *hidden]
@@ -290,8 +268,8 @@ class LearnedPriorAAE(nn.Module):
             self.decoder = ConvDecoder(image_shape, latent_dim, channels)
             features, feature_size = conv_image_features(image_shape, channels)
         else:
-            self.encoder = Encoder(image_shape, hidden, latent_dim)
-            self.decoder = Decoder(image_shape, hidden[::-1], latent_dim)
+            self.encoder = aae.Encoder(image_shape, hidden, latent_dim)  # the AAE's fully connected networks
+            self.decoder = aae.Decoder(image_shape, hidden[::-1], latent_dim)
             features, feature_size = fc_image_features(image_shape, hidden)
         self.code_generator = CodeGenerator(noise_dim, self.num_labels, latent_dim) if learned_prior else None
         # Eq. 8: only the supervised D_C sees the label; the categorical one is class-agnostic.
