@@ -152,18 +152,23 @@ def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, l1_penal
 
     # Discriminator: prior samples are real, codes fake. The codes come from fresh corruptions (the
     # authors' notebooks draw new noise in each phase), encoded by the encoder just updated.
+    # One discriminator call scores both (D has no BatchNorm, so this equals two calls).
     z_fake = fake_codes(model.encoder, x, sigma)
     z_real = model.sample_prior(len(x))
-    d_loss = discriminator_loss(model.discriminator(z_real), model.discriminator(z_fake.detach()))
+    real_logits, fake_logits = model.discriminator(torch.cat([z_real, z_fake.detach()])).chunk(2)
+    d_loss = discriminator_loss(real_logits, fake_logits)
     optimizers["discriminator"].zero_grad(set_to_none=True)
     d_loss.backward()
     optimizers["discriminator"].step()
 
-    # Encoder: as the generator, it learns to fool the updated discriminator.
+    # Encoder: as the generator, it learns to fool the updated discriminator. D is frozen for this
+    # backward pass: only the gradient through it to the codes is needed, not its weights'.
+    model.discriminator.requires_grad_(False)
     g_loss = encoder_adversarial_loss(model.discriminator(z_fake))
     optimizers["encoder"].zero_grad(set_to_none=True)
     g_loss.backward()
     optimizers["encoder"].step()
+    model.discriminator.requires_grad_(True)
 
     return {"reconstruction": reconstruction.detach(), "discriminator": d_loss.detach(),
             "encoder_adversarial": g_loss.detach()}

@@ -109,7 +109,8 @@ def test_the_idaae_step_feeds_the_discriminator_the_integrated_codes():
     torch.manual_seed(3)
     torch.randn_like(x)  # the reconstruction's corruption is drawn first
     expected = idaae.integrated_codes(encoder_before, x, sigma, M)
-    z_real, z_fake_for_d, z_fake_for_encoder = seen
+    real_then_fake, z_fake_for_encoder = seen  # D scores real and fake codes in one call, then the encoder's
+    z_fake_for_d = real_then_fake[len(x):]
     torch.testing.assert_close(z_fake_for_d, expected.detach())
     torch.testing.assert_close(z_fake_for_encoder, expected.detach())
 
