@@ -324,9 +324,9 @@ def main(argv=None):
 
     model = build_model(config).to(device)
     optimizers = {  # the DAAE authors' three Adam optimisers, one per phase
-        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"], device),
-        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], device),
-        "encoder": common.adam(model.encoder.parameters(), config["lr"], device),
+        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"]),
+        "discriminator": common.adam(model.discriminator.parameters(), config["lr"]),
+        "encoder": common.adam(model.encoder.parameters(), config["lr"]),
     }
 
     labels, slots = data.y_train, 0

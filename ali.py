@@ -434,8 +434,8 @@ def main(argv=None):
     model.start_at_the_mean_image(data.x_train.to(device))
     # Tables 3-5: Adam, lr 1e-4, beta1 0.5. (The tables' "beta2 = 10^-3" is Blocks' 1 - beta2.)
     optimizers = {
-        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], device, betas=(0.5, 0.999)),
-        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"], device,
+        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], betas=(0.5, 0.999)),
+        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"],
                                  betas=(0.5, 0.999)),
     }
     fixed_z = model.sample_prior(100)

@@ -579,7 +579,7 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def adam(params, lr, device, betas=(0.9, 0.999)):
+def adam(params, lr, betas=(0.9, 0.999)):
     """Adam with the fused kernel: one pass over the parameters instead of several, on the CPU
     (a sixth of the time of the default for the MNIST networks) and on CUDA alike."""
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)

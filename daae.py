@@ -174,7 +174,7 @@ def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, l1_penal
             "encoder_adversarial": g_loss.detach()}
 
 
-def make_optimizers(model, config, device):
+def make_optimizers(model, config):
     """The authors' three optimisers, one per update: Adam, or for CelebA RMSprop (their PyTorch
     code, whose discriminator alone has momentum 0.9)."""
     params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
@@ -183,7 +183,7 @@ def make_optimizers(model, config, device):
     if config["optimizer"] == "rmsprop":
         return {name: torch.optim.RMSprop(p, lr=config["lr"], momentum=RMSPROP_DISCRIMINATOR_MOMENTUM
                                           if name == "discriminator" else 0.0) for name, p in params.items()}
-    return {name: common.adam(p, config["lr"], device) for name, p in params.items()}
+    return {name: common.adam(p, config["lr"]) for name, p in params.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def train(run, fake_codes=None):
     fake_codes: None for the DAAE (corrupted_codes); idaae.py passes its integrated codes."""
     config, device, data = run.config, run.device, run.data
     model = build_model(config).to(device)
-    optimizers = make_optimizers(model, config, device)
+    optimizers = make_optimizers(model, config)
     schedulers = {}
     if config["lr_decay"] != 1.0:  # Sprites: the learning rate is annealed after every epoch
         schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(o, config["lr_decay"])

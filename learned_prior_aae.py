@@ -477,11 +477,11 @@ def train_step(model, optimizers, x, y, perceptual=True, decoder_in_prior_phase=
             **prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)}
 
 
-def make_optimizers(model, lr, device, decoder_in_prior_phase=True):
+def make_optimizers(model, lr, decoder_in_prior_phase=True):
     """One Adam per update: a network pulled by two different losses (the encoder, the
     decoder) has one for each, with its own moment estimates."""
     def adam(params):
-        return common.adam(params, lr, device, betas=ADAM_BETAS)
+        return common.adam(params, lr, betas=ADAM_BETAS)
 
     optimizers = {
         "reconstruction": adam([*model.encoder.parameters(), *model.decoder.parameters()]),
@@ -619,7 +619,7 @@ def main(argv=None):
                               f"{k} label dimensions; choose a larger one")
 
     model = build_model(config).to(device)
-    optimizers = make_optimizers(model, config["lr"], device, config["decoder_in_prior_phase"])
+    optimizers = make_optimizers(model, config["lr"], config["decoder_in_prior_phase"])
     perceptual = config["reconstruction"] == "perceptual"
     fixed = fixed_sample_inputs(model)
 

@@ -201,7 +201,7 @@ def same_math(config, device, x):
     ours, theirs = daae.build_model(config).to(device), daae.build_model(config).to(device)
     theirs.load_state_dict(ours.state_dict())
     torch.manual_seed(2)
-    losses = daae.train_step(ours, daae.make_optimizers(ours, config, device), x, config["sigma"])
+    losses = daae.train_step(ours, daae.make_optimizers(ours, config), x, config["sigma"])
     torch.manual_seed(2)
     usual_losses = usual_step(theirs, usual_optimizers(theirs, config["lr"]), x, config["sigma"])
     loss_diff = max(abs(float(a) - float(b)) for a, b in zip(losses.values(), usual_losses))
@@ -216,7 +216,7 @@ def cuda_host_syncs(config, device, x):
     if device.type != "cuda":
         return "not checked (no CUDA device)"
     model = daae.build_model(config).to(device)
-    optimizers = daae.make_optimizers(model, config, device)
+    optimizers = daae.make_optimizers(model, config)
     x = x.to(device)
     perm, sums, batch_size = torch.randperm(len(x), device=device), {}, config["batch_size"]
     torch.cuda.set_sync_debug_mode("error")
@@ -242,7 +242,7 @@ def benchmark_training(config, sizes, device):
 
     torch.manual_seed(0)
     model = daae.build_model(config).to(device)
-    optimizers = daae.make_optimizers(model, config, device)
+    optimizers = daae.make_optimizers(model, config)
     usual_model = daae.build_model(config).to(device)
     optimizers_usual = usual_optimizers(usual_model, config["lr"])
 
@@ -327,7 +327,7 @@ def benchmark_parzen(n_samples, n_points, sizes, device):
 def benchmark_omniglot(config, sizes, device):
     x = digit_images(config["batch_size"], 105).to(device)
     model = daae.build_model(config).to(device)
-    optimizers = daae.make_optimizers(model, config, device)
+    optimizers = daae.make_optimizers(model, config)
 
     def step(M):
         return daae.train_step(model, optimizers, x, config["sigma"],
@@ -374,7 +374,7 @@ def profile_step(config, sizes, device):
     n_steps, batch_size = sizes["profile_steps"], config["batch_size"]
     x = digit_images(n_steps * batch_size, 28).to(device)
     model = daae.build_model(config).to(device)
-    optimizers = daae.make_optimizers(model, config, device)
+    optimizers = daae.make_optimizers(model, config)
 
     def steps():  # fit's inner loop: a shuffle, then batches as slices of the on-device tensor
         perm = torch.randperm(len(x), device=device)

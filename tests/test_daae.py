@@ -165,7 +165,7 @@ def test_weight_penalty_is_on_the_encoders_output_layer_only():
 
 
 def test_celeba_optimisers_are_rmsprop_with_momentum_in_the_discriminator_only():
-    optimizers = daae.make_optimizers(tiny_model(), daae.DEFAULTS["celeba"], "cpu")
+    optimizers = daae.make_optimizers(tiny_model(), daae.DEFAULTS["celeba"])
     assert all(isinstance(o, torch.optim.RMSprop) for o in optimizers.values())
     momentum = {name: o.param_groups[0]["momentum"] for name, o in optimizers.items()}
     assert momentum == {"reconstruction": 0.0, "discriminator": 0.9, "encoder": 0.0}

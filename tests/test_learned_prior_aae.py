@@ -127,7 +127,7 @@ def test_discriminator_and_generator_losses_at_equilibrium():
 @pytest.mark.parametrize("decoder_in_prior_phase", [True, False])
 def test_each_phase_updates_exactly_the_papers_networks(setting, decoder_in_prior_phase):
     model = tiny_model(setting)
-    optimizers = lp.make_optimizers(model, 1e-3, torch.device("cpu"), decoder_in_prior_phase)
+    optimizers = lp.make_optimizers(model, 1e-3, decoder_in_prior_phase)
     x, y = batch()
     before = parameters_by_network(model)
     lp.aae_phase(model, optimizers, x, y)  # Figure 3(b): the code generator is fixed
@@ -148,7 +148,7 @@ def test_without_a_learned_prior_the_codes_come_from_the_simple_prior(decoder_in
     assert model.code_generator is None and model.noise_dim == 3
     z, labels = torch.randn(4, 3), torch.tensor([0, 3, 9, 3])
     torch.testing.assert_close(model.prior_code(z, labels), torch.cat([F.one_hot(labels, 10).float(), z], 1))
-    optimizers = lp.make_optimizers(model, 1e-3, torch.device("cpu"), decoder_in_prior_phase)
+    optimizers = lp.make_optimizers(model, 1e-3, decoder_in_prior_phase)
     x, y = batch()
     before = parameters_by_network(model)
     lp.prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)
@@ -174,7 +174,7 @@ def test_supervised_feeds_the_true_label_to_the_code_generator_and_the_code_disc
     assert model.code_generator.net[0].in_features == model.noise_dim + 10
     assert model.code_discriminator.net[0].in_features == model.latent_dim + 10  # Eq. 8
     seen = record_label_inputs(model)
-    optimizers = lp.make_optimizers(model, 1e-3, torch.device("cpu"))
+    optimizers = lp.make_optimizers(model, 1e-3)
     x, y = batch()
     lp.train_step(model, optimizers, x, y)
     truth = F.one_hot(y, 10).float()
@@ -187,7 +187,7 @@ def test_categorical_draws_the_label_for_the_code_generator_and_keeps_it_from_th
     assert model.code_generator.net[0].in_features == model.noise_dim + 10
     assert model.code_discriminator.net[0].in_features == model.latent_dim  # class-agnostic D_C
     seen = record_label_inputs(model)
-    optimizers = lp.make_optimizers(model, 1e-3, torch.device("cpu"))
+    optimizers = lp.make_optimizers(model, 1e-3)
     x, y = batch(64)
     lp.train_step(model, optimizers, x, y)
     assert all(s is None for s in seen["code_discriminator"])
@@ -200,7 +200,7 @@ def test_unsupervised_has_no_label_anywhere():
     model = tiny_model("unsupervised")
     assert model.code_generator.net[0].in_features == model.noise_dim and model.classifier is None
     seen = record_label_inputs(model)
-    lp.train_step(model, lp.make_optimizers(model, 1e-3, torch.device("cpu")), *batch())
+    lp.train_step(model, lp.make_optimizers(model, 1e-3), *batch())
     assert all(s is None for calls in seen.values() for s in calls)
 
 
@@ -218,7 +218,7 @@ def test_losses_move_sensibly_on_tiny_data():
     data = common.load_dataset("digits")
     x, y = data.x_train[:256], data.y_train[:256]
     model = tiny_model("supervised", latent_dim=16)
-    optimizers = lp.make_optimizers(model, 1e-3, torch.device("cpu"))
+    optimizers = lp.make_optimizers(model, 1e-3)
 
     def pixel_error():
         with torch.no_grad():
