@@ -66,17 +66,6 @@ RMSPROP_DISCRIMINATOR_MOMENTUM = 0.9
 # ---------------------------------------------------------------------------------------------
 
 
-def lasagne_init(module):
-    """Glorot-uniform weights and zero biases, the defaults of lasagne's DenseLayer, with which the
-    authors trained their fully connected networks. PyTorch's default (uniform +-1/sqrt(fan_in))
-    shrinks a ReLU signal 2.4 times per layer, Glorot's 1.4 times: at initialisation the code reaches
-    the image through Omniglot's 7-layer decoder 25 times weaker. On MNIST, Glorot kept the first
-    epochs' game steady (discriminator loss at most 1.6, not 4.1) and gave better codes sooner."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class DAAE(aae.AAE):
     """aae.AAE's encoder, decoder and code discriminator (the same architectures: the DAAE paper's
     table), a training sigma, and the Markov chain that samples a DAAE."""
@@ -85,8 +74,6 @@ class DAAE(aae.AAE):
                  decoder_hidden=(), discriminator_hidden=(1000, 1000)):
         super().__init__(image_shape, latent_dim, prior, conv, encoder_hidden, decoder_hidden,
                          discriminator_hidden, sigma=sigma)
-        if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
-            self.apply(lasagne_init)
 
     def chain(self, steps, z):
         """Yield x_0 = dec(z), then x_{t+1} = dec(enc(corrupt(x_t))) for `steps` steps (Sec. IV-B)."""
