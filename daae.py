@@ -32,6 +32,8 @@ sigma = 0 the model is the AAE baseline the paper compares with.
     python daae.py                                   # digits, offline, about a minute on a CPU
     python daae.py --dataset mnist                   # the paper's MNIST settings
     python daae.py --dataset omniglot --gpu          # the paper's: 1000 epochs at lr 1e-5
+    python daae.py --dataset omniglot --image-size 28 --sigma 0.25 --lr 1e-4 --adversarial-lr 1e-5 \
+        --init he --epochs 100                       # Omniglot on a CPU in minutes (not the paper's; README)
 """
 
 import torch
@@ -56,7 +58,7 @@ PAPER = {
     "svhn": dict(sigma=0.25, sample_steps=10),
 }
 DEFAULTS = {name: {"prior": "gaussian", "optimizer": "adam", "lr_decay": 1.0, "l1_penalty": 0.0, "l2_penalty": 0.0,
-                   **aae.DEFAULTS[name], **row} for name, row in PAPER.items()}
+                   "adversarial_lr": None, "init": "glorot", **aae.DEFAULTS[name], **row} for name, row in PAPER.items()}
 PRIORS = ("gaussian", "mixture")  # the paper's two: N(0, I), and 10 two-dimensional Gaussians on a circle
 RMSPROP_DISCRIMINATOR_MOMENTUM = 0.9
 
@@ -71,9 +73,9 @@ class DAAE(aae.AAE):
     table), a training sigma, and the Markov chain that samples a DAAE."""
 
     def __init__(self, image_shape, latent_dim, sigma, prior="gaussian", conv=False, encoder_hidden=(),
-                 decoder_hidden=(), discriminator_hidden=(1000, 1000)):
+                 decoder_hidden=(), discriminator_hidden=(1000, 1000), init="glorot"):
         super().__init__(image_shape, latent_dim, prior, conv, encoder_hidden, decoder_hidden,
-                         discriminator_hidden, sigma=sigma)
+                         discriminator_hidden, sigma=sigma, init=init)
 
     def chain(self, steps, z):
         """Yield x_0 = dec(z), then x_{t+1} = dec(enc(corrupt(x_t))) for `steps` steps (Sec. IV-B)."""
@@ -100,7 +102,8 @@ class DAAE(aae.AAE):
 def build_model(config):
     """The model a run's config.json describes (eval.py rebuilds runs with this; idaae too)."""
     return DAAE(config["image_shape"], config["latent_dim"], config["sigma"], config["prior"], config["conv"],
-                config.get("encoder_hidden", ()), config.get("decoder_hidden", ()), config["discriminator_hidden"])
+                config.get("encoder_hidden", ()), config.get("decoder_hidden", ()), config["discriminator_hidden"],
+                config.get("init", "glorot"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,14 +168,17 @@ def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, l1_penal
 
 def make_optimizers(model, config):
     """The authors' three optimisers, one per update: Adam, or for CelebA RMSprop (their PyTorch
-    code, whose discriminator alone has momentum 0.9)."""
+    code, whose discriminator alone has momentum 0.9). The paper uses one learning rate for all
+    three; --adversarial-lr gives the two adversarial updates their own."""
     params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
               "discriminator": list(model.discriminator.parameters()),
               "encoder": list(model.encoder.parameters())}
+    adversarial_lr = config.get("adversarial_lr") or config["lr"]
+    lr = {"reconstruction": config["lr"], "discriminator": adversarial_lr, "encoder": adversarial_lr}
     if config["optimizer"] == "rmsprop":
-        return {name: torch.optim.RMSprop(p, lr=config["lr"], momentum=RMSPROP_DISCRIMINATOR_MOMENTUM
+        return {name: torch.optim.RMSprop(p, lr=lr[name], momentum=RMSPROP_DISCRIMINATOR_MOMENTUM
                                           if name == "discriminator" else 0.0) for name, p in params.items()}
-    return {name: common.adam(p, config["lr"]) for name, p in params.items()}
+    return {name: common.adam(p, lr[name]) for name, p in params.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +245,11 @@ def model_parser(model, description):
     parser.add_argument("--sample-steps", type=common.positive_int,
                         help="Markov chain steps for the chain pictures (paper: 10 MNIST, 50 Omniglot, 2 Sprites)")
     parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture is 2-D)")
+    parser.add_argument("--adversarial-lr", type=common.positive_float,
+                        help="learning rate of the discriminator and of the encoder's adversarial update "
+                        "(default: --lr, as the paper)")
+    parser.add_argument("--init", choices=tuple(aae.INITS), help="initial weights of the fully connected "
+                        "networks: glorot (default, the authors' lasagne) or he (short Omniglot runs: see README)")
     return parser
 
 

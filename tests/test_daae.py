@@ -172,6 +172,31 @@ def test_celeba_optimisers_are_rmsprop_with_momentum_in_the_discriminator_only()
     assert optimizers["encoder"].param_groups[0]["lr"] == 1e-3
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_adversarial_lr_sets_the_discriminator_and_encoder_rates_only(optimizer):
+    config = {**daae.DEFAULTS["omniglot"], "optimizer": optimizer, "lr": 1e-4}
+    rates = lambda optimizers: {name: o.param_groups[0]["lr"] for name, o in optimizers.items()}
+    assert rates(daae.make_optimizers(tiny_model(), config)) == \
+        {"reconstruction": 1e-4, "discriminator": 1e-4, "encoder": 1e-4}
+    assert rates(daae.make_optimizers(tiny_model(), {**config, "adversarial_lr": 1e-5})) == \
+        {"reconstruction": 1e-4, "discriminator": 1e-5, "encoder": 1e-5}
+
+
+def test_he_init_keeps_a_relu_signal_that_glorot_shrinks():
+    # Omniglot's 7-layer decoder at init: the image logits' scale with each initialisation.
+    torch.manual_seed(0)
+    scale = {}
+    for init in ("glorot", "he"):
+        model = daae.DAAE((1, 8, 8), 20, 0.5, encoder_hidden=[1000] * 3, decoder_hidden=[1000] * 6, init=init)
+        layers = [m for m in model.decoder.modules() if isinstance(m, nn.Linear)]
+        assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in layers)
+        h = torch.randn(256, 20)
+        for layer in layers[:-1]:
+            h = layer(h).relu()
+        scale[init] = h.pow(2).mean().item()
+    assert 0.5 < scale["he"] < 2 and scale["glorot"] < scale["he"] / 20  # 2 per layer: 2^6 = 64
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampling
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +234,9 @@ RUN_FILES = ("config.json", "checkpoint.pt", "log.csv", "losses.png", "samples.p
              "samples/epoch_002.png", "reconstructions.png", "chain.png", "chain_samples.png", "code_histogram.png")
 
 
-@pytest.mark.parametrize("module, extra", [(daae, []), (idaae, ["--M", "2"])], ids=["daae", "idaae"])
+@pytest.mark.parametrize("module, extra", [(daae, []), (idaae, ["--M", "2"]),
+                                           (daae, ["--init", "he", "--adversarial-lr", "1e-4"])],
+                         ids=["daae", "idaae", "daae-he-init-adversarial-lr"])
 def test_cli_writes_the_run_folder(tmp_path, module, extra):
     out = tmp_path / "run"
     assert cli(module.main, ["--epochs", "2", "--sample-steps", "3", "--out", str(out), *extra]) == 0
@@ -218,6 +245,7 @@ def test_cli_writes_the_run_folder(tmp_path, module, extra):
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == module.__name__ and config["sigma"] == 0.25 and config["sample_steps"] == 3
     assert config.get("M") == (2 if module is idaae else None)
+    assert (config["init"], config["adversarial_lr"]) == (("he", 1e-4) if "--init" in extra else ("glorot", None))
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     model = module.build_model(config)
     model.load_state_dict(weights(out / "checkpoint.pt"))
@@ -245,7 +273,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     cases = [(idaae.main, ("--M", "0"), "--M"), (daae.main, ("--sigma", "-1"), "--sigma"),
              (idaae.main, ("--sigma", "-1"), "--sigma"), (daae.main, ("--sample-steps", "0"), "--sample-steps"),
              (daae.main, ("--prior", "mixture", "--latent-dim", "5"), "2-D"),
-             (daae.main, ("--prior", "swissroll"), "--prior")]
+             (daae.main, ("--prior", "swissroll"), "--prior"), (daae.main, ("--init", "zeros"), "--init"),
+             (daae.main, ("--adversarial-lr", "0"), "--adversarial-lr")]
     for main, argv, message in cases:
         assert cli(main, ["--epochs", "1", "--out", str(tmp_path / "x"), *argv]) == 2, argv
         err = capsys.readouterr().err.strip()
