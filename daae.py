@@ -132,9 +132,10 @@ def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, l1_penal
     """One mini-batch of the paper's algorithm: reconstruction, then the discriminator, then the
     encoder against it. `fake_codes(encoder, x, sigma)` gives D's fake samples: corrupted_codes for
     the DAAE, idaae.integrated_codes for the iDAAE. Returns detached losses (no host sync)."""
-    # Reconstruction: encode a corrupted x, decode, compare with the CLEAN x.
+    # Reconstruction: encode a corrupted x, decode, compare with the CLEAN x: BCE(x, dec(enc(x~))),
+    # from the decoder's logits as in aae.train_step.
     x_tilde = common.corrupt(x, sigma)
-    reconstruction = F.binary_cross_entropy(model.decoder(model.encoder(x_tilde)), x)
+    reconstruction = F.binary_cross_entropy_with_logits(model.decoder.logits(model.encoder(x_tilde)), x)
     loss = reconstruction
     if l1_penalty or l2_penalty:
         loss = loss + weight_penalty(model.encoder, l1_penalty, l2_penalty)

@@ -70,6 +70,11 @@ def test_network_shapes(conv, shape):
     onehot = torch.nn.functional.one_hot(torch.arange(5), 11).float()
     assert model.discriminator(z, onehot).shape == (5,)
     assert model.sample(3).shape == (3, *shape)
+    # The training steps take BCE from the decoder's logits: the same loss as BCE on its output.
+    logits = model.decoder.logits(z)
+    assert torch.allclose(torch.sigmoid(logits), x_hat)
+    assert torch.allclose(torch.nn.functional.binary_cross_entropy_with_logits(logits, x),
+                          torch.nn.functional.binary_cross_entropy(x_hat, x))
 
 
 def test_losses_at_equilibrium_are_ln2():
