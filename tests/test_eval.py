@@ -5,8 +5,6 @@ only, the comparison table, and one-line errors."""
 import json
 import pickle
 import shutil
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -16,26 +14,16 @@ from PIL import Image
 import aae
 import common
 import eval as evaluation
+from helpers import run_script
 
 RECONSTRUCTION_KEYS = {"mse", "se"}
 SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pca"}
 LOO_KEYS = {"loo20_linear", "loo20_linear_max", "loo20_linear_pixels", "loo20_linear_pca"}
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-
-
 def run_cli(argv, capsys):
     """`python eval.py ARGV` in-process: (exit status, stdout, stderr)."""
-    try:
-        common.cli(lambda: evaluation.main(argv))
-        status = 0
-    except SystemExit as exit:
-        status = exit.code
+    status = run_script(evaluation.main, argv)
     out, err = capsys.readouterr()
     return status, out, err
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import common
 import learned_prior_aae as lp
+from helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(hidden=(32, 32), image_discriminator_hidden=32, code_discriminator_hidden=(32, 32))
@@ -20,11 +21,7 @@ SMALL = dict(hidden=(32, 32), image_discriminator_hidden=32, code_discriminator_
 
 def cli(argv):
     """Run `python learned_prior_aae.py ARGV` in-process; return its exit status."""
-    try:
-        common.cli(lambda: lp.main(argv))
-    except SystemExit as exit:
-        return exit.code
-    return 0
+    return run_script(lp.main, argv)
 
 
 def tiny_model(setting="unsupervised", learned_prior=True, latent_dim=6, noise_dim=None, **kwargs):

@@ -1,0 +1,23 @@
+"""What several test files share: a script's command line run in-process, and the check that a
+few hundred training steps on tiny data made progress."""
+
+import common
+
+
+def run_script(main, argv):
+    """Run `python <script>.py ARGV` in-process (common.cli around main(argv)); return its exit status."""
+    try:
+        common.cli(lambda: main(argv))
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def assert_training_progresses(history):
+    """history: the loss dicts of consecutive train_step calls. The reconstruction loss of the last
+    16 steps is below 0.8 of the first 16's, and the discriminator neither collapsed nor ran away."""
+    first = sum(h["reconstruction"] for h in history[:16]) / 16
+    last = sum(h["reconstruction"] for h in history[-16:]) / 16
+    assert last < 0.8 * first
+    d_last = sum(h["discriminator"] for h in history[-16:]) / 16
+    assert 0.3 < d_last < 2.5
