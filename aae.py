@@ -355,7 +355,7 @@ def main(argv=None):
     if args.labels and args.prior not in ("mixture", "swissroll"):
         raise common.CLIError("--labels needs --prior mixture or swissroll (one component per class)")
     defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, **row} for name, row in DEFAULTS.items()}
-    run = common.start_run("aae", args, defaults)
+    run = common.start_run("aae", args, defaults, variant=args.prior if args.prior != "gaussian" else None)
     config, device, data = run.config, run.device, run.data
 
     model = build_model(config).to(device)

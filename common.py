@@ -669,18 +669,21 @@ def dataset_tag(dataset):
     return Path(dataset).stem if dataset.endswith(".npz") else dataset
 
 
-def start_run(model, args, defaults):
+def start_run(model, args, defaults, variant=None):
     """Settle the settings (flags over the dataset's paper defaults, or the saved config when
     resuming), print them, seed, pick the device, load the data and prepare the run folder.
 
     `defaults` maps a dataset name to its row of paper settings; a .npz file uses the "mnist"
-    row unless the table has a "npz" one."""
+    row unless the table has a "npz" one. The run folder is --out, else runs/<model>-<dataset>,
+    with -<variant> added when the flags pick a variant of the model (a mixture prior, say), so
+    that the README's commands one after another do not meet each other's folders."""
     config = vars(args).copy()
     given = config.copy()
     for key, value in SHARED_DEFAULTS.items():
         if config[key] is None:
             config[key] = value
-    out = Path(config["out"] or f"runs/{model}-{dataset_tag(config['dataset'])}")
+    run_name = f"{model}-{dataset_tag(config['dataset'])}" + (f"-{variant}" if variant else "")
+    out = Path(config["out"] or f"runs/{run_name}")
     checkpoint = None
     if config["resume"]:
         checkpoint = load_checkpoint(out / "checkpoint.pt", model)

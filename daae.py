@@ -289,7 +289,7 @@ def train(run, fake_codes=None):
 
 def main(argv=None):
     args = check_args(model_parser("daae", __doc__).parse_args(argv))
-    train(common.start_run("daae", args, DEFAULTS))
+    train(common.start_run("daae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None))
 
 
 if __name__ == "__main__":

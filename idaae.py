@@ -50,7 +50,7 @@ def main(argv=None):
     parser.add_argument("--M", type=common.positive_int,
                         help="corruptions averaged per image for the discriminator's fake sample (paper: 5; CelebA 10)")
     args = daae.check_args(parser.parse_args(argv))
-    run = common.start_run("idaae", args, DEFAULTS)
+    run = common.start_run("idaae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None)
     M = run.config["M"]
     daae.train(run, fake_codes=lambda encoder, x, sigma: integrated_codes(encoder, x, sigma, M))
 

@@ -599,7 +599,8 @@ def main(argv=None):
                           "categories": CATEGORIES if setting == "categorical" else None}
         if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
             defaults[name]["noise_dim"] = max(1, args.latent_dim - (latent_dim - noise_dim))
-    run = common.start_run("learned_prior_aae", args, defaults)
+    run = common.start_run("learned_prior_aae", args, defaults,
+                            variant=setting if setting != SHARED_DEFAULTS["setting"] else None)
     config, device, data = run.config, run.device, run.data
 
     if config["setting"] == "supervised" and data.num_classes < 2:

@@ -148,6 +148,16 @@ def test_cli_writes_the_run_folder(tmp_path):
     model.load_state_dict(weights(out / "checkpoint.pt"))
 
 
+def test_the_readmes_commands_in_a_row_get_a_run_folder_each(tmp_path, monkeypatch):
+    # `python aae.py`, then `python aae.py --prior mixture`, without --out: two default folders.
+    monkeypatch.chdir(tmp_path)
+    assert cli(["--epochs", "1"]) == 0
+    assert cli(["--epochs", "1", "--prior", "mixture"]) == 0
+    assert cli(["--epochs", "2", "--prior", "mixture", "--resume"]) == 0
+    assert json.loads((tmp_path / "runs/aae-digits/config.json").read_text())["prior"] == "gaussian"
+    assert json.loads((tmp_path / "runs/aae-digits-mixture/config.json").read_text())["epochs"] == 2
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     assert cli(["--epochs", "3", "--out", str(tmp_path / "straight"), "--seed", "3"]) == 0
     assert cli(["--epochs", "1", "--out", str(tmp_path / "resumed"), "--seed", "3"]) == 0
