@@ -707,10 +707,11 @@ def start_run(model, args, defaults, variant=None):
 
     seed_everything(config["seed"])
     device = choose_device(config["gpu"])
-    if device.type == "cpu" and os.getloadavg()[0] > os.cpu_count() and "OMP_NUM_THREADS" not in os.environ:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
+    if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
         # On busy cores torch's threads wait for each other: a step ran 4-10x slower with 2 than with 1.
         torch.set_num_threads(1)
-        print(f"note: the CPU is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), so this run uses "
+        print(f"note: the CPU is busy (load {load:.1f} on {os.cpu_count()} cores), so this run uses "
               "one thread; set OMP_NUM_THREADS to choose", file=sys.stderr)
     data = load_dataset(config["dataset"], config["data_dir"], config["image_size"])
     config["image_shape"] = list(data.image_shape)

@@ -158,6 +158,15 @@ def test_the_readmes_commands_in_a_row_get_a_run_folder_each(tmp_path, monkeypat
     assert json.loads((tmp_path / "runs/aae-digits-mixture/config.json").read_text())["epochs"] == 2
 
 
+def test_a_busy_cpu_gets_one_thread_and_a_machine_without_load_average_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "getloadavg", lambda: (100.0, 100.0, 100.0))
+    assert cli(["--epochs", "1", "--out", str(tmp_path / "busy")]) == 0
+    assert "the CPU is busy (load 100.0" in capsys.readouterr().err and torch.get_num_threads() == 1
+    monkeypatch.delattr(os, "getloadavg")  # as on Windows
+    assert cli(["--epochs", "1", "--out", str(tmp_path / "windows")]) == 0
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     assert cli(["--epochs", "3", "--out", str(tmp_path / "straight"), "--seed", "3"]) == 0
     assert cli(["--epochs", "1", "--out", str(tmp_path / "resumed"), "--seed", "3"]) == 0
