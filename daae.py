@@ -12,12 +12,17 @@ the prior p(z) with a discriminator D on codes:
     iDAAE (idaae.py)   q~(z|x) = E_{c(x~|x)}[q(z|x~)], integrated by Monte Carlo:
                        z_fake = (1/M) sum_j enc(x + sigma * eps_j)
 
-Every mini-batch (the training algorithm of the appendix) has three updates, each with its own
-optimiser:
+Every mini-batch has three updates, each with its own optimiser, in the order of the authors'
+notebooks (MNIST, Omniglot and Sprites alike), each drawing its own corruption noise:
 
-  reconstruction:  min_{enc, dec}  E[ BCE(x, dec(enc(x~))) ]          (the clean x is the target)
   discriminator:   max_D    E_{z~p(z)}[log D(z)] + E[log(1 - D(z_fake))]  (prior "real" 1, codes "fake" 0)
   encoder:         min_enc  -E[log D(z_fake)]                         (the non-saturating loss)
+  reconstruction:  min_{enc, dec}  E[ BCE(x, dec(enc(x~))) ]          (the clean x is the target)
+
+The Omniglot and Sprites notebooks clip the probabilities their BCEs see: D's to [0.001, 0.999],
+the decoder's to [0.001, 0.99]. A clip passes no gradient where it is active, so a code that D is
+more than 99.9 % sure of pushes neither D nor the encoder, and reconstruction goes on alone.
+`--no-clip` and `--update-order reconstruction-first` (the AAE paper's order) undo each detail.
 
 Sampling (Section IV-B). The DAAE matches q(z|x~), not q(z|x), to the prior, so dec(z) with
 z ~ p(z) is not yet a sample of the model. Decoding, corrupting and encoding again is the
@@ -31,10 +36,11 @@ sigma = 0 the model is the AAE baseline the paper compares with.
 
     python daae.py                                   # digits, offline, about a minute on a CPU
     python daae.py --dataset mnist                   # the paper's MNIST settings
-    python daae.py --dataset omniglot --gpu          # the paper's: 1000 epochs at lr 1e-5
-    python daae.py --dataset omniglot --image-size 28 --sigma 0.25 --lr 1e-4 --adversarial-lr 1e-5 \
-        --init he --epochs 100                       # Omniglot on a CPU in minutes (not the paper's; README)
+    python daae.py --dataset omniglot --gpu          # the paper's: 1000 epochs (286,000 updates) at lr 1e-5
 """
+
+import argparse
+import math
 
 import torch
 import torch.nn as nn
@@ -48,17 +54,22 @@ import common
 PAPER = {
     "digits": dict(sigma=0.25, sample_steps=10),  # half MNIST's sigma: an 8x8 digit has few pixels to denoise from
     "mnist": dict(sigma=0.5, sample_steps=10),
-    "omniglot": dict(sigma=0.5, sample_steps=50),
+    # Omniglot: the notebook's run (lr 1e-5, 1000 epochs = 286,000 updates, Glorot init, clipping, D first). What
+    # still differs: its 286 batches are fixed and only their order is permuted each epoch, where common.fit
+    # deals new batches every epoch.
+    "omniglot": dict(sigma=0.5, sample_steps=50, clip=True),
     # Sprites: the paper's lr annealing, x0.95 per epoch (the notebooks' annealed rate never reached their
-    # Adam updates; we follow the paper), and the notebooks' L1 (0.1) and L2 (1e-4) weight penalties
-    "sprites": dict(sigma=0.25, sample_steps=2, lr_decay=0.95, l1_penalty=0.1, l2_penalty=1e-4),
+    # Adam updates; we follow the paper), the notebooks' L1 (0.1) and L2 (1e-4) weight penalties and clipping
+    "sprites": dict(sigma=0.25, sample_steps=2, lr_decay=0.95, l1_penalty=0.1, l2_penalty=1e-4, clip=True),
     # CelebA: the authors' PyTorch code trains with RMSprop 1e-3, the discriminator with momentum 0.9
     "celeba": dict(sigma=0.25, sample_steps=10, optimizer="rmsprop", lr=1e-3),
     "cifar10": dict(sigma=0.25, sample_steps=10),
     "svhn": dict(sigma=0.25, sample_steps=10),
 }
 DEFAULTS = {name: {"prior": "gaussian", "optimizer": "adam", "lr_decay": 1.0, "l1_penalty": 0.0, "l2_penalty": 0.0,
-                   "adversarial_lr": None, "init": "glorot", **aae.DEFAULTS[name], **row} for name, row in PAPER.items()}
+                   "adversarial_lr": None, "init": "glorot", "clip": False, "update_order": "adversarial-first",
+                   **aae.DEFAULTS[name], **row} for name, row in PAPER.items()}
+UPDATE_ORDERS = ("adversarial-first", "reconstruction-first")  # the DAAE notebooks'; the AAE paper's (Sec. 2)
 PRIORS = ("gaussian", "mixture")  # the paper's two: N(0, I), and 10 two-dimensional Gaussians on a circle
 RMSPROP_DISCRIMINATOR_MOMENTUM = 0.9
 
@@ -113,6 +124,16 @@ def build_model(config):
 discriminator_loss = aae.discriminator_loss  # -[log D(z_prior) + log(1 - D(z_fake))], 2 ln 2 at equilibrium
 encoder_adversarial_loss = aae.encoder_adversarial_loss  # -log D(z_fake), ln 2 at equilibrium
 
+# The Omniglot and Sprites notebooks clip the probabilities before their BCEs (the MNIST notebook does not)
+DISCRIMINATOR_CLIP = (0.001, 0.999)
+DECODER_CLIP = (0.001, 0.99)
+
+
+def clip_logits(logits, low, high):
+    """Logits whose sigmoid is clip(sigmoid(logits), low, high). The sigmoid is monotonic, so a BCE
+    of these logits has the notebooks' value and their gradient: zero where the clip is active."""
+    return logits.clamp(math.log(low / (1 - low)), math.log(high / (1 - high)))
+
 
 def corrupted_codes(encoder, x, sigma):
     """The DAAE's fake sample: z = enc(x~), x~ ~ c(x~|x), a sample of q(z|x~) (Sec. III-A)."""
@@ -128,43 +149,65 @@ def weight_penalty(encoder, l1, l2):
     return l1 * weight.abs().sum() + l2 * weight.pow(2).sum()
 
 
-def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, l1_penalty=0.0, l2_penalty=0.0):
-    """One mini-batch of the paper's algorithm: reconstruction, then the discriminator, then the
-    encoder against it. `fake_codes(encoder, x, sigma)` gives D's fake samples: corrupted_codes for
-    the DAAE, idaae.integrated_codes for the iDAAE. Returns detached losses (no host sync)."""
-    # Reconstruction: encode a corrupted x, decode, compare with the CLEAN x: BCE(x, dec(enc(x~))),
-    # from the decoder's logits as in aae.train_step.
-    x_tilde = common.corrupt(x, sigma)
-    reconstruction = F.binary_cross_entropy_with_logits(model.decoder.logits(model.encoder(x_tilde)), x)
+def discriminator_update(model, optimizer, x, sigma, fake_codes, clip):
+    """D learns to tell prior samples (real, 1) from codes of corrupted images (fake, 0). One
+    discriminator call scores both (D has no BatchNorm, so this equals two calls)."""
+    with torch.no_grad():
+        z_fake = fake_codes(model.encoder, x, sigma)
+    logits = model.discriminator(torch.cat([model.sample_prior(len(x)), z_fake]))
+    if clip:
+        logits = clip_logits(logits, *DISCRIMINATOR_CLIP)
+    real_logits, fake_logits = logits.chunk(2)
+    loss = discriminator_loss(real_logits, fake_logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def encoder_adversarial_update(model, optimizer, x, sigma, fake_codes, clip):
+    """The encoder, as the generator, learns to fool D. D is frozen for this backward pass: only the
+    gradient through it to the codes is needed, not its weights'."""
+    model.discriminator.requires_grad_(False)
+    logits = model.discriminator(fake_codes(model.encoder, x, sigma))
+    loss = encoder_adversarial_loss(clip_logits(logits, *DISCRIMINATOR_CLIP) if clip else logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.discriminator.requires_grad_(True)
+    return loss.detach()
+
+
+def reconstruction_update(model, optimizer, x, sigma, clip, l1_penalty=0.0, l2_penalty=0.0):
+    """Encode a corrupted x, decode, compare with the CLEAN x: BCE(x, dec(enc(x~))), from the
+    decoder's logits as in aae.train_step. Returns the BCE without the weight penalties."""
+    logits = model.decoder.logits(model.encoder(common.corrupt(x, sigma)))
+    reconstruction = F.binary_cross_entropy_with_logits(clip_logits(logits, *DECODER_CLIP) if clip else logits, x)
     loss = reconstruction
     if l1_penalty or l2_penalty:
         loss = loss + weight_penalty(model.encoder, l1_penalty, l2_penalty)
-    optimizers["reconstruction"].zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizers["reconstruction"].step()
+    optimizer.step()
+    return reconstruction.detach()
 
-    # Discriminator: prior samples are real, codes fake. The codes come from fresh corruptions (the
-    # authors' notebooks draw new noise in each phase), encoded by the encoder just updated.
-    # One discriminator call scores both (D has no BatchNorm, so this equals two calls).
-    z_fake = fake_codes(model.encoder, x, sigma)
-    z_real = model.sample_prior(len(x))
-    real_logits, fake_logits = model.discriminator(torch.cat([z_real, z_fake.detach()])).chunk(2)
-    d_loss = discriminator_loss(real_logits, fake_logits)
-    optimizers["discriminator"].zero_grad(set_to_none=True)
-    d_loss.backward()
-    optimizers["discriminator"].step()
 
-    # Encoder: as the generator, it learns to fool the updated discriminator. D is frozen for this
-    # backward pass: only the gradient through it to the codes is needed, not its weights'.
-    model.discriminator.requires_grad_(False)
-    g_loss = encoder_adversarial_loss(model.discriminator(z_fake))
-    optimizers["encoder"].zero_grad(set_to_none=True)
-    g_loss.backward()
-    optimizers["encoder"].step()
-    model.discriminator.requires_grad_(True)
-
-    return {"reconstruction": reconstruction.detach(), "discriminator": d_loss.detach(),
-            "encoder_adversarial": g_loss.detach()}
+def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, clip=False,
+               update_order="adversarial-first", l1_penalty=0.0, l2_penalty=0.0):
+    """One mini-batch: the discriminator, the encoder against it, then reconstruction, as every
+    notebook of the authors orders them; `update_order="reconstruction-first"` is the AAE paper's
+    order. Each update draws its own corruption, as the notebooks' separately compiled updates do.
+    `fake_codes(encoder, x, sigma)` gives D's fake samples: corrupted_codes for the DAAE,
+    idaae.integrated_codes for the iDAAE. Returns detached losses (no host sync)."""
+    if update_order == "reconstruction-first":
+        reconstruction = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip, l1_penalty,
+                                               l2_penalty)
+    d_loss = discriminator_update(model, optimizers["discriminator"], x, sigma, fake_codes, clip)
+    g_loss = encoder_adversarial_update(model, optimizers["encoder"], x, sigma, fake_codes, clip)
+    if update_order == "adversarial-first":
+        reconstruction = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip, l1_penalty,
+                                               l2_penalty)
+    return {"reconstruction": reconstruction, "discriminator": d_loss, "encoder_adversarial": g_loss}
 
 
 def make_optimizers(model, config):
@@ -249,6 +292,12 @@ def model_parser(model, description):
     parser.add_argument("--adversarial-lr", type=common.positive_float,
                         help="learning rate of the discriminator and of the encoder's adversarial update "
                         "(default: --lr, as the paper)")
+    parser.add_argument("--clip", action=argparse.BooleanOptionalAction,
+                        help="clip D's probabilities to [0.001, 0.999] and the decoder's to [0.001, 0.99] in the "
+                        "losses, as the authors' notebooks (default: on for omniglot and sprites, off otherwise)")
+    parser.add_argument("--update-order", choices=UPDATE_ORDERS,
+                        help="adversarial-first (default: discriminator, encoder, reconstruction, as the authors' "
+                        "notebooks) or reconstruction-first (the AAE paper's order)")
     parser.add_argument("--init", choices=tuple(aae.INITS), help="initial weights of the fully connected "
                         "networks: glorot (default, the authors' lasagne) or he (short Omniglot runs: see README)")
     return parser
@@ -276,7 +325,9 @@ def train(run, fake_codes=None):
     fixed_z = model.sample_prior(100)
     common.fit(
         run, model, optimizers,
+        # Runs from before these two settings existed resume with the details they were trained with
         lambda x, y: train_step(model, optimizers, x, config["sigma"], fake_codes or corrupted_codes,
+                                config.get("clip", False), config.get("update_order", "reconstruction-first"),
                                 config["l1_penalty"], config["l2_penalty"]),
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch, fake_codes),

@@ -3,6 +3,7 @@ the three optimisers moves, the Markov chain, and both command lines end to end 
 
 import copy
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import common
 import daae
@@ -99,13 +101,13 @@ def test_the_idaae_step_feeds_the_discriminator_the_integrated_codes():
     x = torch.rand(16, 1, 8, 8)
     torch.manual_seed(3)
     daae.train_step(model, optimizers, x, sigma, integrated(M))
-    torch.manual_seed(3)
-    torch.randn_like(x)  # the reconstruction's corruption is drawn first
-    expected = idaae.integrated_codes(encoder_before, x, sigma, M)
+    torch.manual_seed(3)  # the notebooks' order: the discriminator's update draws first, then the encoder's
+    expected_for_d = idaae.integrated_codes(encoder_before, x, sigma, M)
+    model.sample_prior(len(x))
+    expected_for_encoder = idaae.integrated_codes(encoder_before, x, sigma, M)  # fresh corruptions
     real_then_fake, z_fake_for_encoder = seen  # D scores real and fake codes in one call, then the encoder's
-    z_fake_for_d = real_then_fake[len(x):]
-    torch.testing.assert_close(z_fake_for_d, expected.detach())
-    torch.testing.assert_close(z_fake_for_encoder, expected.detach())
+    torch.testing.assert_close(real_then_fake[len(x):], expected_for_d.detach())
+    torch.testing.assert_close(z_fake_for_encoder, expected_for_encoder.detach())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +126,50 @@ def test_each_optimiser_moves_exactly_its_networks(fake_codes, phase, networks):
     after = model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == networks
+
+
+@pytest.mark.parametrize("update_order, expected", [
+    ("adversarial-first", ["discriminator", "encoder", "reconstruction"]),
+    ("reconstruction-first", ["reconstruction", "discriminator", "encoder"])])
+def test_the_updates_run_in_the_chosen_order_each_on_its_own_corruption(update_order, expected):
+    model = tiny_model()
+    optimizers = tiny_optimizers(model)
+    steps, encoder_inputs = [], []
+    for name, optimizer in optimizers.items():
+        optimizer.register_step_pre_hook(lambda optimizer, args, kwargs, name=name: steps.append(name))
+    model.encoder.register_forward_pre_hook(lambda module, inputs: encoder_inputs.append(inputs[0].clone()))
+    daae.train_step(model, optimizers, torch.rand(16, 1, 8, 8), 0.5, update_order=update_order)
+    assert steps == expected
+    assert len(encoder_inputs) == 3  # one corrupted batch per update, none shared
+    assert all(not torch.equal(a, b) for i, a in enumerate(encoder_inputs) for b in encoder_inputs[i + 1:])
+
+
+def test_clipped_logits_give_the_notebooks_clipped_probabilities_and_their_gradient():
+    logits = torch.linspace(-12, 12, 97, requires_grad=True)
+    target = (torch.arange(97) % 2).float()
+    ours = F.binary_cross_entropy_with_logits(daae.clip_logits(logits, 0.001, 0.99), target, reduction="none")
+    (ours_grad,) = torch.autograd.grad(ours.sum(), logits)
+    probabilities = logits.sigmoid()
+    clipped = probabilities.clamp(0.001, 0.99)  # the notebooks' T.clip(p, 0.001, 0.99), then BCE
+    theirs = -(target * clipped.log() + (1 - target) * (1 - clipped).log())
+    (theirs_grad,) = torch.autograd.grad(theirs.sum(), logits)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-3, atol=1e-6)
+    active = (probabilities < 0.001) | (probabilities > 0.99)
+    assert active.any() and (ours_grad[active] == 0).all() and (ours_grad[~active] != 0).all()
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_a_certain_discriminator_stops_the_encoders_adversarial_push_only_when_clipped(clip):
+    model = tiny_model()
+    optimizers = tiny_optimizers(model)
+    nn.init.constant_(model.discriminator.net[-1].bias, -20.0)  # D is sure that every code is fake
+    before = copy.deepcopy(model.encoder.state_dict())
+    loss = daae.encoder_adversarial_update(model, optimizers["encoder"], torch.rand(16, 1, 8, 8), 0.5,
+                                           daae.corrupted_codes, clip)
+    unchanged = all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in before.items())
+    assert unchanged == clip
+    assert loss.item() == pytest.approx(-math.log(0.001), rel=1e-4) if clip else loss.item() > 19
 
 
 def test_the_adversarial_updates_leave_the_decoder_unchanged():
@@ -224,8 +270,9 @@ RUN_FILES = ("config.json", "checkpoint.pt", "log.csv", "losses.png", "samples.p
 
 
 @pytest.mark.parametrize("module, extra", [(daae, []), (idaae, ["--M", "2"]),
-                                           (daae, ["--init", "he", "--adversarial-lr", "1e-4"])],
-                         ids=["daae", "idaae", "daae-he-init-adversarial-lr"])
+                                           (daae, ["--init", "he", "--adversarial-lr", "1e-4", "--clip",
+                                                   "--update-order", "reconstruction-first"])],
+                         ids=["daae", "idaae", "daae-he-init-adversarial-lr-clip-order"])
 def test_cli_writes_the_run_folder(tmp_path, module, extra):
     out = tmp_path / "run"
     assert cli(module.main, ["--epochs", "2", "--sample-steps", "3", "--out", str(out), *extra]) == 0
@@ -235,6 +282,8 @@ def test_cli_writes_the_run_folder(tmp_path, module, extra):
     assert config["model"] == module.__name__ and config["sigma"] == 0.25 and config["sample_steps"] == 3
     assert config.get("M") == (2 if module is idaae else None)
     assert (config["init"], config["adversarial_lr"]) == (("he", 1e-4) if "--init" in extra else ("glorot", None))
+    assert (config["clip"], config["update_order"]) == ((True, "reconstruction-first") if "--clip" in extra
+                                                        else (False, "adversarial-first"))
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     model = module.build_model(config)
     model.load_state_dict(weights(out / "checkpoint.pt"))
@@ -247,6 +296,10 @@ def test_the_defaults_are_the_papers_settings():
         {"sigma": 0.5, "sample_steps": 10, "lr": 2e-4, "batch_size": 64, "epochs": 100}
     assert daae.DEFAULTS["omniglot"]["sample_steps"] == 50 and daae.DEFAULTS["sprites"]["lr_decay"] == 0.95
     assert idaae.DEFAULTS["mnist"]["M"] == 5 and idaae.DEFAULTS["celeba"]["M"] == 10
+    # the notebooks' clipping where they have it, and their update order everywhere
+    assert {name: row["clip"] for name, row in daae.DEFAULTS.items() if row["clip"]} == {"omniglot": True,
+                                                                                         "sprites": True}
+    assert {row["update_order"] for row in idaae.DEFAULTS.values()} == {"adversarial-first"}
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
