@@ -214,12 +214,39 @@ def test_bandwidth_is_chosen_on_validation_never_on_test(digits_run, monkeypatch
     assert result["sigma"] == best
 
 
+@pytest.mark.parametrize("bandwidth_on", [None, "validation"])
+def test_omniglot_chooses_the_bandwidth_on_drawer_20_and_scores_with_fresh_samples(bandwidth_on, monkeypatch):
+    calls = []
+    real = evaluation.log_likelihoods
+
+    def spy(samples, data, bandwidths, desc):
+        calls.append((samples, data, len(bandwidths)))
+        return real(samples, data, bandwidths, desc)
+
+    monkeypatch.setattr(evaluation, "log_likelihoods", spy)
+    data = common.load_dataset("digits")
+    data.extra["x_eval"] = data.x_test[:20]  # an evaluation set, as Omniglot has
+    config = {"model": "fake", "dataset": "omniglot"}
+    result = evaluation.likelihood(FakeChainModel(), data, config, torch.device("cpu"), samples=60, steps=[],
+                                   bandwidth_on=bandwidth_on)
+    (choosing,), scoring = [c for c in calls if c[2] > 1], [c for c in calls if c[2] == 1]
+    assert [len(c[1]) for c in scoring] == [len(data.x_test), 20]  # drawer 20, then the evaluation set
+    if bandwidth_on is None:  # the authors' protocol: chosen on drawer 20 (the test split), fresh samples score
+        assert result["bandwidth_chosen_on"] == "test" and torch.equal(choosing[1], data.x_test)
+        assert all(not torch.equal(c[0], choosing[0]) for c in scoring)
+    else:
+        assert result["bandwidth_chosen_on"] == "validation" and torch.equal(choosing[1], data.x_val)
+        assert all(c[0] is choosing[0] for c in scoring)
+    assert result["bandwidth_choice"]["images"] == len(choosing[1])
+
+
 def test_colour_images_are_scored_in_greyscale(monkeypatch):
     shapes = []
     monkeypatch.setattr(evaluation, "log_likelihoods",
                         lambda samples, data, bandwidths, desc: shapes.append((samples.shape, data.shape))
                         or torch.zeros(len(bandwidths), len(data)))
-    evaluation.parzen(torch.rand(10, 3, 4, 4), torch.rand(6, 3, 4, 4), {"test": torch.rand(5, 3, 4, 4)}, "x")
+    evaluation.parzen(torch.rand(10, 3, 4, 4), ("validation", torch.rand(6, 3, 4, 4)), {"test": torch.rand(5, 3, 4, 4)},
+                      "x")
     assert shapes == [((10, 1, 4, 4), (6, 1, 4, 4)), ((10, 1, 4, 4), (5, 1, 4, 4))]
     grey = evaluation.greyscale(torch.tensor([0.0, 0.3, 0.9]).view(1, 3, 1, 1))
     assert grey.shape == (1, 1, 1, 1) and grey.item() == pytest.approx(0.4)
@@ -241,9 +268,9 @@ def test_chain_study_scores_one_entry_per_step_from_that_step(tmp_path, monkeypa
     scored = []
     real = evaluation.parzen
 
-    def spy(samples, x_val, sets, label):
+    def spy(samples, choose_on, sets, label, scoring_samples=None):
         scored.append(samples[0, 0, 0, 0].item())
-        return real(samples, x_val, sets, label)
+        return real(samples, choose_on, sets, label, scoring_samples)
 
     monkeypatch.setattr(evaluation, "parzen", spy)
     data = common.load_dataset("digits")
