@@ -228,7 +228,7 @@ def drawer_study(codes, images, y, drawers, n_components, seed):
     result = {}
     for features, values in accuracies.items():
         suffix = "" if features == "codes" else f"_{features}"
-        result[f"loo20_linear{suffix}"] = float(np.mean(values))
+        result[f"loo20_linear{suffix}"], result[f"loo20_linear{suffix}_se"] = common.mean_and_standard_error(values)
         result[f"loo20_linear{suffix}_max"] = float(np.max(values))
     return result
 
@@ -317,8 +317,8 @@ def classification_table(result, config):
                   dims[suffix], percent(result[f"svm_rbf{suffix}"]), ""] for suffix, name in features]
     if "loo20_linear" in result:
         rows += [[f"linear SVM, leave one drawer out: {result['loo20_characters']} evaluation characters", name,
-                  "", percent(result[f"loo20_linear{suffix}"]), percent(result[f"loo20_linear{suffix}_max"])]
-                 for suffix, name in features]
+                  "", f"{percent(result[f'loo20_linear{suffix}'])} ± {percent(result[f'loo20_linear{suffix}_se'])}",
+                  percent(result[f"loo20_linear{suffix}_max"])] for suffix, name in features]
     if "attributes_linear" in result:
         each = result["attributes_linear_each"]
         rows.append([f"linear, one per attribute ({len(each)}), mean over them", "codes", result["code_dims"],

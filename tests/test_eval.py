@@ -18,7 +18,7 @@ from helpers import run_script
 
 RECONSTRUCTION_KEYS = {"mse", "se"}
 SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pca"}
-LOO_KEYS = {"loo20_linear", "loo20_linear_max", "loo20_linear_pixels", "loo20_linear_pca"}
+LOO_KEYS = {"loo20_linear", "loo20_linear_se", "loo20_linear_max", "loo20_linear_pixels", "loo20_linear_pca"}
 
 
 def run_cli(argv, capsys):
@@ -168,13 +168,15 @@ def test_first_characters_are_the_lowest_indices():
 
 
 def test_drawer_study_uses_only_the_other_drawers(monkeypatch):
-    """Every classifier is fitted on rows of other drawers and scored on the left-out one."""
-    seen = []
+    """Every classifier is fitted on rows of other drawers and scored on the left-out one; the mean
+    over the drawers comes with its standard error."""
+    seen, accuracies = [], []
     real_accuracy = evaluation.accuracy
 
     def spy(classifier, x_train, y_train, x_test, y_test):
         seen.append((x_train[:, 0].copy(), x_test[:, 0].copy()))
-        return real_accuracy(classifier, x_train, y_train, x_test, y_test)
+        accuracies.append(real_accuracy(classifier, x_train, y_train, x_test, y_test))
+        return accuracies[-1]
 
     monkeypatch.setattr(evaluation, "accuracy", spy)
     drawers = torch.arange(1, 21).repeat(3)
@@ -187,6 +189,9 @@ def test_drawer_study_uses_only_the_other_drawers(monkeypatch):
     for train_drawers, test_drawers in codes_and_pixels:
         assert len(set(test_drawers)) == 1 and test_drawers[0] not in train_drawers
     assert LOO_KEYS <= set(result)
+    per_drawer = [a for i, a in enumerate(accuracies) if i % 3 == 0]  # the codes' accuracy on each drawer
+    assert result["loo20_linear"] == pytest.approx(np.mean(per_drawer))
+    assert result["loo20_linear_se"] == pytest.approx(np.std(per_drawer, ddof=1) / np.sqrt(20))
 
 
 # ---------------------------------------------------------------------------------------------
