@@ -109,12 +109,61 @@ def cli(main):
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        # What the up-front checks (check_memory) could not foresee: activations, a busy machine.
+        print(f"error: out of memory ({_first_line(error, 100)}): lower --batch-size, or the sizes you raised "
+              "(--latent-dim, --image-size, --M, --channels)", file=sys.stderr)
+        sys.exit(2)
     except TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _is_out_of_memory(error):
+    text = str(error).lower()
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
+        or "out of memory" in text or "not enough memory" in text
+
+
+def _first_line(error, limit=160):
+    """The first line of an exception's message, cut at a word (not mid-word) when it is long."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def available_memory(device):
+    """Bytes free for tensors on `device`: the GPU's free memory, else the machine's RAM (total
+    when the free amount is unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 2**40
+
+
+def check_memory(nbytes, what, flags, device):
+    """Refuse, naming `flags`, when `nbytes` of tensors cannot fit, before any is allocated (a
+    failed allocation in the middle of a run is a traceback, or the kernel's out-of-memory kill)."""
+    free = available_memory(device)
+    if nbytes > free:
+        raise CLIError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB "
+                       f"free on {device.type}: choose a smaller {' or '.join(flags)}")
+
+
+def build_model(build, config, device, flags=("--latent-dim", "--image-size")):
+    """build(config), moved to `device`, once its parameters are known to fit: the networks are
+    first made on the "meta" device (shapes only, no memory), and training needs about four
+    copies of the weights (weights, gradients, Adam's two moments)."""
+    with torch.device("meta"):
+        size = sum(p.numel() for p in build(config).parameters())
+    check_memory(16 * size, f"the networks' {size:,} parameters", flags, device)
+    return build(config).to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +240,13 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
     elif name in CACHED_DATASETS:
         arrays = _load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
     else:
-        raise CLIError(UNKNOWN_DATASET.format(name=name))
+        raise unknown_dataset(name)
+    if image_size is not None:  # as float32, resized: refuse a size that cannot fit before allocating it
+        every_image = [arrays[key] for key in ("x_train", "x_val", "x_test")]
+        every_image += [x for key, x in arrays["extra"].items() if key.startswith("x_")]
+        channels = arrays["x_train"].shape[1]
+        nbytes = sum(len(x) for x in every_image) * channels * image_size**2 * 4
+        check_memory(nbytes, f"{name} at {image_size}x{image_size}", ["--image-size"], torch.device("cpu"))
 
     def images(x):
         return _float_images(x, image_size)
@@ -199,6 +254,13 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
     extra = {key: images(value) if key.startswith("x_") else value for key, value in arrays["extra"].items()}
     return Dataset(name, images(arrays["x_train"]), arrays["y_train"], images(arrays["x_val"]), arrays["y_val"],
                    images(arrays["x_test"]), arrays["y_test"], arrays["num_classes"], extra)
+
+
+def unknown_dataset(name: str) -> CLIError:
+    if os.path.isdir(name):
+        return CLIError(f"--dataset {name} is a folder: give a dataset's name, or a .npz file of its images "
+                        "(see --help)")
+    return CLIError(UNKNOWN_DATASET.format(name=name))
 
 
 def _splits(train, val, test, num_classes: int, extra: dict | None = None) -> dict:
@@ -240,7 +302,15 @@ def _load_cached(name: str, data_dir: str, build) -> dict:
     path = os.path.join(data_dir, "cache", f"{name}.pt")
     if os.path.isfile(path):
         print(f"{name}: loading the cache {path} (delete it to rebuild from the raw files)")
-        return torch.load(path, weights_only=True)
+        try:
+            arrays = torch.load(path, weights_only=True)
+            if isinstance(arrays, dict) and set(arrays) >= {"x_train", "y_train", "x_test", "y_test"}:
+                return arrays
+            reason = "not the splits of a dataset"
+        except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
+            reason = _first_line(error, 80)
+        # The cache is only a copy of the raw files: rebuild it from them (or say which are missing).
+        print(f"{name}: the cache {path} is damaged ({reason}); rebuilding it from the raw files", file=sys.stderr)
     arrays = build()
     with atomic_path(path) as tmp:  # an interrupted run never leaves half a cache behind
         torch.save(arrays, tmp)
@@ -320,7 +390,8 @@ def _build_celeba(data_dir: str, download: bool) -> dict:
                     download=download)
         folder = os.path.join(ds.root, ds.base_folder, "img_align_celeba")
         x = torch.empty(len(ds.filename), 3, 64, 64, dtype=torch.uint8)
-        for i, filename in enumerate(tqdm(ds.filename, desc=f"celeba {split}", unit="image")):
+        for i, filename in enumerate(tqdm(ds.filename, desc=f"celeba {split}", unit="image", leave=False,
+                                      disable=None)):
             x[i] = torch.from_numpy(_celeba_image(os.path.join(folder, filename)))
         splits.append((x, ds.attr.long()))
     return _splits(*splits, num_classes=0)
@@ -337,18 +408,31 @@ def _read_omniglot_set(folder: str):
     paths, labels, drawers = [], [], []
     for label, character in enumerate(characters):
         for filename in sorted(name for name in os.listdir(character) if name.endswith(".png")):
+            drawer = re.fullmatch(r"\d+_(\d+)\.png", filename)
+            if drawer is None:  # the drawer, which splits train from test, is only in the name
+                raise CLIError(f"{os.path.join(character, filename)}: Omniglot images are named <id>_<drawer>.png "
+                               "(e.g. 0101_01.png, drawer 1-20); rename or remove this file")
             paths.append(os.path.join(character, filename))
             labels.append(label)
-            drawers.append(int(filename[:-len(".png")].split("_")[-1]))
+            drawers.append(int(drawer.group(1)))
     if not paths:
         raise CLIError(f"no <alphabet>/<character>/<id>_<drawer>.png images in {folder}: unzip the Omniglot "
                        "archive there, or use --dataset digits, which works offline")
-    with Image.open(paths[0]) as first:
-        width, height = first.size
-    x = torch.empty(len(paths), 1, height, width, dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc=os.path.basename(folder), unit="image")):
-        with Image.open(path) as image:
-            x[i, 0] = torch.from_numpy(255 - np.asarray(image.convert("L")))  # black strokes on white -> 1 on 0
+    x = None
+    for i, path in enumerate(tqdm(paths, desc=os.path.basename(folder), unit="image", leave=False,
+                                  disable=None)):
+        try:
+            with Image.open(path) as image:
+                pixels = 255 - np.asarray(image.convert("L"))  # black strokes on white -> 1 on 0
+        except (OSError, ValueError) as error:  # PIL's "cannot identify image file", a truncated file
+            raise CLIError(f"cannot read {path} as an image ({_first_line(error, 80)}): replace it from the "
+                           "Omniglot archive, or remove it") from None
+        if x is None:
+            x = torch.empty(len(paths), 1, *pixels.shape, dtype=torch.uint8)
+        if pixels.shape != tuple(x.shape[2:]):
+            raise CLIError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels but {paths[0]} is "
+                           f"{x.shape[3]}x{x.shape[2]}: every Omniglot image must have the same size")
+        x[i, 0] = torch.from_numpy(pixels)
     return x, torch.tensor(labels), torch.tensor(drawers)
 
 
@@ -417,7 +501,7 @@ def _build_sprites(data_dir: str, download: bool) -> dict:
         """Frames and per-frame attributes of the characters that split lists (1-based, as in MATLAB)."""
         indices = split_indices[split].ravel()
         parts = [_read_sprites_character(os.path.join(folder, characters[i - 1]))
-                 for i in tqdm(indices, desc=f"sprites {split}", unit="character")]
+                 for i in tqdm(indices, desc=f"sprites {split}", unit="character", leave=False, disable=None)]
         return torch.cat([x for x, _ in parts]), torch.cat([a for _, a in parts])
 
     # The DAAE paper's 88,822 / 17,800 / 12,816 images are 499 / 100 / 72 characters of 178 frames
@@ -452,7 +536,9 @@ def _npz_images(arrays: dict, key: str, path: str) -> torch.Tensor:
         return torch.from_numpy(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise CLIError(f"{key} in {path} is {x.dtype}: save images as uint8 (0-255) or as floats in [0, 1]")
-    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+    if x.size and not np.isfinite(x).all():
+        raise CLIError(f"{key} in {path} has NaN or infinite pixels: replace them with values in [0, 1]")
+    if x.size and not (x.min() >= 0 and x.max() <= 1):
         raise CLIError(f"{key} in {path} has values in [{x.min():g}, {x.max():g}]: scale the images to [0, 1] "
                        "or save them as uint8")
     return torch.from_numpy(x.astype(np.float32))
@@ -463,19 +549,47 @@ def _npz_labels(arrays: dict, key: str, n: int, path: str) -> torch.Tensor:
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise CLIError(f"{key} in {path} has shape {y.shape} and dtype {y.dtype}: expected integers of shape ({n},), "
                        "one class label per image (-1 for none)")
+    if y.size and y.min() < -1:
+        raise CLIError(f"{key} in {path} has the label {y.min()}: labels are class numbers 0, 1, 2, ... "
+                       "or -1 for an image without one")
     return torch.from_numpy(y.astype(np.int64))
+
+
+NPZ_MAGIC, NPY_MAGIC = (b"PK\x03\x04", b"PK\x05\x06"), b"\x93NUMPY"  # a zip archive; a single numpy array
+
+
+def _read_npz(path: str) -> dict:
+    """The arrays of a .npz file; anything else (a .npy, text, a damaged archive) is one CLIError
+    line. Never pickles: numpy's advice to load such a file unsafely is not passed on."""
+    if os.path.isdir(path):
+        raise CLIError(f"--dataset {path} is a folder, not a .npz file: save the images with numpy.savez")
+    if not os.path.isfile(path):
+        raise CLIError(f"no such file: {path} (a .npz with x_train, y_train, x_test, y_test and optionally "
+                       "x_val, y_val)")
+    with open(path, "rb") as f:
+        start = f.read(6)
+    if start.startswith(NPY_MAGIC):
+        raise CLIError(f"{path} is a single array (.npy), not a .npz archive of named arrays: save the splits "
+                       "with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    if not start.startswith(NPZ_MAGIC):
+        raise CLIError(f"{path} is not a .npz file (numpy.savez writes a zip archive of arrays): save the splits "
+                       "with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {key: f[key] for key in f.files}
+    except ValueError as error:
+        if "pickle" in str(error):  # an array of Python objects, which only an unsafe load reads
+            raise CLIError(f"{path} holds arrays of Python objects: save numbers (uint8 images, integer labels) "
+                           "with numpy.savez") from None
+        reason = _first_line(error, 80)
+    except Exception as error:  # zipfile, zlib and EOF errors of a truncated or damaged archive
+        reason = _first_line(error, 80)
+    raise CLIError(f"{path} is damaged or truncated ({reason}): write it again with numpy.savez")
 
 
 def _load_npz(path: str) -> dict:
     """x_train, y_train, x_test, y_test and optionally x_val, y_val from a .npz file (not cached)."""
-    if not os.path.isfile(path):
-        raise CLIError(f"no such file: {path} (a .npz with x_train, y_train, x_test, y_test and optionally "
-                       "x_val, y_val)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read {path} as a .npz file: {error}") from None
+    arrays = _read_npz(path)
     missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in arrays]
     if ("x_val" in arrays) != ("y_val" in arrays):
         missing.append("y_val" if "x_val" in arrays else "x_val")
@@ -491,12 +605,20 @@ def _load_npz(path: str) -> dict:
         if x.shape[1:] != splits["train"][0].shape[1:]:
             raise CLIError(f"x_{split} in {path} has images of shape {tuple(x.shape[1:])} but x_train has "
                            f"{tuple(splits['train'][0].shape[1:])}: every split needs the same C x H x W")
+    # Checked now, not after an epoch: the pictures and eval.py need test images, and the split below
+    # needs two training images.
+    for split, least in (("train", 2), ("val", 1), ("test", 1)):
+        if split in splits and len(splits[split][0]) < least:
+            raise CLIError(f"x_{split} in {path} has {len(splits[split][0])} images: it needs at least {least}")
     if "val" not in splits:
         n_val = max(1, len(splits["train"][0]) // 10)
         print(f"{path}: no x_val, so the last {n_val} training images are the validation set")
         splits["train"], splits["val"] = _split_off_last(*splits["train"], n_val)
     labels = torch.cat([y for _, y in splits.values()])
     num_classes = int(labels.max()) + 1 if len(labels) else 0
+    if num_classes > len(labels):  # the class count is the largest label + 1: a stray id would make millions
+        raise CLIError(f"{path} has the label {num_classes - 1}, which makes {num_classes} classes for "
+                       f"{len(labels)} images: number the classes 0, 1, 2, ...")
     return _splits(splits["train"], splits["val"], splits["test"], num_classes=num_classes)
 
 
