@@ -344,8 +344,8 @@ def main(argv=None):
     parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture and swissroll are 2-D)")
     parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
                         "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
-    parser.add_argument("--sigma", type=common.non_negative_float, help="std of the input corruption (default 0)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--sigma", type=common.corruption_sigma, help="std of the input corruption (default 0)")
+    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
     if args.prior in ("mixture", "swissroll"):
         if args.latent_dim not in (None, 2):
             raise common.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
@@ -358,7 +358,7 @@ def main(argv=None):
     run = common.start_run("aae", args, defaults, variant=args.prior if args.prior != "gaussian" else None)
     config, device, data = run.config, run.device, run.data
 
-    model = build_model(config).to(device)
+    model = common.build_model(build_model, config, device)
     optimizers = {  # the DAAE authors' three Adam optimisers, one per phase
         "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"]),
         "discriminator": common.adam(model.discriminator.parameters(), config["lr"]),
@@ -369,6 +369,9 @@ def main(argv=None):
     if config["labels"]:
         if data.num_classes != MIXTURE_COMPONENTS:
             raise common.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
+        if config["labels"] > len(labels):
+            raise common.CLIError(f"--labels {config['labels']} is more than the {len(labels)} training images; "
+                                  f"at most {len(labels)}")
         # The first --labels images of a fixed shuffle keep their class; the rest are "unlabelled".
         slots = data.num_classes + 1
         unlabelled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]
@@ -382,7 +385,7 @@ def main(argv=None):
         data.x_train, labels,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )
-    print(f"done: {run.out}/samples.png, reconstructions.png, losses.png, checkpoint.pt")
+    common.print_done(run)
 
 
 if __name__ == "__main__":

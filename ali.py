@@ -262,9 +262,9 @@ class ALI(nn.Module):
         super().__init__()
         self.latent_dim, self.sigma = latent_dim, 0.0
         if network == "mlp":
-            # The DAAE's sizes and PyTorch's default initialisation, as in aae.py and daae.py, plus
-            # the batch norm of the authors' fully connected generators: without it, on digits the
-            # decoder collapsed to one image for every z in our runs.
+            # The DAAE's sizes with PyTorch's default initialisation (aae.py and daae.py use Glorot's,
+            # the DAAE authors' lasagne default), plus the batch norm of the authors' fully connected
+            # generators: without it, on digits the decoder collapsed to one image for every z in our runs.
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
             self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
             self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden)
@@ -421,7 +421,7 @@ def save_pictures(model, run, fixed_z, epoch):
 
 def main(argv=None):
     parser = common.model_parser("ali", __doc__)
-    args = parser.parse_args(argv)
+    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
     run = common.start_run("ali", args, DEFAULTS)
     config, device, data = run.config, run.device, run.data
     if config["network"] != "mlp":
@@ -430,7 +430,7 @@ def main(argv=None):
             raise common.CLIError(f"the paper's {config['network']} networks take {size}x{size} images; "
                                   f"use --image-size {size}")
 
-    model = build_model(config).to(device)
+    model = common.build_model(build_model, config, device)
     model.start_at_the_mean_image(data.x_train.to(device))
     # Tables 3-5: Adam, lr 1e-4, beta1 0.5. (The tables' "beta2 = 10^-3" is Blocks' 1 - beta2.)
     optimizers = {
@@ -446,7 +446,7 @@ def main(argv=None):
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )
-    print(f"done: {run.out}/samples.png, reconstructions.png, interpolations.png, losses.png, checkpoint.pt")
+    common.print_done(run)
 
 
 if __name__ == "__main__":

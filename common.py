@@ -14,12 +14,14 @@ Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>
 
 import argparse
 import csv
+import importlib
 import importlib.util
 import json
 import math
 import os
 import random
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -79,10 +81,35 @@ def non_negative_float(text):
     return value
 
 
-def model_parser(model, description):
+MAX_SIGMA = 10.0  # pixels are in [0, 1]: noise ten times their range leaves nothing to denoise
+
+
+def corruption_sigma(text):
+    """--sigma: zero or positive, and not so large that the corrupted images are noise alone."""
+    value = non_negative_float(text)
+    if value > MAX_SIGMA:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIGMA:g} (pixels are in [0, 1]; the papers use "
+                                         f"0.25-0.5), got {text}")
+    return value
+
+
+def seed_value(text):
+    """--seed: torch takes seeds of 64 bits, so a larger one is refused here rather than mid-start."""
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text}")
+    return value
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def model_parser(model, description, defaults=None):
     """The flags every model script has. Defaults are None: SHARED_DEFAULTS and the dataset's row
     of the model's table of paper settings fill them in (see start_run), so a flag given
-    overrides them, and a resumed run can tell the flags given from the ones left out."""
+    overrides them, and a resumed run can tell the flags given from the ones left out.
+    `defaults`, that table, is listed at the end of --help (call describe_defaults once the
+    script's own flags are added)."""
     parser = ArgumentParser(
         prog=f"{model}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -92,14 +119,41 @@ def model_parser(model, description):
     parser.add_argument("--data-dir", help="where datasets are found or downloaded (default: data)")
     parser.add_argument("--image-size", type=positive_int, help="resize images to this square size")
     parser.add_argument("--epochs", type=positive_int, help="total number of epochs (also when resuming)")
-    parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--lr", type=positive_float, help="learning rate of every optimiser")
+    parser.add_argument("--batch-size", type=positive_int, help="images per mini-batch")
+    parser.add_argument("--lr", type=positive_float,
+                        help="learning rate of the optimisers (of all of them, unless a script's own flag such as "
+                             "daae.py's --adversarial-lr sets some)")
     parser.add_argument("--latent-dim", type=positive_int, help="size of the code z")
-    parser.add_argument("--seed", type=int, help="seed of every random number generator (default: 0)")
+    parser.add_argument("--seed", type=seed_value, help="seed of every random number generator (default: 0)")
     parser.add_argument("--out", help="run folder (default: runs/<model>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--gpu", action="store_true", help="ask for CUDA (used anyway when available)")
+    add_device_flags(parser)
     return parser
+
+
+def add_device_flags(parser):
+    parser.add_argument("--device", choices=DEVICES,
+                        help="where to compute (default auto: CUDA when there is one, else the CPU; mps, "
+                             "Apple's GPUs, only when asked for)")
+    parser.add_argument("--gpu", dest="device", action="store_const", const="cuda",
+                        help="the same as --device cuda")
+
+
+def describe_defaults(parser, defaults):
+    """Add to --help each dataset's defaults for the flags the parser has (the papers' settings)."""
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    lines = ["defaults per dataset (a flag given overrides its default; a .npz file takes mnist's row):"]
+    for name, row in defaults.items():
+        settings = [f"{flags[key]} {_flag_value(value)}" for key, value in row.items()
+                    if key in flags and value is not None and not isinstance(value, bool)]
+        lines.append(f"  {name:<9} " + ", ".join(settings))
+    parser.epilog = "\n".join(lines)
+    return parser
+
+
+def _flag_value(value):
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
 
 
 def cli(main):
@@ -684,15 +738,20 @@ def mean_and_standard_error(values):
 # ---------------------------------------------------------------------------------------------
 
 
-def choose_device(gpu=False):
-    """CUDA when there is one (with TF32 matmuls allowed), else the CPU; --gpu warns if none."""
-    if torch.cuda.is_available():
+def choose_device(name="auto"):
+    """--device: auto is CUDA when there is one, else the CPU; a device asked for by name must
+    exist. CUDA matmuls may use TF32."""
+    name = name or "auto"
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda (or --gpu): this PyTorch sees no CUDA device; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise CLIError("--device mps: this PyTorch sees no Apple GPU (MPS); use --device cpu or auto")
+    if name == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return torch.device("cuda")
-    if gpu:
-        print("warning: --gpu was given but no CUDA device is available; running on the CPU", file=sys.stderr)
-    return torch.device("cpu")
+    return torch.device(name)
 
 
 def seed_everything(seed):
@@ -725,18 +784,21 @@ def map_batches(fn, x, batch_size, device):
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; it replaces `path` only once the write finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's private 0600
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's private 0600
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a read-only folder: one line, and the old file is intact
+        raise CLIError(f"cannot write {path} ({error.strerror or _first_line(error, 80)}); its previous version, "
+                       "if any, is kept: free some space or choose a folder you can write to") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -776,7 +838,9 @@ def save_figure(figure, path):
 
 CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
 SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0}
-RESUMABLE = {"epochs", "gpu", "resume", "out"}  # the flags a resumed run may change
+RESUMABLE = {"epochs", "device", "resume", "out"}  # the flags a resumed run may change
+LOCK_FILE = ".lock"
+_held_locks = {}  # run folder -> the open lock file of this process (its lock lasts as long as it is open)
 
 
 class Run:
@@ -798,18 +862,33 @@ def start_run(model, args, defaults, variant=None):
     `defaults` maps a dataset name to its row of paper settings; a .npz file uses the "mnist"
     row unless the table has a "npz" one. The run folder is --out, else runs/<model>-<dataset>,
     with -<variant> added when the flags pick a variant of the model (a mixture prior, say), so
-    that the README's commands one after another do not meet each other's folders."""
+    that the README's commands one after another do not meet each other's folders. The folder
+    is locked for this process before anything in it is read or written."""
     config = vars(args).copy()
     given = config.copy()
     for key, value in SHARED_DEFAULTS.items():
         if config[key] is None:
             config[key] = value
+    if config["dataset"].endswith(".npz"):  # absolute, so that eval.py finds it from any folder
+        config["dataset"] = given["dataset"] = os.path.abspath(config["dataset"])
     run_name = f"{model}-{dataset_tag(config['dataset'])}" + (f"-{variant}" if variant else "")
     out = Path(config["out"] or f"runs/{run_name}")
+    made = lock_run_folder(out)
+    try:
+        return _start_locked_run(model, config, given, defaults, out, shown_dataset=args.dataset)
+    except BaseException:
+        release_run_folder(out, made)  # a run refused at the start leaves no empty folders behind
+        raise
+
+
+def _start_locked_run(model, config, given, defaults, out, shown_dataset):
     checkpoint = None
     if config["resume"]:
-        checkpoint = load_checkpoint(out / "checkpoint.pt", model)
+        checkpoint = load_checkpoint(out / "checkpoint.pt", model, "drop --resume to start a new run")
         config = _resumed_config(out, given)
+        if config["epochs"] < checkpoint["epoch"]:  # refused before config.json is rewritten
+            raise CLIError(f"the run in {out} has {checkpoint['epoch']} epochs already; --epochs "
+                           f"{config['epochs']} is fewer: give more to train further, or drop --epochs")
     else:
         if (out / "checkpoint.pt").exists():
             raise CLIError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
@@ -821,14 +900,14 @@ def start_run(model, args, defaults, variant=None):
         elif name in ("digits", *CACHED_DATASETS):
             raise CLIError(f"{model}.py has no settings for {name}; use one of {', '.join(defaults)} or a .npz file")
         else:
-            raise CLIError(UNKNOWN_DATASET.format(name=name))
+            raise unknown_dataset(name)
         for key, value in defaults[tag].items():
             if config.get(key) is None:
                 config[key] = value
     config["model"], config["out"] = model, str(out)
 
     seed_everything(config["seed"])
-    device = choose_device(config["gpu"])
+    device = choose_device(config.get("device"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
     if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
         # On busy cores torch's threads wait for each other: a step ran 4-10x slower with 2 than with 1.
@@ -842,17 +921,80 @@ def start_run(model, args, defaults, variant=None):
         raise CLIError(f"--batch-size {config['batch_size']} is larger than the training set "
                        f"({len(data.x_train)} images); choose a smaller one")
 
-    print(f"{model} on {config['dataset']} ({len(data.x_train)} train / {len(data.x_val)} val / "
+    print(f"{model} on {shown_dataset or config['dataset']} ({len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test, images {'x'.join(map(str, data.image_shape))}), device {device}")
     for key in sorted(k for k in config if k not in {"model", "dataset", "image_shape", "num_classes"}):
         print(f"  {key:<24} {config[key]}")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
     return Run(model, config, out, device, data, checkpoint)
 
 
+def lock_run_folder(out):
+    """Make `out` (if need be) and hold its lock file for the rest of this process: a second
+    run on the same folder is refused at once, naming the first one's process id. The lock is
+    the operating system's (fcntl.flock), so it dies with its process, however that ends.
+    Returns the outermost folder made here (None if `out` existed)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
+    made = next((folder for folder in reversed([out, *out.parents]) if not folder.exists()), None)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_FILE, "a+")
+    except OSError as error:  # under a file, read-only, no such drive
+        raise CLIError(f"cannot write the run folder {out} ({error.strerror or error}); choose another --out") \
+            from None
+    key = os.path.realpath(out)
+    if key in _held_locks:  # this process's earlier run on the folder (tests run several) is over
+        _held_locks.pop(key).close()
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the folder is then not protected against a second run
+        _held_locks[key] = handle
+        return made
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CLIError(f"{out} is in use by another run (process {holder}); wait for it to end, or choose "
+                       "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held_locks[key] = handle
+    return made
+
+
+def release_run_folder(out, made=None):
+    """Let go of the folder's lock; then delete the folders lock_run_folder made, from `out` up to
+    `made`, as long as nothing but the lock file was written in them."""
+    handle = _held_locks.pop(os.path.realpath(out), None)
+    if handle is not None:
+        handle.close()
+    if made is None:
+        return
+    out, lock = Path(out), Path(out) / LOCK_FILE
+    if lock.exists() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+        lock.unlink()
+    for folder in [out, *out.parents]:
+        if any(folder.iterdir()):
+            break
+        folder.rmdir()
+        if folder == made:
+            break
+
+
+def print_done(run):
+    """The last line of a training run: its folder and every file in it that a reader looks at."""
+    pictures = sorted(path.name for path in run.out.glob("*.png"))
+    print(f"done: {run.out}/ " + ", ".join([*pictures, "samples/", "log.csv", "config.json", "checkpoint.pt"]))
+
+
 def _resumed_config(out, given):
-    """The saved settings, with --epochs (and --gpu) taken from this command line."""
+    """The saved settings, with --epochs (and --device) taken from this command line."""
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError):
@@ -883,26 +1025,94 @@ def read_config(run_dir):
 
 
 def save_checkpoint(path, state):
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    """Written atomically: a failed write (a full disk) keeps the previous checkpoint, and says so."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError, not an OSError
+        raise CLIError(f"cannot write {path} ({_first_line(error, 80)}); the previous checkpoint, if any, is "
+                       "kept: free some space, then resume") from None
 
 
-def load_checkpoint(path, model=None):
+def load_checkpoint(path, model=None, remedy="train the run first"):
     """A checkpoint written by save_checkpoint, loaded with weights_only=True (a file that
-    would run code when unpickled is refused). Every failure is one CLIError line."""
+    would run code when unpickled is refused). Every failure is one CLIError line, ending with
+    `remedy` (what the calling command can do about it)."""
     path = Path(path)
     if not path.exists():
-        raise CLIError(f"no checkpoint at {path}; train first, or drop --resume to start a new run")
+        raise CLIError(f"no checkpoint at {path}; {remedy}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise CLIError(f"{path} is not a valid checkpoint ({reason}); delete it or use another --out")
+        if "weights only load failed" in str(error).lower():
+            reason = "it holds Python objects besides tensors, which loading could run as code; it was not loaded"
+        else:
+            reason = _first_line(error, 80)
+        raise CLIError(f"{path} is not a valid checkpoint ({reason}); delete it, or {remedy}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CLIError(f"{path} is not a checkpoint written by these scripts; delete it or use another --out")
+        raise CLIError(f"{path} is not a checkpoint written by these scripts; delete it, or {remedy}")
     if model is not None and checkpoint.get("model") != model:
         raise CLIError(f"{path} is a {checkpoint.get('model')} checkpoint, not {model}; use {checkpoint.get('model')}.py")
     return checkpoint
+
+
+class TrainedRun:
+    """A trained run: its folder, config.json, model (in eval mode), and how far training got."""
+
+    def __init__(self, path, config, model, epoch, step):
+        self.path, self.config, self.model, self.epoch, self.step = path, config, model, epoch, step
+        self.name = str(path)
+
+    @property
+    def unfinished(self):
+        """None for a finished run, else where it stopped: "epoch k of n, step s"."""
+        epochs = self.config.get("epochs")
+        if self.step:
+            return f"epoch {self.epoch + 1} of {epochs}, step {self.step}"
+        return None if epochs is None or self.epoch >= epochs else f"epoch {self.epoch} of {epochs}"
+
+
+def load_run(run_dir, device="cpu"):
+    """A run folder -> its trained model, in eval mode on `device`, rebuilt from config.json and
+    checkpoint.pt by the model script that wrote them. Every failure is one CLIError line.
+
+        run = common.load_run("runs/daae-mnist")
+        with torch.no_grad():
+            z = run.model.encode(x)              # x: N x C x H x W images in [0, 1]
+            x_rec, x_new = run.model.decode(z), run.model.sample(16)
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CLIError(f"{run_dir} is not a folder: give run folders written by the model scripts "
+                       "(e.g. runs/aae-digits)")
+    config = read_config(path)
+    missing = [key for key in ("model", "dataset", "data_dir", "image_shape") if key not in config]
+    if missing:
+        raise CLIError(f"{path / 'config.json'} lacks {', '.join(missing)}; the run folder is damaged")
+    module = _model_module(config.get("model"), path / "config.json")
+    checkpoint = load_checkpoint(path / "checkpoint.pt", config["model"], f"train it with {config['model']}.py")
+    try:
+        model = module.build_model(config)
+        model.load_state_dict(checkpoint["model_state"])
+    except KeyError as error:
+        raise CLIError(f"{path / 'config.json'} or its checkpoint lacks {error}; the run folder is damaged "
+                       f"or was written by another version of {config['model']}.py") from None
+    except RuntimeError as error:  # the weights do not fit the networks config.json describes
+        raise CLIError(f"{path / 'checkpoint.pt'} does not match {path / 'config.json'} "
+                       f"({_first_line(error)})") from None
+    return TrainedRun(path, config, model.to(device).eval(), checkpoint.get("epoch"), checkpoint.get("step", 0))
+
+
+def _model_module(name, config_path):
+    """The model script `name`.py beside this file (config.json names it); nothing else is imported."""
+    if not isinstance(name, str) or not name.isidentifier() or name in ("eval", "common") \
+            or not (Path(__file__).resolve().parent / f"{name}.py").is_file():
+        raise CLIError(f"{config_path} names an unknown model {name!r}: there is no such model script "
+                       "beside common.py (aae, daae, idaae, ...)")
+    module = importlib.import_module(name)
+    if not hasattr(module, "build_model"):
+        raise CLIError(f"{name}.py has no build_model(config), so its runs cannot be rebuilt")
+    return module
 
 
 def write_log(out, history, plot=True):
@@ -975,6 +1185,10 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
     x, y = on_device(x, device), on_device(y, device)
     batch_size, epochs = config["batch_size"], config["epochs"]
     steps_per_epoch = len(x) // batch_size
+    if batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise CLIError(f"--batch-size {batch_size}: these networks use batch normalisation, which needs at least "
+                       "2 images a batch; choose a larger --batch-size")
+    resume_command = f"python {run.model}.py --out {shlex.quote(str(out))} --resume"
     epoch, step, perm, sums, elapsed, history = 0, 0, None, {}, 0.0, []
 
     if run.checkpoint is not None:
@@ -1023,13 +1237,15 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
                     elapsed += time.perf_counter() - started
                     save_checkpoint(out / "checkpoint.pt", checkpoint_state(epoch, step + 1, perm, sums, elapsed))
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {step + 1}; saved "
-                                              f"{out / 'checkpoint.pt'}. Resume with: --out {out} --resume")
+                                              f"{out / 'checkpoint.pt'}. Resume with: {resume_command}")
             bar.close()
             means = {k: float(v) / steps_per_epoch for k, v in sums.items()}
             bad = [k for k, v in means.items() if not math.isfinite(v)]
             if bad:
-                raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {epoch + 1}; "
-                               f"{out / 'checkpoint.pt'} keeps the last good epoch ({epoch}). Try a lower --lr")
+                kept = (f"{out / 'checkpoint.pt'} keeps the last good epoch ({epoch})"
+                        if (out / "checkpoint.pt").exists() else "no checkpoint had been saved yet")
+                raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {epoch + 1}; {kept}. "
+                               "Try a lower --lr")
             for scheduler in schedulers.values():
                 scheduler.step()
             epoch += 1
@@ -1051,5 +1267,5 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
                 last_plot = time.perf_counter()
             if ctrl_c.requested:
                 raise TrainingInterrupted(f"stopped after epoch {epoch}; saved {out / 'checkpoint.pt'}. "
-                                          f"Resume with: --out {out} --resume")
+                                          f"Resume with: {resume_command}")
     return history

@@ -21,6 +21,8 @@ passes for the fake sample, done as one batched call on M x batch images.
     python idaae.py --dataset celeba --gpu           # M = 10, as the paper
 """
 
+import math
+
 import common
 import daae
 
@@ -40,6 +42,17 @@ def integrated_codes(encoder, x, sigma, M):
     return encoder(x_tilde.flatten(0, 1)).view(M, len(x), -1).mean(0)
 
 
+def check_corruptions_fit(config, device):
+    """Refuse an --M whose M x batch encoder pass cannot fit, before training starts. Per image,
+    the fully connected encoder keeps its input and hidden layers for the backward pass; the
+    convolutional one (CelebA) about 64 floats per pixel over its feature maps."""
+    shape = config["image_shape"]
+    per_image = 64 * math.prod(shape[1:]) if config["conv"] else math.prod(shape) + sum(config["encoder_hidden"])
+    nbytes = 2 * 4 * config["M"] * config["batch_size"] * per_image  # float32 activations and their gradients
+    common.check_memory(nbytes, f"the encoder pass on --M {config['M']} x --batch-size {config['batch_size']} images",
+                        ["--M", "--batch-size"], device)
+
+
 def build_model(config):
     """The same model as the DAAE (eval.py rebuilds runs with this)."""
     return daae.build_model(config)
@@ -49,9 +62,10 @@ def main(argv=None):
     parser = daae.model_parser("idaae", __doc__)
     parser.add_argument("--M", type=common.positive_int,
                         help="corruptions averaged per image for the discriminator's fake sample (paper: 5; CelebA 10)")
-    args = daae.check_args(parser.parse_args(argv))
+    args = daae.check_args(common.describe_defaults(parser, DEFAULTS).parse_args(argv))
     run = common.start_run("idaae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None)
     M = run.config["M"]
+    check_corruptions_fit(run.config, run.device)
     daae.train(run, fake_codes=lambda encoder, x, sigma: integrated_codes(encoder, x, sigma, M))
 
 

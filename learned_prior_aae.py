@@ -577,7 +577,7 @@ def parse_args(argv):
                         help="ablation: pixel MSE as the reconstruction loss instead of Eq. 6")
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
-    args = parser.parse_args(argv)
+    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
     setting = args.setting or SHARED_DEFAULTS["setting"]
     if args.categories is not None and setting != "categorical":
         raise common.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
@@ -619,7 +619,7 @@ def main(argv=None):
         raise common.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
                               f"{k} label dimensions; choose a larger one")
 
-    model = build_model(config).to(device)
+    model = common.build_model(build_model, config, device, flags=("--latent-dim", "--channels", "--image-size"))
     optimizers = make_optimizers(model, config["lr"], config["decoder_in_prior_phase"])
     perceptual = config["reconstruction"] == "perceptual"
     fixed = fixed_sample_inputs(model)
@@ -630,7 +630,7 @@ def main(argv=None):
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed, epoch),
     )
-    print(f"done: {run.out}/samples.png, reconstructions.png, code_space.png, losses.png, checkpoint.pt")
+    common.print_done(run)
 
 
 if __name__ == "__main__":
