@@ -1,4 +1,4 @@
-"""Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015).
+"""Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015), arXiv:1511.05644.
 
 An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) is deterministic here
 (the paper's first option), and its aggregated posterior
@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 import common
 
-# The DAAE paper's table of settings (reference.md, section 2); sigma = 0 makes it the AAE.
+# The DAAE paper's settings (its "architecture and training" paragraph for each dataset, and
+# the authors' notebooks); sigma = 0 makes it the AAE.
 # digits (8x8, offline) is a small setting of ours, and cifar10/svhn, which neither paper
 # trains an AAE on, reuse the CelebA convolutional networks.
 DEFAULTS = {

@@ -1,5 +1,5 @@
 """Adversarially Learned Inference (Dumoulin, Belghazi, Poole, Mastropietro, Lamb, Arjovsky,
-Courville, ICLR 2017): the BiGAN-style baseline the DAAE paper argues against.
+Courville, ICLR 2017), arXiv:1606.00704: the BiGAN-style baseline the DAAE paper argues against.
 
 Two joint distributions over images x and codes z (Section 2):
 
@@ -29,7 +29,7 @@ so the ENCODER's pairs are D's "real" side (label 1). Each is a sum of two batch
 game is balanced, D says 1/2 everywhere and both losses are 2 ln 2 = 1.386.
 
 The paper has no fully connected networks: for digits, MNIST, Omniglot and Sprites this file
-uses the DAAE's layer sizes (reference section 2), so that eval.py compares the two objectives on
+uses the DAAE's layer sizes (aae.DEFAULTS), so that eval.py compares the two objectives on
 networks of the same size, with the batch norm of the authors' own fully connected ALI in the
 generators. CIFAR-10, SVHN and CelebA get the paper's convolutional networks (appendix Tables
 3-5). reconstructions.png shows test images, each beside G_x(mu(x)), as the paper's figures do.

@@ -1,4 +1,4 @@
-"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017): the DAAE.
+"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017), arXiv:1703.01220: the DAAE.
 
 An adversarial autoencoder (aae.py) trained with a denoising criterion. The encoder sees a
 corrupted image, drawn from the corruption process c(x~|x),
@@ -43,8 +43,8 @@ import torch.nn.functional as F
 import aae
 import common
 
-# The paper's table (reference.md, section 2): the networks, lr, batch and epochs are aae.DEFAULTS,
-# which is that table; here are the DAAE's own settings. digits, cifar10 and svhn are ours.
+# The paper's settings (its "architecture and training" paragraph for each dataset): the networks,
+# lr, batch and epochs are aae.DEFAULTS; here are the DAAE's own. digits, cifar10 and svhn are ours.
 PAPER = {
     "digits": dict(sigma=0.25, sample_steps=10),  # half MNIST's sigma: an 8x8 digit has few pixels to denoise from
     "mnist": dict(sigma=0.5, sample_steps=10),

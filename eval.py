@@ -5,7 +5,8 @@
     python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
     python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
 
-The studies follow the paper's evaluation protocol (reference.md, section 2):
+The studies follow the DAAE paper's evaluation protocol (arXiv:1703.01220: its experiments, and its
+appendix for the log-likelihood):
 
   reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images.

@@ -1,4 +1,5 @@
-"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017): the integrating DAAE, iDAAE.
+"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017), arXiv:1703.01220: the integrating
+DAAE, iDAAE.
 
 The networks, the corruption x~ = x + sigma * eps and the three updates per mini-batch are the
 DAAE's (daae.py). What the discriminator matches to the prior differs (Section III-A): not

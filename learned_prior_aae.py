@@ -1,4 +1,5 @@
-"""Learning Priors for Adversarial Autoencoders (Wang, Peng, Ko, 2020).
+"""Learning Priors for Adversarial Autoencoders (Wang, Peng, Ko), APSIPA Transactions on Signal and
+Information Processing, Cambridge University Press, 2020.
 
 An AAE whose prior is learned. A code generator CG turns simple noise z ~ N(0, I) (and, in
 the conditional settings, a label s) into a latent code z_c = CG(z[, s]); the decoder draws
