@@ -65,11 +65,12 @@ SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll
 # ---------------------------------------------------------------------------------------------
 
 
-def mlp(sizes):
-    """Linear layers of the given sizes with ReLU between them (none after the last)."""
+def mlp(sizes, activation=nn.ReLU):
+    """Linear layers of the given sizes with `activation()` between them (none after the last).
+    learned_prior_aae.py makes its fully connected networks with it too (LeakyReLU)."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        layers += [nn.Linear(n_in, n_out), activation()]
     return nn.Sequential(*layers[:-1])
 
 
@@ -291,6 +292,16 @@ def train_step(model, optimizers, x, labels, sigma, onehot_slots):
             "encoder_adversarial": g_loss.detach()}
 
 
+def make_optimizers(model, lr):
+    """The DAAE authors' three Adam optimisers, one per phase (the encoder has two: one for each
+    loss that pulls it, with its own moment estimates)."""
+    return {
+        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
+        "discriminator": common.adam(model.discriminator.parameters(), lr),
+        "encoder": common.adam(model.encoder.parameters(), lr),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Pictures: samples, reconstructions, and the code space of Figures 2 and 4
 # ---------------------------------------------------------------------------------------------
@@ -360,11 +371,7 @@ def main(argv=None):
     config, device, data = run.config, run.device, run.data
 
     model = common.build_model(build_model, config, device)
-    optimizers = {  # the DAAE authors' three Adam optimisers, one per phase
-        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"]),
-        "discriminator": common.adam(model.discriminator.parameters(), config["lr"]),
-        "encoder": common.adam(model.encoder.parameters(), config["lr"]),
-    }
+    optimizers = make_optimizers(model, config["lr"])
 
     labels, slots = data.y_train, 0
     if config["labels"]:

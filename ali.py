@@ -382,6 +382,15 @@ def train_step(model, optimizers, x):
     return {"discriminator": d_loss, "generator": g_loss}
 
 
+def make_optimizers(model, lr):
+    """Tables 3-5: Adam, lr 1e-4, beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2),
+    one for D and one for the encoder and decoder together, which Algorithm 1 updates as one."""
+    return {
+        "discriminator": common.adam(model.discriminator.parameters(), lr, betas=(0.5, 0.999)),
+        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr, betas=(0.5, 0.999)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Pictures: samples, reconstructions, interpolations (and the 2-D code space, as aae.py)
 # ---------------------------------------------------------------------------------------------
@@ -432,12 +441,7 @@ def main(argv=None):
 
     model = common.build_model(build_model, config, device)
     model.start_at_the_mean_image(data.x_train.to(device))
-    # Tables 3-5: Adam, lr 1e-4, beta1 0.5. (The tables' "beta2 = 10^-3" is Blocks' 1 - beta2.)
-    optimizers = {
-        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], betas=(0.5, 0.999)),
-        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"],
-                                 betas=(0.5, 0.999)),
-    }
+    optimizers = make_optimizers(model, config["lr"])
     fixed_z = model.sample_prior(100)
 
     common.fit(

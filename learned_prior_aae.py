@@ -91,14 +91,6 @@ CONV_SIZE = 32  # the appendix networks are for 32x32 images
 # ---------------------------------------------------------------------------------------------
 
 
-def mlp(sizes, activation):
-    """Linear layers of the given sizes, `activation()` between them (none after the last)."""
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), activation()]
-    return nn.Sequential(*layers[:-1])
-
-
 def pad_to(x, size):
     """Pad H x W images with background (0) to size x size, centred (MNIST 28 -> 32)."""
     dh, dw = size - x.shape[-2], size - x.shape[-1]
@@ -207,7 +199,7 @@ def conv_image_features(image_shape, channels=64):
 def fc_image_features(image_shape, hidden):
     """D_I's feature layers for small images: LeakyReLU layers; the last one is F (Eq. 6)."""
     sizes = [math.prod(image_shape), *hidden]
-    layers = mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE))
+    layers = aae.mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE))
     return nn.Sequential(nn.Flatten(), layers, nn.LeakyReLU(LEAKY_SLOPE)), sizes[-1]
 
 
@@ -244,7 +236,7 @@ class CodeDiscriminator(nn.Module):
 
     def __init__(self, latent_dim, hidden, label_slots=0):
         super().__init__()
-        self.net = mlp([latent_dim + label_slots, *hidden, 1], lambda: nn.LeakyReLU(LEAKY_SLOPE))
+        self.net = aae.mlp([latent_dim + label_slots, *hidden, 1], lambda: nn.LeakyReLU(LEAKY_SLOPE))
 
     def forward(self, z, onehot=None):
         return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
