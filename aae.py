@@ -25,7 +25,7 @@ its positive sample comes from the whole prior.
 `--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the
 DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
 
-    python aae.py                                   # digits, offline, a few minutes on a CPU
+    python aae.py                                   # digits, offline, under a minute on a CPU
     python aae.py --dataset digits --prior mixture  # 2-D codes matched to 10 Gaussians
     python aae.py --dataset mnist --prior mixture --labels 10000
 """

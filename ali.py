@@ -34,7 +34,7 @@ networks of the same size, with the batch norm of the authors' own fully connect
 generators. CIFAR-10, SVHN and CelebA get the paper's convolutional networks (appendix Tables
 3-5). reconstructions.png shows test images, each beside G_x(mu(x)), as the paper's figures do.
 
-    python ali.py                                  # digits, offline, about two minutes on a CPU
+    python ali.py                                  # digits, offline, about a minute on a CPU
     python ali.py --dataset mnist                  # the DAAE's MNIST sizes, ALI's game
     python ali.py --dataset svhn                   # the paper's SVHN networks (Table 4)
 """

@@ -17,7 +17,7 @@ not q(z|x~), is matched to p(z), the iDAAE samples straight from the prior, x = 
 the DAAE's Markov chain is there too (markov_chain_sample, chain.png). A step costs M encoder
 passes for the fake sample, done as one batched call on M x batch images.
 
-    python idaae.py                                  # digits, offline
+    python idaae.py                                  # digits, offline, about a minute on a CPU
     python idaae.py --dataset mnist                  # the paper's MNIST settings, M = 5
     python idaae.py --dataset celeba --gpu           # M = 10, as the paper
 """

@@ -40,7 +40,7 @@ Pictures: samples.png (in the conditional settings the layout of Figures 10 and 
 one noise vector, each column one label), reconstructions.png, and code_space.png (Figures 11
 and 13: encoder outputs and CG outputs projected to 2-D by one PCA).
 
-    python learned_prior_aae.py                                   # digits, offline, ~2 min on 1 core
+    python learned_prior_aae.py                                   # digits, offline, about a minute on a CPU
     python learned_prior_aae.py --setting supervised
     python learned_prior_aae.py --dataset mnist --setting supervised --channels 8  # 1/8 of the width
 """
