@@ -10,11 +10,13 @@ Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>
     log.csv         mean losses and seconds per epoch
     losses.png      the curves of log.csv
     samples.png     the latest sample grid; samples/epoch_NNN.png one per epoch
+    .lock           the process id of the run in the folder, locked while it runs (one run at a time)
+
+A trained run is loaded back with load_run (run folder -> model in eval mode), as eval.py does.
 """
 
 import argparse
 import csv
-import importlib
 import importlib.util
 import json
 import math
@@ -104,12 +106,11 @@ def seed_value(text):
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def model_parser(model, description, defaults=None):
+def model_parser(model, description):
     """The flags every model script has. Defaults are None: SHARED_DEFAULTS and the dataset's row
     of the model's table of paper settings fill them in (see start_run), so a flag given
     overrides them, and a resumed run can tell the flags given from the ones left out.
-    `defaults`, that table, is listed at the end of --help (call describe_defaults once the
-    script's own flags are added)."""
+    describe_defaults lists that table at the end of --help."""
     parser = ArgumentParser(
         prog=f"{model}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -190,24 +191,24 @@ def _first_line(error, limit=160):
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def available_memory(device):
-    """Bytes free for tensors on `device`: the GPU's free memory, else the machine's RAM (total
-    when the free amount is unknown)."""
+def memory_size(device):
+    """Bytes of memory of `device`: the GPU's, else the machine's RAM (unknown: taken as 1 TiB)."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        return torch.cuda.get_device_properties(device).total_memory
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not a POSIX system
         return 2**40
 
 
 def check_memory(nbytes, what, flags, device):
-    """Refuse, naming `flags`, when `nbytes` of tensors cannot fit, before any is allocated (a
-    failed allocation in the middle of a run is a traceback, or the kernel's out-of-memory kill)."""
-    free = available_memory(device)
-    if nbytes > free:
-        raise CLIError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB "
-                       f"free on {device.type}: choose a smaller {' or '.join(flags)}")
+    """Refuse, naming `flags`, when `nbytes` of tensors cannot fit in the device's memory at all,
+    before any is allocated (a failed allocation in the middle of a run is a traceback, or the
+    kernel's out-of-memory kill). Sizes that fit only when the machine is idle are left to cli()."""
+    total = memory_size(device)
+    if nbytes > total:
+        raise CLIError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of "
+                       f"memory of {device.type}: choose a smaller {' or '.join(flags)}")
 
 
 def build_model(build, config, device, flags=("--latent-dim", "--image-size")):
