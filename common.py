@@ -233,6 +233,7 @@ OMNIGLOT_ZIPS = {  # the archives and checksums torchvision.datasets.Omniglot us
 # Reed et al. (2015), "Deep Visual Analogy-Making": sprites, cars and shapes in one archive.
 SPRITES_URL = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz"
 
+OFFLINE_HINT = "or use --dataset digits, which works offline"  # eval.py, which has no --dataset, says otherwise
 UNKNOWN_DATASET = ("unknown dataset '{name}': use digits, mnist, omniglot, cifar10, svhn, celeba, sprites "
                    "or a path to a .npz file")
 EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
@@ -379,8 +380,7 @@ def _fetch(name: str, data_dir: str, get, *args, **kwargs):
     except (OSError, RuntimeError, ImportError) as error:  # URLError is an OSError
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]  # the cause, when it lists several
         raise CLIError(f"cannot load {name} ({reason}): expected {EXPECTED_FILES[name]} in "
-                       f"{os.path.abspath(data_dir)}; put the files there, or use --dataset digits, "
-                       "which works offline") from None
+                       f"{os.path.abspath(data_dir)}; put the files there, {OFFLINE_HINT}") from None
 
 
 def _download_archive(url: str, data_dir: str, download: bool, md5: str | None = None) -> None:
@@ -472,7 +472,7 @@ def _read_omniglot_set(folder: str):
             drawers.append(int(drawer.group(1)))
     if not paths:
         raise CLIError(f"no <alphabet>/<character>/<id>_<drawer>.png images in {folder}: unzip the Omniglot "
-                       "archive there, or use --dataset digits, which works offline")
+                       f"archive there, {OFFLINE_HINT}")
     x = None
     for i, path in enumerate(tqdm(paths, desc=os.path.basename(folder), unit="image", leave=False,
                                   disable=None)):
@@ -498,7 +498,7 @@ def _build_omniglot(data_dir: str, download: bool) -> dict:
             _fetch("omniglot", data_dir, _download_archive, f"{OMNIGLOT_URL}/{name}.zip", data_dir, download, md5)
     if not os.path.isdir(background):
         raise CLIError(f"cannot load omniglot: {background} is missing (the training set); unzip "
-                       f"{OMNIGLOT_URL}/images_background.zip there, or use --dataset digits, which works offline")
+                       f"{OMNIGLOT_URL}/images_background.zip there, {OFFLINE_HINT}")
     x, y, drawer = _read_omniglot_set(background)
     if os.path.isdir(evaluation):
         x_eval, y_eval, drawer_eval = _read_omniglot_set(evaluation)
@@ -887,7 +887,7 @@ def _start_locked_run(model, config, given, defaults, out, shown_dataset):
     if config["resume"]:
         checkpoint = load_checkpoint(out / "checkpoint.pt", model, "drop --resume to start a new run")
         config = _resumed_config(out, given)
-        if config["epochs"] < checkpoint["epoch"]:  # refused before config.json is rewritten
+        if config["epochs"] < checkpoint.get("epoch", 0):  # refused before config.json is rewritten
             raise CLIError(f"the run in {out} has {checkpoint['epoch']} epochs already; --epochs "
                            f"{config['epochs']} is fewer: give more to train further, or drop --epochs")
     else:
@@ -996,10 +996,7 @@ def print_done(run):
 
 def _resumed_config(out, given):
     """The saved settings, with --epochs (and --device) taken from this command line."""
-    try:
-        saved = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError):
-        raise CLIError(f"cannot read {out / 'config.json'}; resume needs the run folder as it was written")
+    saved = read_config(out)
     for key, value in given.items():
         if key not in RESUMABLE and value not in (None, False) and key in saved and value != saved[key]:
             flag = "--" + key.replace("_", "-")
@@ -1018,11 +1015,14 @@ def write_json(path, obj):
 def read_config(run_dir):
     path = Path(run_dir) / "config.json"
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except FileNotFoundError:
         raise CLIError(f"{path} not found; is {run_dir} a run folder written by one of the model scripts?")
-    except ValueError:
-        raise CLIError(f"{path} is not valid JSON; the run folder is damaged")
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict):
+        raise CLIError(f"{path} is not the JSON of a run's settings; the run folder is damaged")
+    return config
 
 
 def save_checkpoint(path, state):
@@ -1194,15 +1194,20 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
 
     if run.checkpoint is not None:
         ckpt = run.checkpoint
-        model.load_state_dict(ckpt["model_state"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(ckpt["optimizers"][name])
-        for name, scheduler in schedulers.items():
-            scheduler.load_state_dict(ckpt["schedulers"][name])
-        epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
-        perm = None if ckpt["perm"] is None else ckpt["perm"].to(x.device)
-        sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
-        _set_rng_state(ckpt["rng"])
+        try:
+            model.load_state_dict(ckpt["model_state"])
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(ckpt["optimizers"][name])
+            for name, scheduler in schedulers.items():
+                scheduler.load_state_dict(ckpt["schedulers"][name])
+            epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
+            perm = None if ckpt["perm"] is None else ckpt["perm"].to(x.device)
+            sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:  # an edited config.json, another version
+            raise CLIError(f"{out / 'checkpoint.pt'} does not fit the run {out / 'config.json'} describes "
+                           f"({_first_line(error, 80)}): restore config.json as it was written, or start a new "
+                           "run in another --out") from None
         print(f"resuming {out} at epoch {epoch + 1}" + (f", step {step + 1}" if step else ""))
         if epoch >= epochs:
             print(f"the run already has {epoch} epochs; pass a larger --epochs to train further")

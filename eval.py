@@ -80,7 +80,11 @@ def load_data(config, data_dir, cache):
     """The run's dataset with the split it was trained on (the splits are fixed by common.py)."""
     key = (config["dataset"], data_dir or config["data_dir"], config.get("image_size"))
     if key not in cache:
-        cache[key] = common.load_dataset(*key)
+        try:
+            cache[key] = common.load_dataset(*key)
+        except common.CLIError as error:  # its advice for the model scripts does not fit here
+            raise common.CLIError(str(error).replace(common.OFFLINE_HINT, "or point eval.py's --data-dir at them")) \
+                from None
     data = cache[key]
     if list(data.image_shape) != list(config["image_shape"]):
         raise common.CLIError(f"{config['dataset']} in {key[1]} has images of shape {list(data.image_shape)}, but "

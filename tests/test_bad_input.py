@@ -143,6 +143,9 @@ def setup_case(case, tmp, trained):
         return "aae", ["--dataset", "omniglot", "--data-dir", str(root)], None
     if case == "--device cuda without CUDA":
         return "aae", ["--device", "cuda"], None
+    if case == "--data-dir that is a file":
+        (tmp / "file").write_text("a file")
+        return "aae", ["--dataset", "omniglot", "--data-dir", str(tmp / "file")], None
     # Rows on a copy of a saved run: it must come out byte for byte as it went in.
     shutil.copytree(trained, out)
     if case == "resume with fewer --epochs":
@@ -160,6 +163,19 @@ def setup_case(case, tmp, trained):
         return "eval", ["classify", str(out), "--max-train", "1"], None
     if case == "eval without a checkpoint":
         (out / "checkpoint.pt").unlink()
+        return "eval", ["reconstruct", str(out)], out
+    if case == "resume after config.json was edited":
+        config = json.loads((out / "config.json").read_text())
+        # As a resumed run in this folder would save it, but for the code size changed by hand.
+        common.write_json(out / "config.json",
+                          {**config, "latent_dim": 7, "out": str(out), "resume": True, "epochs": 3})
+        return "aae", ["--resume", "--epochs", "3", "--out", str(out)], out
+    if case == "config.json that is not a dict":
+        (out / "config.json").write_text("[1, 2]")
+        return "eval", ["reconstruct", str(out)], out
+    if case == "eval, the dataset is gone":
+        config = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**config, "dataset": "omniglot", "data_dir": str(tmp / "none")}))
         return "eval", ["reconstruct", str(out)], out
     raise ValueError(case)
 
@@ -206,6 +222,10 @@ CASES = {  # case: words the error line must have
     "eval --table that cannot be written": "--table",
     "eval --max-train 1": "give a larger --max-train",
     "eval without a checkpoint": "train it with aae.py",
+    "--data-dir that is a file": "cannot load omniglot",
+    "resume after config.json was edited": "does not fit the run",
+    "config.json that is not a dict": "not the JSON of a run's settings",
+    "eval, the dataset is gone": "or point eval.py's --data-dir at them",
 }
 
 
@@ -245,7 +265,7 @@ def test_a_refused_run_leaves_no_empty_run_folder(tmp_path):
 
 def test_a_second_run_on_a_busy_folder_is_refused_at_once_and_the_first_finishes(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "aae.py"), "--epochs", "10", "--out", str(out)]
+    command = [sys.executable, str(ROOT / "aae.py"), "--epochs", "3", "--out", str(out)]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
@@ -258,7 +278,7 @@ def test_a_second_run_on_a_busy_folder_is_refused_at_once_and_the_first_finishes
     finally:
         assert first.wait(timeout=120) == 0, first.stderr.read()
     config = json.loads((out / "config.json").read_text())
-    assert config["epochs"] == 10 and torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 10
+    assert config["epochs"] == 3 and torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 3
 
 
 def test_the_refusal_names_the_process_that_holds_the_folder(tmp_path, capsys):
