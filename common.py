@@ -42,6 +42,11 @@ from sklearn.datasets import load_digits
 from torchvision.datasets import utils as torchvision_utils
 from tqdm import tqdm
 
+try:
+    import fcntl  # the run folder's lock (POSIX)
+except ImportError:  # Windows
+    fcntl = None
+
 # ---------------------------------------------------------------------------------------------
 # Command line: the flags every script shares, and errors as one line
 # ---------------------------------------------------------------------------------------------
@@ -948,19 +953,19 @@ def lock_run_folder(out):
     key = os.path.realpath(out)
     if key in _held_locks:  # this process's earlier run on the folder (tests run several) is over
         _held_locks.pop(key).close()
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; the folder is then not protected against a second run
+    if fcntl is None:  # Windows: no flock; the folder is then not protected against a second run
         _held_locks[key] = handle
         return made
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:  # another process holds it
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
         raise CLIError(f"{out} is in use by another run (process {holder}); wait for it to end, or choose "
                        "another --out") from None
+    except OSError:  # a file system without locks: the run goes on, unprotected, as on Windows
+        print(f"note: {out} cannot be locked on this file system; do not start a second run in it", file=sys.stderr)
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

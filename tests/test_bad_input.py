@@ -296,6 +296,19 @@ def test_the_refusal_names_the_process_that_holds_the_folder(tmp_path, capsys):
     assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 0  # the lock died with its holder
 
 
+def test_without_locks_a_run_goes_on_unprotected(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # a file system that cannot lock
+    assert run_script(aae.main, ["--epochs", "1", "--out", str(tmp_path / "nfs")]) == 0
+    assert "cannot be locked on this file system" in capsys.readouterr().err
+    monkeypatch.setattr(common, "fcntl", None)  # Windows
+    assert run_script(aae.main, ["--epochs", "1", "--out", str(tmp_path / "windows")]) == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Nothing saved is lost; the messages say what is true
 # ---------------------------------------------------------------------------------------------
