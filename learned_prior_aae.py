@@ -570,7 +570,11 @@ def parse_args(argv):
                         help="ablation: pixel MSE as the reconstruction loss instead of Eq. 6")
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
-    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
+    common.describe_defaults(parser, DEFAULTS)
+    parser.epilog += "\n--latent-dim / --noise-dim per --setting and dataset (CODE_SIZES):\n" + "\n".join(
+        f"  {setting:<13} " + ", ".join(f"{name} {latent}/{noise}" for name, (latent, noise) in sizes.items())
+        for setting, sizes in CODE_SIZES.items())
+    args = parser.parse_args(argv)
     setting = args.setting or SHARED_DEFAULTS["setting"]
     if args.categories is not None and setting != "categorical":
         raise common.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
