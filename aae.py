@@ -1,4 +1,4 @@
-"""Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015).
+"""Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015), arXiv:1511.05644.
 
 An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) is deterministic here
 (the paper's first option), and its aggregated posterior
@@ -25,7 +25,7 @@ its positive sample comes from the whole prior.
 `--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the
 DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
 
-    python aae.py                                   # digits, offline, a few minutes on a CPU
+    python aae.py                                   # digits, offline, under a minute on a CPU
     python aae.py --dataset digits --prior mixture  # 2-D codes matched to 10 Gaussians
     python aae.py --dataset mnist --prior mixture --labels 10000
 """
@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 import common
 
-# The DAAE paper's table of settings (reference.md, section 2); sigma = 0 makes it the AAE.
+# The DAAE paper's settings (its "architecture and training" paragraph for each dataset, and
+# the authors' notebooks); sigma = 0 makes it the AAE.
 # digits (8x8, offline) is a small setting of ours, and cifar10/svhn, which neither paper
 # trains an AAE on, reuse the CelebA convolutional networks.
 DEFAULTS = {
@@ -64,11 +65,12 @@ SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll
 # ---------------------------------------------------------------------------------------------
 
 
-def mlp(sizes):
-    """Linear layers of the given sizes with ReLU between them (none after the last)."""
+def mlp(sizes, activation=nn.ReLU):
+    """Linear layers of the given sizes with `activation()` between them (none after the last).
+    learned_prior_aae.py makes its fully connected networks with it too (LeakyReLU)."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        layers += [nn.Linear(n_in, n_out), activation()]
     return nn.Sequential(*layers[:-1])
 
 
@@ -290,6 +292,16 @@ def train_step(model, optimizers, x, labels, sigma, onehot_slots):
             "encoder_adversarial": g_loss.detach()}
 
 
+def make_optimizers(model, lr):
+    """The DAAE authors' three Adam optimisers, one per phase (the encoder has two: one for each
+    loss that pulls it, with its own moment estimates)."""
+    return {
+        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
+        "discriminator": common.adam(model.discriminator.parameters(), lr),
+        "encoder": common.adam(model.encoder.parameters(), lr),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Pictures: samples, reconstructions, and the code space of Figures 2 and 4
 # ---------------------------------------------------------------------------------------------
@@ -344,8 +356,8 @@ def main(argv=None):
     parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture and swissroll are 2-D)")
     parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
                         "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
-    parser.add_argument("--sigma", type=common.non_negative_float, help="std of the input corruption (default 0)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--sigma", type=common.corruption_sigma, help="std of the input corruption (default 0)")
+    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
     if args.prior in ("mixture", "swissroll"):
         if args.latent_dim not in (None, 2):
             raise common.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
@@ -358,17 +370,16 @@ def main(argv=None):
     run = common.start_run("aae", args, defaults, variant=args.prior if args.prior != "gaussian" else None)
     config, device, data = run.config, run.device, run.data
 
-    model = build_model(config).to(device)
-    optimizers = {  # the DAAE authors' three Adam optimisers, one per phase
-        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"]),
-        "discriminator": common.adam(model.discriminator.parameters(), config["lr"]),
-        "encoder": common.adam(model.encoder.parameters(), config["lr"]),
-    }
+    model = common.build_model(build_model, config, device)
+    optimizers = make_optimizers(model, config["lr"])
 
     labels, slots = data.y_train, 0
     if config["labels"]:
         if data.num_classes != MIXTURE_COMPONENTS:
             raise common.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
+        if config["labels"] > len(labels):
+            raise common.CLIError(f"--labels {config['labels']} is more than the {len(labels)} training images; "
+                                  f"at most {len(labels)}")
         # The first --labels images of a fixed shuffle keep their class; the rest are "unlabelled".
         slots = data.num_classes + 1
         unlabelled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]
@@ -382,7 +393,7 @@ def main(argv=None):
         data.x_train, labels,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )
-    print(f"done: {run.out}/samples.png, reconstructions.png, losses.png, checkpoint.pt")
+    common.print_done(run)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Adversarially Learned Inference (Dumoulin, Belghazi, Poole, Mastropietro, Lamb, Arjovsky,
-Courville, ICLR 2017): the BiGAN-style baseline the DAAE paper argues against.
+Courville, ICLR 2017), arXiv:1606.00704: the BiGAN-style baseline the DAAE paper argues against.
 
 Two joint distributions over images x and codes z (Section 2):
 
@@ -29,12 +29,12 @@ so the ENCODER's pairs are D's "real" side (label 1). Each is a sum of two batch
 game is balanced, D says 1/2 everywhere and both losses are 2 ln 2 = 1.386.
 
 The paper has no fully connected networks: for digits, MNIST, Omniglot and Sprites this file
-uses the DAAE's layer sizes (reference section 2), so that eval.py compares the two objectives on
+uses the DAAE's layer sizes (aae.DEFAULTS), so that eval.py compares the two objectives on
 networks of the same size, with the batch norm of the authors' own fully connected ALI in the
 generators. CIFAR-10, SVHN and CelebA get the paper's convolutional networks (appendix Tables
 3-5). reconstructions.png shows test images, each beside G_x(mu(x)), as the paper's figures do.
 
-    python ali.py                                  # digits, offline, about two minutes on a CPU
+    python ali.py                                  # digits, offline, about a minute on a CPU
     python ali.py --dataset mnist                  # the DAAE's MNIST sizes, ALI's game
     python ali.py --dataset svhn                   # the paper's SVHN networks (Table 4)
 """
@@ -262,9 +262,9 @@ class ALI(nn.Module):
         super().__init__()
         self.latent_dim, self.sigma = latent_dim, 0.0
         if network == "mlp":
-            # The DAAE's sizes and PyTorch's default initialisation, as in aae.py and daae.py, plus
-            # the batch norm of the authors' fully connected generators: without it, on digits the
-            # decoder collapsed to one image for every z in our runs.
+            # The DAAE's sizes with PyTorch's default initialisation (aae.py and daae.py use Glorot's,
+            # the DAAE authors' lasagne default), plus the batch norm of the authors' fully connected
+            # generators: without it, on digits the decoder collapsed to one image for every z in our runs.
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
             self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
             self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden)
@@ -382,6 +382,15 @@ def train_step(model, optimizers, x):
     return {"discriminator": d_loss, "generator": g_loss}
 
 
+def make_optimizers(model, lr):
+    """Tables 3-5: Adam, lr 1e-4, beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2),
+    one for D and one for the encoder and decoder together, which Algorithm 1 updates as one."""
+    return {
+        "discriminator": common.adam(model.discriminator.parameters(), lr, betas=(0.5, 0.999)),
+        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr, betas=(0.5, 0.999)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Pictures: samples, reconstructions, interpolations (and the 2-D code space, as aae.py)
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +430,7 @@ def save_pictures(model, run, fixed_z, epoch):
 
 def main(argv=None):
     parser = common.model_parser("ali", __doc__)
-    args = parser.parse_args(argv)
+    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
     run = common.start_run("ali", args, DEFAULTS)
     config, device, data = run.config, run.device, run.data
     if config["network"] != "mlp":
@@ -430,14 +439,9 @@ def main(argv=None):
             raise common.CLIError(f"the paper's {config['network']} networks take {size}x{size} images; "
                                   f"use --image-size {size}")
 
-    model = build_model(config).to(device)
+    model = common.build_model(build_model, config, device)
     model.start_at_the_mean_image(data.x_train.to(device))
-    # Tables 3-5: Adam, lr 1e-4, beta1 0.5. (The tables' "beta2 = 10^-3" is Blocks' 1 - beta2.)
-    optimizers = {
-        "discriminator": common.adam(model.discriminator.parameters(), config["lr"], betas=(0.5, 0.999)),
-        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], config["lr"],
-                                 betas=(0.5, 0.999)),
-    }
+    optimizers = make_optimizers(model, config["lr"])
     fixed_z = model.sample_prior(100)
 
     common.fit(
@@ -446,7 +450,7 @@ def main(argv=None):
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )
-    print(f"done: {run.out}/samples.png, reconstructions.png, interpolations.png, losses.png, checkpoint.pt")
+    common.print_done(run)
 
 
 if __name__ == "__main__":

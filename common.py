@@ -10,6 +10,9 @@ Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>
     log.csv         mean losses and seconds per epoch
     losses.png      the curves of log.csv
     samples.png     the latest sample grid; samples/epoch_NNN.png one per epoch
+    .lock           the process id of the run in the folder, locked while it runs (one run at a time)
+
+A trained run is loaded back with load_run (run folder -> model in eval mode), as eval.py does.
 """
 
 import argparse
@@ -20,6 +23,7 @@ import math
 import os
 import random
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -37,6 +41,11 @@ from PIL import Image, ImageOps
 from sklearn.datasets import load_digits
 from torchvision.datasets import utils as torchvision_utils
 from tqdm import tqdm
+
+try:
+    import fcntl  # the run folder's lock (POSIX)
+except ImportError:  # Windows
+    fcntl = None
 
 # ---------------------------------------------------------------------------------------------
 # Command line: the flags every script shares, and errors as one line
@@ -79,10 +88,34 @@ def non_negative_float(text):
     return value
 
 
+MAX_SIGMA = 10.0  # pixels are in [0, 1]: noise ten times their range leaves nothing to denoise
+
+
+def corruption_sigma(text):
+    """--sigma: zero or positive, and not so large that the corrupted images are noise alone."""
+    value = non_negative_float(text)
+    if value > MAX_SIGMA:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIGMA:g} (pixels are in [0, 1]; the papers use "
+                                         f"0.25-0.5), got {text}")
+    return value
+
+
+def seed_value(text):
+    """--seed: torch takes seeds of 64 bits, so a larger one is refused here rather than mid-start."""
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text}")
+    return value
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 def model_parser(model, description):
     """The flags every model script has. Defaults are None: SHARED_DEFAULTS and the dataset's row
     of the model's table of paper settings fill them in (see start_run), so a flag given
-    overrides them, and a resumed run can tell the flags given from the ones left out."""
+    overrides them, and a resumed run can tell the flags given from the ones left out.
+    describe_defaults lists that table at the end of --help."""
     parser = ArgumentParser(
         prog=f"{model}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -92,14 +125,41 @@ def model_parser(model, description):
     parser.add_argument("--data-dir", help="where datasets are found or downloaded (default: data)")
     parser.add_argument("--image-size", type=positive_int, help="resize images to this square size")
     parser.add_argument("--epochs", type=positive_int, help="total number of epochs (also when resuming)")
-    parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--lr", type=positive_float, help="learning rate of every optimiser")
+    parser.add_argument("--batch-size", type=positive_int, help="images per mini-batch")
+    parser.add_argument("--lr", type=positive_float,
+                        help="learning rate of the optimisers (of all of them, unless a script's own flag such as "
+                             "daae.py's --adversarial-lr sets some)")
     parser.add_argument("--latent-dim", type=positive_int, help="size of the code z")
-    parser.add_argument("--seed", type=int, help="seed of every random number generator (default: 0)")
+    parser.add_argument("--seed", type=seed_value, help="seed of every random number generator (default: 0)")
     parser.add_argument("--out", help="run folder (default: runs/<model>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--gpu", action="store_true", help="ask for CUDA (used anyway when available)")
+    add_device_flags(parser)
     return parser
+
+
+def add_device_flags(parser):
+    parser.add_argument("--device", choices=DEVICES,
+                        help="where to compute (default auto: CUDA when there is one, else the CPU; mps, "
+                             "Apple's GPUs, only when asked for)")
+    parser.add_argument("--gpu", dest="device", action="store_const", const="cuda",
+                        help="the same as --device cuda")
+
+
+def describe_defaults(parser, defaults):
+    """Add to --help each dataset's defaults for the flags the parser has (the papers' settings)."""
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    lines = ["defaults per dataset (a flag given overrides its default; a .npz file takes mnist's row):"]
+    for name, row in defaults.items():
+        settings = [f"{flags[key]} {_flag_value(value)}" for key, value in row.items()
+                    if key in flags and value is not None and not isinstance(value, bool)]
+        lines.append(f"  {name:<9} " + ", ".join(settings))
+    parser.epilog = "\n".join(lines)
+    return parser
+
+
+def _flag_value(value):
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
 
 
 def cli(main):
@@ -109,12 +169,61 @@ def cli(main):
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        # What the up-front checks (check_memory) could not foresee: activations, a busy machine.
+        print(f"error: out of memory ({_first_line(error, 100)}): lower --batch-size, or the sizes you raised "
+              "(--latent-dim, --image-size, --M, --channels)", file=sys.stderr)
+        sys.exit(2)
     except TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _is_out_of_memory(error):
+    text = str(error).lower()
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text \
+        or "out of memory" in text or "not enough memory" in text
+
+
+def _first_line(error, limit=160):
+    """The first line of an exception's message, cut at a word (not mid-word) when it is long."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def memory_size(device):
+    """Bytes of memory of `device`: the GPU's, else the machine's RAM (unknown: taken as 1 TiB)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 2**40
+
+
+def check_memory(nbytes, what, flags, device):
+    """Refuse, naming `flags`, when `nbytes` of tensors cannot fit in the device's memory at all,
+    before any is allocated (a failed allocation in the middle of a run is a traceback, or the
+    kernel's out-of-memory kill). Sizes that fit only when the machine is idle are left to cli()."""
+    total = memory_size(device)
+    if nbytes > total:
+        raise CLIError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of "
+                       f"memory of {device.type}: choose a smaller {' or '.join(flags)}")
+
+
+def build_model(build, config, device, flags=("--latent-dim", "--image-size")):
+    """build(config), moved to `device`, once its parameters are known to fit: the networks are
+    first made on the "meta" device (shapes only, no memory), and training needs about four
+    copies of the weights (weights, gradients, Adam's two moments)."""
+    with torch.device("meta"):
+        size = sum(p.numel() for p in build(config).parameters())
+    check_memory(16 * size, f"the networks' {size:,} parameters", flags, device)
+    return build(config).to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +238,7 @@ OMNIGLOT_ZIPS = {  # the archives and checksums torchvision.datasets.Omniglot us
 # Reed et al. (2015), "Deep Visual Analogy-Making": sprites, cars and shapes in one archive.
 SPRITES_URL = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz"
 
+OFFLINE_HINT = "or use --dataset digits, which works offline"  # eval.py, which has no --dataset, says otherwise
 UNKNOWN_DATASET = ("unknown dataset '{name}': use digits, mnist, omniglot, cifar10, svhn, celeba, sprites "
                    "or a path to a .npz file")
 EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
@@ -191,7 +301,13 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
     elif name in CACHED_DATASETS:
         arrays = _load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
     else:
-        raise CLIError(UNKNOWN_DATASET.format(name=name))
+        raise unknown_dataset(name)
+    if image_size is not None:  # as float32, resized: refuse a size that cannot fit before allocating it
+        every_image = [arrays[key] for key in ("x_train", "x_val", "x_test")]
+        every_image += [x for key, x in arrays["extra"].items() if key.startswith("x_")]
+        channels = arrays["x_train"].shape[1]
+        nbytes = sum(len(x) for x in every_image) * channels * image_size**2 * 4
+        check_memory(nbytes, f"{name} at {image_size}x{image_size}", ["--image-size"], torch.device("cpu"))
 
     def images(x):
         return _float_images(x, image_size)
@@ -199,6 +315,13 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
     extra = {key: images(value) if key.startswith("x_") else value for key, value in arrays["extra"].items()}
     return Dataset(name, images(arrays["x_train"]), arrays["y_train"], images(arrays["x_val"]), arrays["y_val"],
                    images(arrays["x_test"]), arrays["y_test"], arrays["num_classes"], extra)
+
+
+def unknown_dataset(name: str) -> CLIError:
+    if os.path.isdir(name):
+        return CLIError(f"--dataset {name} is a folder: give a dataset's name, or a .npz file of its images "
+                        "(see --help)")
+    return CLIError(UNKNOWN_DATASET.format(name=name))
 
 
 def _splits(train, val, test, num_classes: int, extra: dict | None = None) -> dict:
@@ -240,7 +363,15 @@ def _load_cached(name: str, data_dir: str, build) -> dict:
     path = os.path.join(data_dir, "cache", f"{name}.pt")
     if os.path.isfile(path):
         print(f"{name}: loading the cache {path} (delete it to rebuild from the raw files)")
-        return torch.load(path, weights_only=True)
+        try:
+            arrays = torch.load(path, weights_only=True)
+            if isinstance(arrays, dict) and set(arrays) >= {"x_train", "y_train", "x_test", "y_test"}:
+                return arrays
+            reason = "not the splits of a dataset"
+        except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
+            reason = _first_line(error, 80)
+        # The cache is only a copy of the raw files: rebuild it from them (or say which are missing).
+        print(f"{name}: the cache {path} is damaged ({reason}); rebuilding it from the raw files", file=sys.stderr)
     arrays = build()
     with atomic_path(path) as tmp:  # an interrupted run never leaves half a cache behind
         torch.save(arrays, tmp)
@@ -254,8 +385,7 @@ def _fetch(name: str, data_dir: str, get, *args, **kwargs):
     except (OSError, RuntimeError, ImportError) as error:  # URLError is an OSError
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]  # the cause, when it lists several
         raise CLIError(f"cannot load {name} ({reason}): expected {EXPECTED_FILES[name]} in "
-                       f"{os.path.abspath(data_dir)}; put the files there, or use --dataset digits, "
-                       "which works offline") from None
+                       f"{os.path.abspath(data_dir)}; put the files there, {OFFLINE_HINT}") from None
 
 
 def _download_archive(url: str, data_dir: str, download: bool, md5: str | None = None) -> None:
@@ -320,7 +450,8 @@ def _build_celeba(data_dir: str, download: bool) -> dict:
                     download=download)
         folder = os.path.join(ds.root, ds.base_folder, "img_align_celeba")
         x = torch.empty(len(ds.filename), 3, 64, 64, dtype=torch.uint8)
-        for i, filename in enumerate(tqdm(ds.filename, desc=f"celeba {split}", unit="image")):
+        for i, filename in enumerate(tqdm(ds.filename, desc=f"celeba {split}", unit="image", leave=False,
+                                      disable=None)):
             x[i] = torch.from_numpy(_celeba_image(os.path.join(folder, filename)))
         splits.append((x, ds.attr.long()))
     return _splits(*splits, num_classes=0)
@@ -337,18 +468,31 @@ def _read_omniglot_set(folder: str):
     paths, labels, drawers = [], [], []
     for label, character in enumerate(characters):
         for filename in sorted(name for name in os.listdir(character) if name.endswith(".png")):
+            drawer = re.fullmatch(r"\d+_(\d+)\.png", filename)
+            if drawer is None:  # the drawer, which splits train from test, is only in the name
+                raise CLIError(f"{os.path.join(character, filename)}: Omniglot images are named <id>_<drawer>.png "
+                               "(e.g. 0101_01.png, drawer 1-20); rename or remove this file")
             paths.append(os.path.join(character, filename))
             labels.append(label)
-            drawers.append(int(filename[:-len(".png")].split("_")[-1]))
+            drawers.append(int(drawer.group(1)))
     if not paths:
         raise CLIError(f"no <alphabet>/<character>/<id>_<drawer>.png images in {folder}: unzip the Omniglot "
-                       "archive there, or use --dataset digits, which works offline")
-    with Image.open(paths[0]) as first:
-        width, height = first.size
-    x = torch.empty(len(paths), 1, height, width, dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc=os.path.basename(folder), unit="image")):
-        with Image.open(path) as image:
-            x[i, 0] = torch.from_numpy(255 - np.asarray(image.convert("L")))  # black strokes on white -> 1 on 0
+                       f"archive there, {OFFLINE_HINT}")
+    x = None
+    for i, path in enumerate(tqdm(paths, desc=os.path.basename(folder), unit="image", leave=False,
+                                  disable=None)):
+        try:
+            with Image.open(path) as image:
+                pixels = 255 - np.asarray(image.convert("L"))  # black strokes on white -> 1 on 0
+        except (OSError, ValueError) as error:  # PIL's "cannot identify image file", a truncated file
+            raise CLIError(f"cannot read {path} as an image ({_first_line(error, 80)}): replace it from the "
+                           "Omniglot archive, or remove it") from None
+        if x is None:
+            x = torch.empty(len(paths), 1, *pixels.shape, dtype=torch.uint8)
+        if pixels.shape != tuple(x.shape[2:]):
+            raise CLIError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels but {paths[0]} is "
+                           f"{x.shape[3]}x{x.shape[2]}: every Omniglot image must have the same size")
+        x[i, 0] = torch.from_numpy(pixels)
     return x, torch.tensor(labels), torch.tensor(drawers)
 
 
@@ -359,7 +503,7 @@ def _build_omniglot(data_dir: str, download: bool) -> dict:
             _fetch("omniglot", data_dir, _download_archive, f"{OMNIGLOT_URL}/{name}.zip", data_dir, download, md5)
     if not os.path.isdir(background):
         raise CLIError(f"cannot load omniglot: {background} is missing (the training set); unzip "
-                       f"{OMNIGLOT_URL}/images_background.zip there, or use --dataset digits, which works offline")
+                       f"{OMNIGLOT_URL}/images_background.zip there, {OFFLINE_HINT}")
     x, y, drawer = _read_omniglot_set(background)
     if os.path.isdir(evaluation):
         x_eval, y_eval, drawer_eval = _read_omniglot_set(evaluation)
@@ -417,7 +561,7 @@ def _build_sprites(data_dir: str, download: bool) -> dict:
         """Frames and per-frame attributes of the characters that split lists (1-based, as in MATLAB)."""
         indices = split_indices[split].ravel()
         parts = [_read_sprites_character(os.path.join(folder, characters[i - 1]))
-                 for i in tqdm(indices, desc=f"sprites {split}", unit="character")]
+                 for i in tqdm(indices, desc=f"sprites {split}", unit="character", leave=False, disable=None)]
         return torch.cat([x for x, _ in parts]), torch.cat([a for _, a in parts])
 
     # The DAAE paper's 88,822 / 17,800 / 12,816 images are 499 / 100 / 72 characters of 178 frames
@@ -452,7 +596,9 @@ def _npz_images(arrays: dict, key: str, path: str) -> torch.Tensor:
         return torch.from_numpy(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise CLIError(f"{key} in {path} is {x.dtype}: save images as uint8 (0-255) or as floats in [0, 1]")
-    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+    if x.size and not np.isfinite(x).all():
+        raise CLIError(f"{key} in {path} has NaN or infinite pixels: replace them with values in [0, 1]")
+    if x.size and not (x.min() >= 0 and x.max() <= 1):
         raise CLIError(f"{key} in {path} has values in [{x.min():g}, {x.max():g}]: scale the images to [0, 1] "
                        "or save them as uint8")
     return torch.from_numpy(x.astype(np.float32))
@@ -463,19 +609,47 @@ def _npz_labels(arrays: dict, key: str, n: int, path: str) -> torch.Tensor:
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise CLIError(f"{key} in {path} has shape {y.shape} and dtype {y.dtype}: expected integers of shape ({n},), "
                        "one class label per image (-1 for none)")
+    if y.size and y.min() < -1:
+        raise CLIError(f"{key} in {path} has the label {y.min()}: labels are class numbers 0, 1, 2, ... "
+                       "or -1 for an image without one")
     return torch.from_numpy(y.astype(np.int64))
+
+
+NPZ_MAGIC, NPY_MAGIC = (b"PK\x03\x04", b"PK\x05\x06"), b"\x93NUMPY"  # a zip archive; a single numpy array
+
+
+def _read_npz(path: str) -> dict:
+    """The arrays of a .npz file; anything else (a .npy, text, a damaged archive) is one CLIError
+    line. Never pickles: numpy's advice to load such a file unsafely is not passed on."""
+    if os.path.isdir(path):
+        raise CLIError(f"--dataset {path} is a folder, not a .npz file: save the images with numpy.savez")
+    if not os.path.isfile(path):
+        raise CLIError(f"no such file: {path} (a .npz with x_train, y_train, x_test, y_test and optionally "
+                       "x_val, y_val)")
+    with open(path, "rb") as f:
+        start = f.read(6)
+    if start.startswith(NPY_MAGIC):
+        raise CLIError(f"{path} is a single array (.npy), not a .npz archive of named arrays: save the splits "
+                       "with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    if not start.startswith(NPZ_MAGIC):
+        raise CLIError(f"{path} is not a .npz file (numpy.savez writes a zip archive of arrays): save the splits "
+                       "with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {key: f[key] for key in f.files}
+    except ValueError as error:
+        if "pickle" in str(error):  # an array of Python objects, which only an unsafe load reads
+            raise CLIError(f"{path} holds arrays of Python objects: save numbers (uint8 images, integer labels) "
+                           "with numpy.savez") from None
+        reason = _first_line(error, 80)
+    except Exception as error:  # zipfile, zlib and EOF errors of a truncated or damaged archive
+        reason = _first_line(error, 80)
+    raise CLIError(f"{path} is damaged or truncated ({reason}): write it again with numpy.savez")
 
 
 def _load_npz(path: str) -> dict:
     """x_train, y_train, x_test, y_test and optionally x_val, y_val from a .npz file (not cached)."""
-    if not os.path.isfile(path):
-        raise CLIError(f"no such file: {path} (a .npz with x_train, y_train, x_test, y_test and optionally "
-                       "x_val, y_val)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot read {path} as a .npz file: {error}") from None
+    arrays = _read_npz(path)
     missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in arrays]
     if ("x_val" in arrays) != ("y_val" in arrays):
         missing.append("y_val" if "x_val" in arrays else "x_val")
@@ -491,12 +665,20 @@ def _load_npz(path: str) -> dict:
         if x.shape[1:] != splits["train"][0].shape[1:]:
             raise CLIError(f"x_{split} in {path} has images of shape {tuple(x.shape[1:])} but x_train has "
                            f"{tuple(splits['train'][0].shape[1:])}: every split needs the same C x H x W")
+    # Checked now, not after an epoch: the pictures and eval.py need test images, and the split below
+    # needs two training images.
+    for split, least in (("train", 2), ("val", 1), ("test", 1)):
+        if split in splits and len(splits[split][0]) < least:
+            raise CLIError(f"x_{split} in {path} has {len(splits[split][0])} images: it needs at least {least}")
     if "val" not in splits:
         n_val = max(1, len(splits["train"][0]) // 10)
         print(f"{path}: no x_val, so the last {n_val} training images are the validation set")
         splits["train"], splits["val"] = _split_off_last(*splits["train"], n_val)
     labels = torch.cat([y for _, y in splits.values()])
     num_classes = int(labels.max()) + 1 if len(labels) else 0
+    if num_classes > len(labels):  # the class count is the largest label + 1: a stray id would make millions
+        raise CLIError(f"{path} has the label {num_classes - 1}, which makes {num_classes} classes for "
+                       f"{len(labels)} images: number the classes 0, 1, 2, ...")
     return _splits(splits["train"], splits["val"], splits["test"], num_classes=num_classes)
 
 
@@ -562,15 +744,20 @@ def mean_and_standard_error(values):
 # ---------------------------------------------------------------------------------------------
 
 
-def choose_device(gpu=False):
-    """CUDA when there is one (with TF32 matmuls allowed), else the CPU; --gpu warns if none."""
-    if torch.cuda.is_available():
+def choose_device(name="auto"):
+    """--device: auto is CUDA when there is one, else the CPU; a device asked for by name must
+    exist. CUDA matmuls may use TF32."""
+    name = name or "auto"
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda (or --gpu): this PyTorch sees no CUDA device; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise CLIError("--device mps: this PyTorch sees no Apple GPU (MPS); use --device cpu or auto")
+    if name == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return torch.device("cuda")
-    if gpu:
-        print("warning: --gpu was given but no CUDA device is available; running on the CPU", file=sys.stderr)
-    return torch.device("cpu")
+    return torch.device(name)
 
 
 def seed_everything(seed):
@@ -603,18 +790,21 @@ def map_batches(fn, x, batch_size, device):
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; it replaces `path` only once the write finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's private 0600
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's private 0600
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a read-only folder: one line, and the old file is intact
+        raise CLIError(f"cannot write {path} ({error.strerror or _first_line(error, 80)}); its previous version, "
+                       "if any, is kept: free some space or choose a folder you can write to") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
@@ -654,7 +844,9 @@ def save_figure(figure, path):
 
 CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
 SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0}
-RESUMABLE = {"epochs", "gpu", "resume", "out"}  # the flags a resumed run may change
+RESUMABLE = {"epochs", "device", "resume", "out"}  # the flags a resumed run may change
+LOCK_FILE = ".lock"
+_held_locks = {}  # run folder -> the open lock file of this process (its lock lasts as long as it is open)
 
 
 class Run:
@@ -676,18 +868,33 @@ def start_run(model, args, defaults, variant=None):
     `defaults` maps a dataset name to its row of paper settings; a .npz file uses the "mnist"
     row unless the table has a "npz" one. The run folder is --out, else runs/<model>-<dataset>,
     with -<variant> added when the flags pick a variant of the model (a mixture prior, say), so
-    that the README's commands one after another do not meet each other's folders."""
+    that the README's commands one after another do not meet each other's folders. The folder
+    is locked for this process before anything in it is read or written."""
     config = vars(args).copy()
     given = config.copy()
     for key, value in SHARED_DEFAULTS.items():
         if config[key] is None:
             config[key] = value
+    if config["dataset"].endswith(".npz"):  # absolute, so that eval.py finds it from any folder
+        config["dataset"] = given["dataset"] = os.path.abspath(config["dataset"])
     run_name = f"{model}-{dataset_tag(config['dataset'])}" + (f"-{variant}" if variant else "")
     out = Path(config["out"] or f"runs/{run_name}")
+    made = lock_run_folder(out)
+    try:
+        return _start_locked_run(model, config, given, defaults, out, shown_dataset=args.dataset)
+    except BaseException:
+        release_run_folder(out, made)  # a run refused at the start leaves no empty folders behind
+        raise
+
+
+def _start_locked_run(model, config, given, defaults, out, shown_dataset):
     checkpoint = None
     if config["resume"]:
-        checkpoint = load_checkpoint(out / "checkpoint.pt", model)
+        checkpoint = load_checkpoint(out / "checkpoint.pt", model, "drop --resume to start a new run")
         config = _resumed_config(out, given)
+        if config["epochs"] < checkpoint.get("epoch", 0):  # refused before config.json is rewritten
+            raise CLIError(f"the run in {out} has {checkpoint['epoch']} epochs already; --epochs "
+                           f"{config['epochs']} is fewer: give more to train further, or drop --epochs")
     else:
         if (out / "checkpoint.pt").exists():
             raise CLIError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
@@ -699,14 +906,14 @@ def start_run(model, args, defaults, variant=None):
         elif name in ("digits", *CACHED_DATASETS):
             raise CLIError(f"{model}.py has no settings for {name}; use one of {', '.join(defaults)} or a .npz file")
         else:
-            raise CLIError(UNKNOWN_DATASET.format(name=name))
+            raise unknown_dataset(name)
         for key, value in defaults[tag].items():
             if config.get(key) is None:
                 config[key] = value
     config["model"], config["out"] = model, str(out)
 
     seed_everything(config["seed"])
-    device = choose_device(config["gpu"])
+    device = choose_device(config.get("device"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
     if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
         # On busy cores torch's threads wait for each other: a step ran 4-10x slower with 2 than with 1.
@@ -720,21 +927,81 @@ def start_run(model, args, defaults, variant=None):
         raise CLIError(f"--batch-size {config['batch_size']} is larger than the training set "
                        f"({len(data.x_train)} images); choose a smaller one")
 
-    print(f"{model} on {config['dataset']} ({len(data.x_train)} train / {len(data.x_val)} val / "
+    print(f"{model} on {shown_dataset or config['dataset']} ({len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test, images {'x'.join(map(str, data.image_shape))}), device {device}")
     for key in sorted(k for k in config if k not in {"model", "dataset", "image_shape", "num_classes"}):
         print(f"  {key:<24} {config[key]}")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
     return Run(model, config, out, device, data, checkpoint)
 
 
-def _resumed_config(out, given):
-    """The saved settings, with --epochs (and --gpu) taken from this command line."""
+def lock_run_folder(out):
+    """Make `out` (if need be) and hold its lock file for the rest of this process: a second
+    run on the same folder is refused at once, naming the first one's process id. The lock is
+    the operating system's (fcntl.flock), so it dies with its process, however that ends.
+    Returns the outermost folder made here (None if `out` existed)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
+    made = next((folder for folder in reversed([out, *out.parents]) if not folder.exists()), None)
     try:
-        saved = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError):
-        raise CLIError(f"cannot read {out / 'config.json'}; resume needs the run folder as it was written")
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_FILE, "a+")
+    except OSError as error:  # under a file, read-only, no such drive
+        raise CLIError(f"cannot write the run folder {out} ({error.strerror or error}); choose another --out") \
+            from None
+    key = os.path.realpath(out)
+    if key in _held_locks:  # this process's earlier run on the folder (tests run several) is over
+        _held_locks.pop(key).close()
+    if fcntl is None:  # Windows: no flock; the folder is then not protected against a second run
+        _held_locks[key] = handle
+        return made
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another process holds it
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CLIError(f"{out} is in use by another run (process {holder}); wait for it to end, or choose "
+                       "another --out") from None
+    except OSError:  # a file system without locks: the run goes on, unprotected, as on Windows
+        print(f"note: {out} cannot be locked on this file system; do not start a second run in it", file=sys.stderr)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held_locks[key] = handle
+    return made
+
+
+def release_run_folder(out, made=None):
+    """Let go of the folder's lock; then delete the folders lock_run_folder made, from `out` up to
+    `made`, as long as nothing but the lock file was written in them."""
+    handle = _held_locks.pop(os.path.realpath(out), None)
+    if handle is not None:
+        handle.close()
+    if made is None:
+        return
+    out, lock = Path(out), Path(out) / LOCK_FILE
+    if lock.exists() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+        lock.unlink()
+    for folder in [out, *out.parents]:
+        if any(folder.iterdir()):
+            break
+        folder.rmdir()
+        if folder == made:
+            break
+
+
+def print_done(run):
+    """The last line of a training run: its folder and every file in it that a reader looks at."""
+    pictures = sorted(path.name for path in run.out.glob("*.png"))
+    print(f"done: {run.out}/ " + ", ".join([*pictures, "samples/", "log.csv", "config.json", "checkpoint.pt"]))
+
+
+def _resumed_config(out, given):
+    """The saved settings, with --epochs (and --device) taken from this command line."""
+    saved = read_config(out)
     for key, value in given.items():
         if key not in RESUMABLE and value not in (None, False) and key in saved and value != saved[key]:
             flag = "--" + key.replace("_", "-")
@@ -753,34 +1020,105 @@ def write_json(path, obj):
 def read_config(run_dir):
     path = Path(run_dir) / "config.json"
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except FileNotFoundError:
         raise CLIError(f"{path} not found; is {run_dir} a run folder written by one of the model scripts?")
-    except ValueError:
-        raise CLIError(f"{path} is not valid JSON; the run folder is damaged")
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict):
+        raise CLIError(f"{path} is not the JSON of a run's settings; the run folder is damaged")
+    return config
 
 
 def save_checkpoint(path, state):
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    """Written atomically: a failed write (a full disk) keeps the previous checkpoint, and says so."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError, not an OSError
+        raise CLIError(f"cannot write {path} ({_first_line(error, 80)}); the previous checkpoint, if any, is "
+                       "kept: free some space, then resume") from None
 
 
-def load_checkpoint(path, model=None):
+def load_checkpoint(path, model=None, remedy="train the run first"):
     """A checkpoint written by save_checkpoint, loaded with weights_only=True (a file that
-    would run code when unpickled is refused). Every failure is one CLIError line."""
+    would run code when unpickled is refused). Every failure is one CLIError line, ending with
+    `remedy` (what the calling command can do about it)."""
     path = Path(path)
     if not path.exists():
-        raise CLIError(f"no checkpoint at {path}; train first, or drop --resume to start a new run")
+        raise CLIError(f"no checkpoint at {path}; {remedy}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise CLIError(f"{path} is not a valid checkpoint ({reason}); delete it or use another --out")
+        if "weights only load failed" in str(error).lower():
+            reason = "it holds Python objects besides tensors, which loading could run as code; it was not loaded"
+        else:
+            reason = _first_line(error, 80)
+        raise CLIError(f"{path} is not a valid checkpoint ({reason}); delete it, or {remedy}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CLIError(f"{path} is not a checkpoint written by these scripts; delete it or use another --out")
+        raise CLIError(f"{path} is not a checkpoint written by these scripts; delete it, or {remedy}")
     if model is not None and checkpoint.get("model") != model:
         raise CLIError(f"{path} is a {checkpoint.get('model')} checkpoint, not {model}; use {checkpoint.get('model')}.py")
     return checkpoint
+
+
+class TrainedRun:
+    """A trained run: its folder, config.json, model (in eval mode), and how far training got."""
+
+    def __init__(self, path, config, model, epoch, step):
+        self.path, self.config, self.model, self.epoch, self.step = path, config, model, epoch, step
+        self.name = str(path)
+
+    @property
+    def unfinished(self):
+        """None for a finished run, else where it stopped: "epoch k of n, step s"."""
+        epochs = self.config.get("epochs")
+        if self.step:
+            return f"epoch {self.epoch + 1} of {epochs}, step {self.step}"
+        return None if epochs is None or self.epoch >= epochs else f"epoch {self.epoch} of {epochs}"
+
+
+def load_run(run_dir, device="cpu"):
+    """A run folder -> its trained model, in eval mode on `device`, rebuilt from config.json and
+    checkpoint.pt by the model script that wrote them. Every failure is one CLIError line.
+
+        run = common.load_run("runs/daae-mnist")
+        with torch.no_grad():
+            z = run.model.encode(x)              # x: N x C x H x W images in [0, 1]
+            x_rec, x_new = run.model.decode(z), run.model.sample(16)
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CLIError(f"{run_dir} is not a folder: give run folders written by the model scripts "
+                       "(e.g. runs/aae-digits)")
+    config = read_config(path)
+    missing = [key for key in ("model", "dataset", "data_dir", "image_shape") if key not in config]
+    if missing:
+        raise CLIError(f"{path / 'config.json'} lacks {', '.join(missing)}; the run folder is damaged")
+    module = _model_module(config.get("model"), path / "config.json")
+    checkpoint = load_checkpoint(path / "checkpoint.pt", config["model"], f"train it with {config['model']}.py")
+    try:
+        model = module.build_model(config)
+        model.load_state_dict(checkpoint["model_state"])
+    except KeyError as error:
+        raise CLIError(f"{path / 'config.json'} or its checkpoint lacks {error}; the run folder is damaged "
+                       f"or was written by another version of {config['model']}.py") from None
+    except RuntimeError as error:  # the weights do not fit the networks config.json describes
+        raise CLIError(f"{path / 'checkpoint.pt'} does not match {path / 'config.json'} "
+                       f"({_first_line(error)})") from None
+    return TrainedRun(path, config, model.to(device).eval(), checkpoint.get("epoch"), checkpoint.get("step", 0))
+
+
+def _model_module(name, config_path):
+    """The model script `name`.py beside this file (config.json names it); nothing else is imported."""
+    if not isinstance(name, str) or not name.isidentifier() or name in ("eval", "common") \
+            or not (Path(__file__).resolve().parent / f"{name}.py").is_file():
+        raise CLIError(f"{config_path} names an unknown model {name!r}: there is no such model script "
+                       "beside common.py (aae, daae, idaae, ...)")
+    module = importlib.import_module(name)
+    if not hasattr(module, "build_model"):
+        raise CLIError(f"{name}.py has no build_model(config), so its runs cannot be rebuilt")
+    return module
 
 
 def write_log(out, history, plot=True):
@@ -853,19 +1191,28 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
     x, y = on_device(x, device), on_device(y, device)
     batch_size, epochs = config["batch_size"], config["epochs"]
     steps_per_epoch = len(x) // batch_size
+    if batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise CLIError(f"--batch-size {batch_size}: these networks use batch normalisation, which needs at least "
+                       "2 images a batch; choose a larger --batch-size")
+    resume_command = f"python {run.model}.py --out {shlex.quote(str(out))} --resume"
     epoch, step, perm, sums, elapsed, history = 0, 0, None, {}, 0.0, []
 
     if run.checkpoint is not None:
         ckpt = run.checkpoint
-        model.load_state_dict(ckpt["model_state"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(ckpt["optimizers"][name])
-        for name, scheduler in schedulers.items():
-            scheduler.load_state_dict(ckpt["schedulers"][name])
-        epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
-        perm = None if ckpt["perm"] is None else ckpt["perm"].to(x.device)
-        sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
-        _set_rng_state(ckpt["rng"])
+        try:
+            model.load_state_dict(ckpt["model_state"])
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(ckpt["optimizers"][name])
+            for name, scheduler in schedulers.items():
+                scheduler.load_state_dict(ckpt["schedulers"][name])
+            epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
+            perm = None if ckpt["perm"] is None else ckpt["perm"].to(x.device)
+            sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:  # an edited config.json, another version
+            raise CLIError(f"{out / 'checkpoint.pt'} does not fit the run {out / 'config.json'} describes "
+                           f"({_first_line(error, 80)}): restore config.json as it was written, or start a new "
+                           "run in another --out") from None
         print(f"resuming {out} at epoch {epoch + 1}" + (f", step {step + 1}" if step else ""))
         if epoch >= epochs:
             print(f"the run already has {epoch} epochs; pass a larger --epochs to train further")
@@ -901,13 +1248,15 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
                     elapsed += time.perf_counter() - started
                     save_checkpoint(out / "checkpoint.pt", checkpoint_state(epoch, step + 1, perm, sums, elapsed))
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {step + 1}; saved "
-                                              f"{out / 'checkpoint.pt'}. Resume with: --out {out} --resume")
+                                              f"{out / 'checkpoint.pt'}. Resume with: {resume_command}")
             bar.close()
             means = {k: float(v) / steps_per_epoch for k, v in sums.items()}
             bad = [k for k, v in means.items() if not math.isfinite(v)]
             if bad:
-                raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {epoch + 1}; "
-                               f"{out / 'checkpoint.pt'} keeps the last good epoch ({epoch}). Try a lower --lr")
+                kept = (f"{out / 'checkpoint.pt'} keeps the last good epoch ({epoch})"
+                        if (out / "checkpoint.pt").exists() else "no checkpoint had been saved yet")
+                raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {epoch + 1}; {kept}. "
+                               "Try a lower --lr")
             for scheduler in schedulers.values():
                 scheduler.step()
             epoch += 1
@@ -929,5 +1278,5 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
                 last_plot = time.perf_counter()
             if ctrl_c.requested:
                 raise TrainingInterrupted(f"stopped after epoch {epoch}; saved {out / 'checkpoint.pt'}. "
-                                          f"Resume with: --out {out} --resume")
+                                          f"Resume with: {resume_command}")
     return history

@@ -1,4 +1,4 @@
-"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017): the DAAE.
+"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017), arXiv:1703.01220: the DAAE.
 
 An adversarial autoencoder (aae.py) trained with a denoising criterion. The encoder sees a
 corrupted image, drawn from the corruption process c(x~|x),
@@ -49,8 +49,8 @@ import torch.nn.functional as F
 import aae
 import common
 
-# The paper's table (reference.md, section 2): the networks, lr, batch and epochs are aae.DEFAULTS,
-# which is that table; here are the DAAE's own settings. digits, cifar10 and svhn are ours.
+# The paper's settings (its "architecture and training" paragraph for each dataset): the networks,
+# lr, batch and epochs are aae.DEFAULTS; here are the DAAE's own. digits, cifar10 and svhn are ours.
 PAPER = {
     "digits": dict(sigma=0.25, sample_steps=10),  # half MNIST's sigma: an 8x8 digit has few pixels to denoise from
     "mnist": dict(sigma=0.5, sample_steps=10),
@@ -284,7 +284,7 @@ def save_pictures(model, run, fixed_z, epoch, fake_codes=None):
 
 def model_parser(model, description):
     parser = common.model_parser(model, description)
-    parser.add_argument("--sigma", type=common.non_negative_float,
+    parser.add_argument("--sigma", type=common.corruption_sigma,
                         help="std of the Gaussian corruption (paper: 0.5 MNIST and Omniglot, 0.25 Sprites and CelebA)")
     parser.add_argument("--sample-steps", type=common.positive_int,
                         help="Markov chain steps for the chain pictures (paper: 10 MNIST, 50 Omniglot, 2 Sprites)")
@@ -316,7 +316,7 @@ def train(run, fake_codes=None):
     """Build the model a run describes and train it with common.fit; pictures after every epoch.
     fake_codes: None for the DAAE (corrupted_codes); idaae.py passes its integrated codes."""
     config, device, data = run.config, run.device, run.data
-    model = build_model(config).to(device)
+    model = common.build_model(build_model, config, device)
     optimizers = make_optimizers(model, config)
     schedulers = {}
     if config["lr_decay"] != 1.0:  # Sprites: the learning rate is annealed after every epoch
@@ -333,13 +333,12 @@ def train(run, fake_codes=None):
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch, fake_codes),
         schedulers=schedulers,
     )
-    print(f"done: {run.out}/samples.png, chain.png, chain_samples.png, reconstructions.png, code_histogram.png, "
-          "losses.png, checkpoint.pt")
+    common.print_done(run)
     return model
 
 
 def main(argv=None):
-    args = check_args(model_parser("daae", __doc__).parse_args(argv))
+    args = check_args(common.describe_defaults(model_parser("daae", __doc__), DEFAULTS).parse_args(argv))
     train(common.start_run("daae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None))
 
 

@@ -5,7 +5,8 @@
     python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
     python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
 
-The studies follow the paper's evaluation protocol (reference.md, section 2):
+The studies follow the DAAE paper's evaluation protocol (arXiv:1703.01220: its experiments, and its
+appendix for the log-likelihood):
 
   reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images.
@@ -32,9 +33,9 @@ across them follows (the paper's AAE vs DAAE vs iDAAE tables); --table writes it
 """
 
 import argparse
-import importlib
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,56 +71,23 @@ def progress(iterable, desc, **kwargs):
 # ---------------------------------------------------------------------------------------------
 
 
-class TrainedRun:
-    """A trained run: its folder, config.json, model (in eval mode on the device) and epoch."""
-
-    def __init__(self, path, config, model, epoch):
-        self.path, self.config, self.model, self.epoch = path, config, model, epoch
-        self.name = str(path)
-
-
-def import_model_module(name, config_path):
-    """The model script `name`.py beside this file (config.json names it); nothing else is imported."""
-    if not isinstance(name, str) or not name.isidentifier() or name in ("eval", "common") \
-            or not (Path(__file__).resolve().parent / f"{name}.py").is_file():
-        raise common.CLIError(f"{config_path} names an unknown model {name!r}: there is no such model script "
-                              "beside eval.py (aae, daae, idaae, ...)")
-    module = importlib.import_module(name)
-    if not hasattr(module, "build_model"):
-        raise common.CLIError(f"{name}.py has no build_model(config), so eval.py cannot rebuild its runs")
-    return module
-
-
 def load_run(run_dir, device):
-    """The run in `run_dir`, rebuilt from config.json and checkpoint.pt; every failure is one line."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise common.CLIError(f"{run_dir} is not a folder: give run folders written by the model scripts "
-                              "(e.g. runs/aae-digits)")
-    config = common.read_config(path)
-    missing = [key for key in ("model", "dataset", "data_dir", "image_shape") if key not in config]
-    if missing:
-        raise common.CLIError(f"{path / 'config.json'} lacks {', '.join(missing)}; the run folder is damaged")
-    module = import_model_module(config.get("model"), path / "config.json")
-    checkpoint = common.load_checkpoint(path / "checkpoint.pt", config["model"])
-    try:
-        model = module.build_model(config)
-        model.load_state_dict(checkpoint["model_state"])
-    except KeyError as error:
-        raise common.CLIError(f"{path / 'config.json'} or its checkpoint lacks {error}; the run folder is damaged "
-                              f"or was written by another version of {config['model']}.py") from None
-    except RuntimeError as error:  # the weights do not fit the networks config.json describes
-        reason = str(error).strip().splitlines()[0][:160]
-        raise common.CLIError(f"{path / 'checkpoint.pt'} does not match {path / 'config.json'} ({reason})") from None
-    read_eval_json(path)  # a damaged eval.json stops us before any work, not after it
-    return TrainedRun(path, config, model.to(device).eval(), checkpoint.get("epoch"))
+    """common.load_run (the run's model, in eval mode), once its eval.json is known to be readable:
+    a damaged eval.json stops us before any work, not after it."""
+    run = common.load_run(run_dir, device)
+    read_eval_json(run.path)
+    return run
 
 
 def load_data(config, data_dir, cache):
     """The run's dataset with the split it was trained on (the splits are fixed by common.py)."""
     key = (config["dataset"], data_dir or config["data_dir"], config.get("image_size"))
     if key not in cache:
-        cache[key] = common.load_dataset(*key)
+        try:
+            cache[key] = common.load_dataset(*key)
+        except common.CLIError as error:  # its advice for the model scripts does not fit here
+            raise common.CLIError(str(error).replace(common.OFFLINE_HINT, "or point eval.py's --data-dir at them")) \
+                from None
     data = cache[key]
     if list(data.image_shape) != list(config["image_shape"]):
         raise common.CLIError(f"{config['dataset']} in {key[1]} has images of shape {list(data.image_shape)}, but "
@@ -250,6 +218,9 @@ def svm_study(model, data, train, device, seed):
     """Test (a): RBF SVCs trained on the codes, the pixels and PCA of the pixels of the training
     images `train`, scored on the test split."""
     x_train, y_train, y_test = data.x_train[train], data.y_train[train].numpy(), data.y_test.numpy()
+    if len(np.unique(y_train)) < 2:
+        raise common.CLIError(f"the {len(train)} training images drawn for the classifiers are all of one class; "
+                              "a classifier needs two: give a larger --max-train")
     features = {"": (encode(model, x_train, device), encode(model, data.x_test, device)),
                 "_pixels": (pixels(x_train), pixels(data.x_test))}
     features["_pca"] = tuple(pca(model.latent_dim, *features["_pixels"], seed=seed))
@@ -563,9 +534,24 @@ def parse_args(argv):
     parser.add_argument("--max-train", type=common.positive_int,
                         help="train the classifiers on a random subset of this many training images")
     parser.add_argument("--table", help="write the comparison table (markdown) to this file")
-    parser.add_argument("--seed", type=int, default=0, help="seeds corruption, sampling and subsets (default 0)")
-    parser.add_argument("--gpu", action="store_true", help="ask for CUDA (used anyway when available)")
+    parser.add_argument("--seed", type=common.seed_value, default=0,
+                        help="seeds corruption, sampling and subsets (default 0)")
+    common.add_device_flags(parser)
     return parser.parse_args(argv)
+
+
+def check_writable(path):
+    """--table: a file that can be written (its folder exists or can be made), or one CLIError line."""
+    path = Path(path)
+    if path.is_dir():
+        raise common.CLIError(f"--table {path} is a folder; give a file name, e.g. {path / 'table.md'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise common.CLIError(f"--table {path} cannot be written ({error.strerror or error}); choose another "
+                              "file") from None
 
 
 def non_negative_int(text):
@@ -578,12 +564,15 @@ def non_negative_int(text):
 def main(argv=None):
     args = parse_args(argv)
     studies = STUDIES if args.study == "all" else (args.study,)
-    device = common.choose_device(args.gpu)
+    device = common.choose_device(args.device)
+    if args.table:  # checked now: the studies before the table is written can take hours
+        check_writable(args.table)
     runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
     data_cache, results = {}, {}
     for run in runs:
         data = load_data(run.config, args.data_dir, data_cache)
-        print(f"\n## {run.name}: {run.config['model']}, epoch {run.epoch}, {data}")
+        progress_note = f"unfinished: {run.unfinished}" if run.unfinished else f"epoch {run.epoch}"
+        print(f"\n## {run.name}: {run.config['model']}, {progress_note}, {data}")
         results[run.name] = {}
         for study in studies:
             common.seed_everything(args.seed)  # each study's numbers do not depend on the others run before it
@@ -599,6 +588,8 @@ def main(argv=None):
                                                        run.path / "likelihood_steps.png", args.bandwidth_on)
                 table = likelihood_table(result, run.config)
             result.update(seconds=round(time.perf_counter() - started, 2), epoch=run.epoch, seed=args.seed)
+            if run.unfinished:
+                result["unfinished"] = run.unfinished
             print(f"\n### {key} ({result['seconds']:.1f} s)\n")
             for note in result.get("notes", []):
                 print(f"note: {note}")

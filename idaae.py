@@ -1,4 +1,5 @@
-"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017): the integrating DAAE, iDAAE.
+"""Denoising Adversarial Autoencoders (Creswell & Bharath, 2017), arXiv:1703.01220: the integrating
+DAAE, iDAAE.
 
 The networks, the corruption x~ = x + sigma * eps and the three updates per mini-batch are the
 DAAE's (daae.py). What the discriminator matches to the prior differs (Section III-A): not
@@ -16,10 +17,12 @@ not q(z|x~), is matched to p(z), the iDAAE samples straight from the prior, x = 
 the DAAE's Markov chain is there too (markov_chain_sample, chain.png). A step costs M encoder
 passes for the fake sample, done as one batched call on M x batch images.
 
-    python idaae.py                                  # digits, offline
+    python idaae.py                                  # digits, offline, about a minute on a CPU
     python idaae.py --dataset mnist                  # the paper's MNIST settings, M = 5
     python idaae.py --dataset celeba --gpu           # M = 10, as the paper
 """
+
+import math
 
 import common
 import daae
@@ -40,6 +43,17 @@ def integrated_codes(encoder, x, sigma, M):
     return encoder(x_tilde.flatten(0, 1)).view(M, len(x), -1).mean(0)
 
 
+def check_corruptions_fit(config, device):
+    """Refuse an --M whose M x batch encoder pass cannot fit, before training starts. Per image,
+    the fully connected encoder keeps its input and hidden layers for the backward pass; the
+    convolutional one (CelebA) about 64 floats per pixel over its feature maps."""
+    shape = config["image_shape"]
+    per_image = 64 * math.prod(shape[1:]) if config["conv"] else math.prod(shape) + sum(config["encoder_hidden"])
+    nbytes = 2 * 4 * config["M"] * config["batch_size"] * per_image  # float32 activations and their gradients
+    common.check_memory(nbytes, f"the encoder pass on --M {config['M']} x --batch-size {config['batch_size']} images",
+                        ["--M", "--batch-size"], device)
+
+
 def build_model(config):
     """The same model as the DAAE (eval.py rebuilds runs with this)."""
     return daae.build_model(config)
@@ -49,9 +63,10 @@ def main(argv=None):
     parser = daae.model_parser("idaae", __doc__)
     parser.add_argument("--M", type=common.positive_int,
                         help="corruptions averaged per image for the discriminator's fake sample (paper: 5; CelebA 10)")
-    args = daae.check_args(parser.parse_args(argv))
+    args = daae.check_args(common.describe_defaults(parser, DEFAULTS).parse_args(argv))
     run = common.start_run("idaae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None)
     M = run.config["M"]
+    check_corruptions_fit(run.config, run.device)
     daae.train(run, fake_codes=lambda encoder, x, sigma: integrated_codes(encoder, x, sigma, M))
 
 

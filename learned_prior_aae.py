@@ -1,4 +1,5 @@
-"""Learning Priors for Adversarial Autoencoders (Wang, Peng, Ko, 2020).
+"""Learning Priors for Adversarial Autoencoders (Wang, Peng, Ko), APSIPA Transactions on Signal and
+Information Processing, Cambridge University Press, 2020.
 
 An AAE whose prior is learned. A code generator CG turns simple noise z ~ N(0, I) (and, in
 the conditional settings, a label s) into a latent code z_c = CG(z[, s]); the decoder draws
@@ -39,7 +40,7 @@ Pictures: samples.png (in the conditional settings the layout of Figures 10 and 
 one noise vector, each column one label), reconstructions.png, and code_space.png (Figures 11
 and 13: encoder outputs and CG outputs projected to 2-D by one PCA).
 
-    python learned_prior_aae.py                                   # digits, offline, ~2 min on 1 core
+    python learned_prior_aae.py                                   # digits, offline, about a minute on a CPU
     python learned_prior_aae.py --setting supervised
     python learned_prior_aae.py --dataset mnist --setting supervised --channels 8  # 1/8 of the width
 """
@@ -88,14 +89,6 @@ CONV_SIZE = 32  # the appendix networks are for 32x32 images
 # Networks: the appendix's 32x32 convolutional networks (Tables A1-A3, as transcribed by the
 # reproduction report) and a small fully connected variant for 8x8 digits
 # ---------------------------------------------------------------------------------------------
-
-
-def mlp(sizes, activation):
-    """Linear layers of the given sizes, `activation()` between them (none after the last)."""
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), activation()]
-    return nn.Sequential(*layers[:-1])
 
 
 def pad_to(x, size):
@@ -206,7 +199,7 @@ def conv_image_features(image_shape, channels=64):
 def fc_image_features(image_shape, hidden):
     """D_I's feature layers for small images: LeakyReLU layers; the last one is F (Eq. 6)."""
     sizes = [math.prod(image_shape), *hidden]
-    layers = mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE))
+    layers = aae.mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE))
     return nn.Sequential(nn.Flatten(), layers, nn.LeakyReLU(LEAKY_SLOPE)), sizes[-1]
 
 
@@ -243,7 +236,7 @@ class CodeDiscriminator(nn.Module):
 
     def __init__(self, latent_dim, hidden, label_slots=0):
         super().__init__()
-        self.net = mlp([latent_dim + label_slots, *hidden, 1], lambda: nn.LeakyReLU(LEAKY_SLOPE))
+        self.net = aae.mlp([latent_dim + label_slots, *hidden, 1], lambda: nn.LeakyReLU(LEAKY_SLOPE))
 
     def forward(self, z, onehot=None):
         return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
@@ -577,6 +570,10 @@ def parse_args(argv):
                         help="ablation: pixel MSE as the reconstruction loss instead of Eq. 6")
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
+    common.describe_defaults(parser, DEFAULTS)
+    parser.epilog += "\n--latent-dim / --noise-dim per --setting and dataset (CODE_SIZES):\n" + "\n".join(
+        f"  {setting:<13} " + ", ".join(f"{name} {latent}/{noise}" for name, (latent, noise) in sizes.items())
+        for setting, sizes in CODE_SIZES.items())
     args = parser.parse_args(argv)
     setting = args.setting or SHARED_DEFAULTS["setting"]
     if args.categories is not None and setting != "categorical":
@@ -619,7 +616,7 @@ def main(argv=None):
         raise common.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
                               f"{k} label dimensions; choose a larger one")
 
-    model = build_model(config).to(device)
+    model = common.build_model(build_model, config, device, flags=("--latent-dim", "--channels", "--image-size"))
     optimizers = make_optimizers(model, config["lr"], config["decoder_in_prior_phase"])
     perceptual = config["reconstruction"] == "perceptual"
     fixed = fixed_sample_inputs(model)
@@ -630,7 +627,7 @@ def main(argv=None):
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed, epoch),
     )
-    print(f"done: {run.out}/samples.png, reconstructions.png, code_space.png, losses.png, checkpoint.pt")
+    common.print_done(run)
 
 
 if __name__ == "__main__":

@@ -370,6 +370,25 @@ CATEGORIES = {  # profiler op name -> what it is; other ops are elementwise (ReL
 }
 
 
+@contextlib.contextmanager
+def quiet_native_stderr(quiet):
+    """With `quiet`, the C++ profiler's own log lines go nowhere: without a GPU, a CUDA build of
+    torch logs "profiler_start" and "ERROR: gpuGetDeviceCount failed", which is no error of ours.
+    They are written to file descriptor 2 directly, past sys.stderr, so that is what is redirected."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_step(config, sizes, device):
     n_steps, batch_size = sizes["profile_steps"], config["batch_size"]
     x = digit_images(n_steps * batch_size, 28).to(device)
@@ -384,7 +403,7 @@ def profile_step(config, sizes, device):
     steps()
     unprofiled = statistics.median(timed(steps, device) for _ in range(2)) / n_steps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with quiet_native_stderr(device.type != "cuda"), profile(activities=activities) as prof:
         wall = timed(steps, device) / n_steps
     spent = {}
     for event in prof.key_averages():

@@ -1,5 +1,6 @@
 """Every test: one thread (the tests' networks are tiny, and two OpenMP threads that wait for
-each other on a busy machine make a step several times slower, not faster), and no network."""
+each other on a busy machine make a step several times slower, not faster), no network, and
+its own empty working folder (a script's default runs/ and data/ are never the user's)."""
 
 import os
 import urllib.error
@@ -18,3 +19,11 @@ def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("no network in tests")
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+@pytest.fixture(autouse=True)
+def own_working_folder(tmp_path, monkeypatch):
+    """Run every test in an empty folder of its own: `python aae.py` run by the user before the
+    tests (the README's quick start) must not meet a test's default runs/aae-digits, nor a test
+    write into the user's runs/ or data/."""
+    monkeypatch.chdir(tmp_path)

@@ -145,3 +145,39 @@ def test_parser_errors_are_one_line_cli_errors():
         with pytest.raises(common.CLIError, match="see --help"):
             parser.parse_args(argv)
     assert math.isclose(parser.parse_args(["--lr", "2e-4"]).lr, 2e-4)
+
+
+def test_device_flag_and_its_gpu_alias():
+    parser = common.model_parser("aae", "test")
+    assert parser.parse_args([]).device is None  # auto: CUDA when there is one, else the CPU
+    assert parser.parse_args(["--gpu"]).device == "cuda"
+    assert parser.parse_args(["--device", "cpu"]).device == "cpu"
+    assert common.choose_device("cpu") == torch.device("cpu")  # forced even where CUDA exists
+    with pytest.raises(common.CLIError, match="--device"):
+        parser.parse_args(["--device", "tpu"])
+
+
+def test_help_lists_every_datasets_defaults(capsys):
+    import aae
+
+    with pytest.raises(SystemExit) as exit:
+        aae.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0
+    assert "digits    --latent-dim 10, --lr 0.001, --batch-size 64, --epochs 150" in out
+    assert "mnist     --latent-dim 10, --lr 0.0002, --batch-size 64, --epochs 100" in out
+    assert "images per mini-batch" in out
+
+
+def test_a_trained_model_in_four_lines(tmp_path):
+    import aae
+    from helpers import run_script
+
+    assert run_script(aae.main, ["--epochs", "1", "--latent-dim", "3", "--out", str(tmp_path / "run")]) == 0
+    run = common.load_run(tmp_path / "run")
+    with torch.no_grad():
+        z = run.model.encode(torch.rand(5, 1, 8, 8))
+        x_rec, x_new = run.model.decode(z), run.model.sample(4)
+    assert not run.model.training and z.shape == (5, 3)
+    assert x_rec.shape == (5, 1, 8, 8) and x_new.shape == (4, 1, 8, 8) and 0 <= x_new.min() <= x_new.max() <= 1
+    assert run.unfinished is None and run.config["model"] == "aae"
