@@ -189,6 +189,7 @@ def test_cli_writes_the_run_folder(digits_runs):
     assert {"reconstruction", "d_cat", "d_gauss", "generator", "cross_entropy"} <= set(log)
     reduce = json.loads((digits_runs / "reduce/config.json").read_text())
     assert (reduce["labels"], reduce["clusters"], reduce["style_dim"], reduce["latent_dim"]) == (0, 5, 2, 2)
+    assert reduce["batch_norm"] and reduce["input_dropout"] == 0.2 and not config["batch_norm"]  # Section 6's encoder
     assert "cross_entropy" not in (digits_runs / "reduce/log.csv").read_text()  # Section 6: no phase (3)
 
 
