@@ -70,8 +70,8 @@ SEMI_SUPERVISED = {
                   input_noise=0.3, input_dropout=0.0, batch_norm=False, lr=1e-3, adversarial_lr=1e-3, batch_size=100, epochs=100),
 }
 # Section 6's appendix (recalled): 2 x 3000 ReLU, z 5-D, 20 % dropout on the input, BatchNorm in the
-# encoder, 1500 epochs. The BatchNorm matters: without it, 16 clusters on digits collapsed to two
-# or three used ones (error 69 % by the paper's rule after 100 epochs), with it 43 %. The
+# encoder, 1500 epochs. The BatchNorm matters: without it, 16 clusters on digits collapsed to three
+# in use (error 69 % by the paper's rule after 100 epochs), with it 43 % (seven in use). The
 # discriminators keep Section 5's 1000 units (the record gives 3000 for "the networks" of the
 # autoencoder; 3000-unit discriminators on 5- and 16-D inputs would triple the cost of a step).
 CLUSTERING = {
