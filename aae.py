@@ -24,8 +24,9 @@ its positive sample comes from the whole prior.
 
 Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside
 the code, dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the
-decoder the class, and a code shaped like N(0, I) has no room for a class, so z keeps the rest:
-the style (slant, stroke width). samples.png is then Figure 7: each row one fixed z, each
+decoder the class, and a code matched to N(0, I) has no gaps to sort classes into, so z should
+keep the rest: the style (slant, stroke width). (How well it does depends on z's size: see
+SUPERVISED_LATENT_DIM.) samples.png is then Figure 7: each row one fixed z, each
 column one class.
 
 `--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the

@@ -7,8 +7,9 @@ reconstructs x from [y, z]. Two adversarial networks shape the two heads:
 
   D_cat    tells one-hot samples of Cat(K) ("real") from the encoder's y ("fake"): y is pushed
            towards one-hot vectors, used equally often, so it can hold a class and not a style;
-  D_gauss  tells samples of N(0, I) from the encoder's z: z is pushed towards a Gaussian, which
-           has no room for the class, so it keeps what y does not say, the style.
+  D_gauss  tells samples of N(0, I) from the encoder's z: z is pushed towards a Gaussian, with
+           no gaps between classes, so the class (which y gives the decoder anyway) has little
+           reason to stay in z, and z keeps what y does not say: the style.
 
 Each mini-batch has three phases, each update with its own optimiser (Section 5):
 
@@ -67,7 +68,8 @@ SEMI_SUPERVISED = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], style_dim=10, labels=100, input_noise=0.3,
                    input_dropout=0.0, batch_norm=False, lr=1e-3, adversarial_lr=1e-3, batch_size=64, epochs=100),
     "mnist": dict(hidden=[1000, 1000], discriminator_hidden=[1000, 1000], style_dim=10, labels=1000,
-                  input_noise=0.3, input_dropout=0.0, batch_norm=False, lr=1e-3, adversarial_lr=1e-3, batch_size=100, epochs=100),
+                  input_noise=0.3, input_dropout=0.0, batch_norm=False, lr=1e-3, adversarial_lr=1e-3,
+                  batch_size=100, epochs=100),
 }
 # Section 6's appendix (recalled): 2 x 3000 ReLU, z 5-D, 20 % dropout on the input, BatchNorm in the
 # encoder, 1500 epochs. The BatchNorm matters: without it, 16 clusters on digits collapsed to three
@@ -78,7 +80,8 @@ CLUSTERING = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], style_dim=5, clusters=16, input_noise=0.0,
                    input_dropout=0.2, batch_norm=True, lr=1e-3, adversarial_lr=1e-3, batch_size=64, epochs=100),
     "mnist": dict(hidden=[3000, 3000], discriminator_hidden=[1000, 1000], style_dim=5, clusters=16,
-                  input_noise=0.0, input_dropout=0.2, batch_norm=True, lr=1e-3, adversarial_lr=1e-3, batch_size=100, epochs=100),
+                  input_noise=0.0, input_dropout=0.2, batch_norm=True, lr=1e-3, adversarial_lr=1e-3,
+                  batch_size=100, epochs=100),
 }
 # Section 7 gives no threshold eta for the cluster-head cost: 4, two standard deviations of
 # z ~ N(0, I) on each side, so that neighbouring clusters of codes y W_C + z barely overlap.
@@ -195,8 +198,8 @@ class LabelledBatches:
     def next(self):
         # Row c of `index` holds per_class positions inside class c's block of in_class images.
         start = torch.arange(self.num_classes, device=self.x.device)[:, None] * self.in_class
-        index = (start + torch.randint(self.in_class, (self.num_classes, self.per_class), device=self.x.device))
-        index = index.flatten()
+        offsets = torch.randint(self.in_class, (self.num_classes, self.per_class), device=self.x.device)
+        index = (start + offsets).flatten()
         return self.x[index], self.y[index]
 
 
@@ -218,7 +221,8 @@ def head_distance_cost(heads, eta=HEAD_DISTANCE):
 
 
 def reconstruction_phase(model, optimizer, x, noise):
-    """(1) min_{enc, dec} BCE(x, dec(y, z)) on an unlabelled batch (with Section 7's head cost)."""
+    """(1) min_{enc, dec} BCE(x, dec(y, z)) on an unlabelled batch. Section 7's head cost is
+    added here: the paper does not say in which phase, and W_C is part of the autoencoder."""
     logits, z = model.encoder(corrupt(x, noise))
     x_logits = model.decoder.logits(model.code(F.softmax(logits, 1), z))
     reconstruction = F.binary_cross_entropy_with_logits(x_logits, x)  # from logits: stabler (see aae.py)
