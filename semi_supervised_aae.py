@@ -382,7 +382,7 @@ def parse_args(argv):
                         "discriminators and of the encoder as their generator (default 1e-3; --lr sets the "
                         "reconstruction and cross-entropy ones, default 1e-3)")
     parser.add_argument("--hidden", type=two_layers, help="units in each of the two hidden layers of the encoder "
-                        "and decoder (default: 1000 on mnist, 3000 with --labels 0)")
+                        "and decoder (default: 256 on digits; 1000 on mnist, 3000 there with --labels 0)")
     args = parser.parse_args(argv)
     if args.latent_dim is not None:
         raise common.CLIError("the code here is y and z: set --clusters and --style-dim (or --reduce-dim), "
