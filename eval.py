@@ -301,6 +301,96 @@ def classification_table(result, config):
 
 
 # ---------------------------------------------------------------------------------------------
+# The AAE paper's own measures for semi_supervised_aae.py runs (Sections 5 and 6), and baselines
+# ---------------------------------------------------------------------------------------------
+
+NN_BASELINE_STEPS = 2000  # Adam steps of the NN baseline on the labelled images (its loss is near 0 long before)
+
+
+def cluster_error(p_val, y_val, p_test, y_test):
+    """Section 6's rule: each cluster k takes the label of the ONE validation image with the
+    highest q(y = k | x); each test image the label of its argmax cluster. The error rate."""
+    cluster_label = y_val[p_val.argmax(0)]
+    return float((cluster_label[p_test.argmax(1)] != y_test).float().mean())
+
+
+def majority_cluster_error(p_val, y_val, p_test, y_test):
+    """Not the paper's rule, reported beside it: each cluster takes the most frequent label of the
+    validation images assigned to it (a cluster with none keeps the paper's rule's label)."""
+    cluster_label = y_val[p_val.argmax(0)].clone()
+    assigned = p_val.argmax(1)
+    for k in range(p_val.shape[1]):
+        if (assigned == k).any():
+            cluster_label[k] = y_val[assigned == k].mode().values
+    return float((cluster_label[p_test.argmax(1)] != y_test).float().mean())
+
+
+def nn_baseline_error(module, config, x, y, x_test, y_test, device, seed):
+    """The paper's "NN baseline": a network of the encoder's shape (its trunk and y head, freshly
+    initialised, with the run's input noise and dropout) trained by cross-entropy on the
+    labelled images alone, with the run's learning rate and labelled batch size."""
+    torch.manual_seed(seed)
+    encoder = module.build_model(config).encoder.to(device).train()
+    optimizer = common.adam(encoder.parameters(), config["lr"])
+    x, y = x.to(device), y.to(device)
+    batch = min(len(x), config["batch_size"])
+    for _ in progress(range(NN_BASELINE_STEPS), "NN baseline"):
+        index = torch.randint(len(x), (batch,), device=device)
+        logits, _ = encoder(module.corrupt(x[index], config["input_noise"]))
+        loss = torch.nn.functional.cross_entropy(logits, y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    encoder.eval()
+    predicted = common.map_batches(lambda b: encoder(b)[0].argmax(1), x_test, BATCH, device)
+    return float((predicted != y_test).float().mean())
+
+
+def semi_supervised_study(run, data, device, seed):
+    """semi_supervised_aae.py runs: the test error of argmax q(y|x) (Section 5) and, on the same
+    labelled images, the NN baseline and an RBF SVC on raw pixels; or, for clustering runs
+    (--labels 0), Section 6's cluster error, and majority voting beside it."""
+    model, config = run.model, run.config
+    module = import_model_module(config["model"], run.path / "config.json")
+    code = "y W_C + z (Section 7)" if config["reduce_dim"] else "[q(y|x), z]"
+    result = {"notes": [f"the SVC 'codes' are the code the decoder sees, {code}"]}
+    if data.num_classes < 2 or (data.y_test < 0).any():
+        result["notes"].append(f"{data.name} has no class labels: no classification error")
+        return result
+
+    def probabilities(x):
+        return common.map_batches(model.class_probabilities, x, BATCH, device)
+
+    p_test = probabilities(data.x_test)
+    if config["labels"]:
+        result["semi_supervised_error"] = float((p_test.argmax(1) != data.y_test).float().mean())
+        labelled = module.labelled_subset(data.y_train, config["labels"], data.num_classes, config["seed"])
+        x, y = data.x_train[labelled], data.y_train[labelled]
+        result["nn_baseline_error"] = nn_baseline_error(module, config, x, y, data.x_test, data.y_test, device, seed)
+        result["svm_pixels_error"] = 1 - accuracy(SVC(), pixels(x), y.numpy(), pixels(data.x_test),
+                                                  data.y_test.numpy())
+        result["labelled_images"] = len(labelled)
+    else:
+        p_val = probabilities(data.x_val)
+        result["cluster_error"] = cluster_error(p_val, data.y_val, p_test, data.y_test)
+        result["cluster_error_majority"] = majority_cluster_error(p_val, data.y_val, p_test, data.y_test)
+        result["clusters"] = config["clusters"]
+    return result
+
+
+def semi_supervised_table(result):
+    percent = "{:.2%}".format
+    rows = [[title, percent(result[key])] for key, title in (
+        ("semi_supervised_error", f"semi-supervised AAE, argmax q(y|x) ({result.get('labelled_images')} labels)"),
+        ("nn_baseline_error", "NN baseline: the encoder's network on the labelled images alone"),
+        ("svm_pixels_error", "RBF SVC on the raw pixels of the labelled images"),
+        ("cluster_error", f"clustering, {result.get('clusters')} clusters: the paper's rule (one validation image)"),
+        ("cluster_error_majority", "clustering: majority vote of the validation images (not the paper's)"),
+    ) if key in result]
+    return markdown(["classifier", "test error"], rows) if rows else ""
+
+
+# ---------------------------------------------------------------------------------------------
 # Parzen log-likelihood
 # ---------------------------------------------------------------------------------------------
 
@@ -494,7 +584,9 @@ def comparison_table(runs, results):
         for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"), ("svm_rbf_pca", "SVC PCA"),
                            ("loo20_linear", "LOO-20 codes (mean)"), ("loo20_linear_max", "LOO-20 codes (max)"),
                            ("loo20_linear_pixels", "LOO-20 pixels"), ("loo20_linear_pca", "LOO-20 PCA"),
-                           ("attributes_linear", "attributes (mean)")):
+                           ("attributes_linear", "attributes (mean)"), ("semi_supervised_error", "q(y|x) error"),
+                           ("nn_baseline_error", "NN baseline error"), ("svm_pixels_error", "SVC pixels error"),
+                           ("cluster_error", "cluster error")):
             if any(key in results[r.name].get("classification", {}) for r in runs):
                 columns[title] = lambda r, key=key: f"{results[r.name]['classification'][key]:.2%}"
     if "likelihood" in studies:
@@ -583,6 +675,11 @@ def main(argv=None):
             elif study == "classify":
                 key, result = "classification", classify(run.model, data, device, args.max_train, args.seed)
                 table = classification_table(result, run.config)
+                if hasattr(run.model, "class_probabilities"):  # semi_supervised_aae.py: the paper's own measures
+                    extra = semi_supervised_study(run, data, device, args.seed)
+                    notes = result["notes"] + extra.pop("notes")
+                    result.update(extra, notes=notes)
+                    table += "\n\n" + semi_supervised_table(result)
             else:
                 key, result = "likelihood", likelihood(run.model, data, run.config, device, args.samples, args.steps,
                                                        run.path / "likelihood_steps.png", args.bandwidth_on)
