@@ -33,6 +33,7 @@ across them follows (the paper's AAE vs DAAE vs iDAAE tables); --table writes it
 """
 
 import argparse
+import importlib
 import json
 import math
 import tempfile
@@ -351,7 +352,7 @@ def semi_supervised_study(run, data, device, seed):
     labelled images, the NN baseline and an RBF SVC on raw pixels; or, for clustering runs
     (--labels 0), Section 6's cluster error, and majority voting beside it."""
     model, config = run.model, run.config
-    module = import_model_module(config["model"], run.path / "config.json")
+    module = importlib.import_module(config["model"])  # a model script common.load_run has checked
     code = "y W_C + z (Section 7)" if config["reduce_dim"] else "[q(y|x), z]"
     result = {"notes": [f"the SVC 'codes' are the code the decoder sees, {code}"]}
     if data.num_classes < 2 or (data.y_test < 0).any():
