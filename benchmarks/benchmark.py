@@ -123,30 +123,30 @@ def usual_optimizers(model, lr):
 
 
 def usual_step(model, optimizers, x, sigma):
-    """daae.train_step as a tutorial writes it: one forward pass of its own per phase."""
+    """daae.train_step as a tutorial writes it: one forward pass of its own per update, in the
+    authors' order (discriminator, encoder, reconstruction), each on a corruption of its own."""
     encoder, decoder, discriminator = model.encoder, model.decoder, model.discriminator
     ones, zeros = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
 
-    x_noisy = x + sigma * torch.randn_like(x)
-    reconstruction_loss = F.binary_cross_entropy(decoder(encoder(x_noisy)), x)
-    optimizers["reconstruction"].zero_grad()
-    reconstruction_loss.backward()
-    optimizers["reconstruction"].step()
-
-    x_noisy = x + sigma * torch.randn_like(x)
+    z_fake = encoder(x + sigma * torch.randn_like(x))
     z_real = torch.randn(len(x), model.latent_dim, device=x.device)
-    z_fake = encoder(x_noisy)
     d_loss = (F.binary_cross_entropy_with_logits(discriminator(z_real), ones)
               + F.binary_cross_entropy_with_logits(discriminator(z_fake.detach()), zeros))
     optimizers["discriminator"].zero_grad()
     d_loss.backward()
     optimizers["discriminator"].step()
 
-    z_fake = encoder(x_noisy)  # the same input and encoder weights as above: the same codes
+    z_fake = encoder(x + sigma * torch.randn_like(x))
     g_loss = F.binary_cross_entropy_with_logits(discriminator(z_fake), ones)
     optimizers["encoder"].zero_grad()
     g_loss.backward()
     optimizers["encoder"].step()
+
+    x_noisy = x + sigma * torch.randn_like(x)
+    reconstruction_loss = F.binary_cross_entropy(decoder(encoder(x_noisy)), x)
+    optimizers["reconstruction"].zero_grad()
+    reconstruction_loss.backward()
+    optimizers["reconstruction"].step()
     return reconstruction_loss.detach(), d_loss.detach(), g_loss.detach()
 
 

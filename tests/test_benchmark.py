@@ -25,4 +25,6 @@ def test_tiny_benchmark_prints_the_table_and_its_checks_hold(capsys):
     assert train["loss_diff"] < 1e-6 and train["weight_diff"] < 1e-5  # the usual loop is the same math
     assert parzen["error"] < 1e-8  # common's Parzen estimate is exact against the brute force
     assert parzen["ours_best_sigma"] == parzen["best_sigma"]
-    assert omniglot["encoder_batches"] == {1: [64, 64], 5: [64, 320]}  # the M corruptions: one batched call
+    # per step: the discriminator's and the encoder's fake codes (M corruptions in one batched call), then
+    # the reconstruction's
+    assert omniglot["encoder_batches"] == {1: [64, 64, 64], 5: [320, 320, 64]}
