@@ -64,7 +64,7 @@ DEFAULTS = {
     "svhn": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=64, lr=2e-4, batch_size=64, epochs=100),
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
-# --supervised: Section 4's MNIST style code z is 15-D (reference.md 1b); a .npz uses the mnist row.
+# --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row.
 # On 8x8 digits a 10-D z held the class as well, and the decoder leaned on it: after 150 epochs
 # the decoded images varied twice as much over z as over the label (pixel std 0.21 against
 # 0.09), and the rows of Figure 7 kept one digit. With 4-D z: 0.16 against 0.15, and the label

@@ -37,6 +37,8 @@ sigma = 0 the model is the AAE baseline the paper compares with.
     python daae.py                                   # digits, offline, about a minute on a CPU
     python daae.py --dataset mnist                   # the paper's MNIST settings
     python daae.py --dataset omniglot --gpu          # the paper's: 1000 epochs (286,000 updates) at lr 1e-5
+    python daae.py --dataset omniglot --image-size 28 --sigma 0.25 --lr 1e-4 --adversarial-lr 1e-5 \
+        --init he --epochs 40                        # on a CPU in minutes; not the paper's (README, Omniglot)
 """
 
 import argparse

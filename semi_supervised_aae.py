@@ -36,9 +36,9 @@ z an n-D style code matched to N(0, I), y as above. An extra cost pushes the hea
 for every pair, max(0, eta - ||W_C[i] - W_C[j]||), zero once they are eta apart. With n = 2
 the test codes c are Figure 11's scatter.
 
-Section 1b of ../shared/reference.md records the paper's settings; the paper's copy we have
-stops after Section 2, so the appendix values below are "recalled" there: each one this code
-depends on says so in a comment. The authors released no code.
+The appendix values below come from secondary sources (summaries, citing papers and public
+re-implementations), not from the paper: each one this code depends on is marked "recalled"
+in a comment. The authors released no code.
 
     python semi_supervised_aae.py                                 # digits, 100 labels, ~1 min
     python semi_supervised_aae.py --labels 0                      # digits, 16 clusters (Section 6)
