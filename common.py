@@ -550,12 +550,12 @@ def _sprites_index(folder: str):
 
 
 def _build_sprites(data_dir: str, download: bool) -> dict:
-    if importlib.util.find_spec("h5py") is None:
-        raise CLIError("sprites needs h5py to read its MATLAB v7.3 files: pip install h5py")
     folder = os.path.join(data_dir, "data", "sprites")  # the archive's own layout, unpacked in data_dir
     if not os.path.isfile(os.path.join(folder, "sprites_splits.mat")):
         _fetch("sprites", data_dir, _download_archive, SPRITES_URL, data_dir, download)
     characters, split_indices = _fetch("sprites", data_dir, _sprites_index, folder)
+    if importlib.util.find_spec("h5py") is None:  # asked for once the files are there: they come first
+        raise CLIError("sprites needs h5py to read its MATLAB v7.3 files: pip install h5py")
 
     def read(split: str):
         """Frames and per-frame attributes of the characters that split lists (1-based, as in MATLAB)."""
@@ -785,6 +785,20 @@ def map_batches(fn, x, batch_size, device):
     """fn applied to x in batches on `device`, outputs concatenated on the CPU (no grad)."""
     with torch.no_grad():
         return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+@contextmanager
+def frozen(*modules):
+    """The modules' parameters get no gradient inside the block: they are fixed in this update,
+    and only the gradient through them (to a generator's output, say) is needed. None is skipped."""
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @contextmanager

@@ -211,6 +211,23 @@ def test_missing_data_with_failing_download_is_one_cli_error(tmp_path, name, exp
     assert "\n" not in message and expected in message and "--dataset digits" in message, message
 
 
+def test_sprites_asks_for_h5py_only_once_its_files_are_there(tmp_path, monkeypatch):
+    """h5py is optional: without it, missing files are still named first (above), and present
+    files get one line that says how to install it."""
+    import importlib.util
+
+    import scipy.io
+
+    folder = tmp_path / "data" / "sprites"
+    folder.mkdir(parents=True)
+    scipy.io.savemat(folder / "sprites_splits.mat", {"trainidx": np.array([[1]]), "testidx": np.array([[1]]),
+                                                     "validx": np.array([[1]])})
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "h5py" else find_spec(name, *a))
+    with pytest.raises(CLIError, match="pip install h5py"):
+        load_dataset("sprites", data_dir=str(tmp_path))
+
+
 def test_missing_data_without_download(tmp_path):
     with pytest.raises(CLIError, match="--dataset digits"):
         load_dataset("omniglot", data_dir=str(tmp_path), download=False)
