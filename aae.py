@@ -310,12 +310,11 @@ def train_step(model, optimizers, x, labels, sigma, onehot_slots, supervised=Fal
 
     # Regularisation phase (b): the encoder, as the generator, learns to fool the updated D. D is
     # frozen for this backward pass: only the gradient through it to the codes is needed.
-    model.discriminator.requires_grad_(False)
-    g_loss = encoder_adversarial_loss(model.discriminator(z_fake, onehot))
-    optimizers["encoder"].zero_grad(set_to_none=True)
-    g_loss.backward()
-    optimizers["encoder"].step()
-    model.discriminator.requires_grad_(True)
+    with common.frozen(model.discriminator):
+        g_loss = encoder_adversarial_loss(model.discriminator(z_fake, onehot))
+        optimizers["encoder"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizers["encoder"].step()
 
     return {"reconstruction": reconstruction.detach(), "discriminator": d_loss.detach(),
             "encoder_adversarial": g_loss.detach()}

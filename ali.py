@@ -362,12 +362,11 @@ def discriminator_step(model, optimizer, x):
 def generator_step(model, optimizer, x):
     """theta_g <- theta_g - grad L_g: encoder and decoder together, on new pairs, through the
     updated D, whose own weights are frozen for this backward pass (no gradient is wasted on them)."""
-    model.discriminator.requires_grad_(False)
-    loss = generator_loss(*joint_logits(model.discriminator, x, *draw_pairs(model, x)))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    model.discriminator.requires_grad_(True)
+    with common.frozen(model.discriminator):
+        loss = generator_loss(*joint_logits(model.discriminator, x, *draw_pairs(model, x)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return loss.detach()
 
 

@@ -170,13 +170,12 @@ def discriminator_update(model, optimizer, x, sigma, fake_codes, clip):
 def encoder_adversarial_update(model, optimizer, x, sigma, fake_codes, clip):
     """The encoder, as the generator, learns to fool D. D is frozen for this backward pass: only the
     gradient through it to the codes is needed, not its weights'."""
-    model.discriminator.requires_grad_(False)
-    logits = model.discriminator(fake_codes(model.encoder, x, sigma))
-    loss = encoder_adversarial_loss(clip_logits(logits, *DISCRIMINATOR_CLIP) if clip else logits)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    model.discriminator.requires_grad_(True)
+    with common.frozen(model.discriminator):
+        logits = model.discriminator(fake_codes(model.encoder, x, sigma))
+        loss = encoder_adversarial_loss(clip_logits(logits, *DISCRIMINATOR_CLIP) if clip else logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return loss.detach()
 
 

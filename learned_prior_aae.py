@@ -46,7 +46,6 @@ and 13: encoder outputs and CG outputs projected to 2-D by one PCA).
 """
 
 import math
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -349,18 +348,6 @@ def information_loss(model, hidden, labels):
     return F.cross_entropy(model.classifier(hidden), labels)
 
 
-@contextmanager
-def frozen(*modules):
-    """The modules' parameters get no gradient inside the block (they are fixed in this
-    update; their gradients would only be thrown away)."""
-    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +375,7 @@ def aae_phase(model, optimizers, x, y, perceptual=True):
     # reconstruction and regularisation updates, each with its own Adam. The printed algorithm
     # steps the encoder once on -L_GAN^C + L_rec; with one Adam for both, the adversarial
     # gradient (100x larger early on) drowned L_rec and the encoder collapsed to a point.
-    with frozen(model.image_discriminator):
+    with common.frozen(model.image_discriminator):
         x_rec = model.decoder(model.encoder(x))
         rec_loss = perceptual_loss(model, x, x_rec) if perceptual else F.mse_loss(x_rec, x)  # Eq. 6
     optimizers["reconstruction"].zero_grad(set_to_none=True)
@@ -406,7 +393,7 @@ def aae_phase(model, optimizers, x, y, perceptual=True):
     d_loss.backward()
     optimizers["code_discriminator"].step()
 
-    with frozen(model.code_discriminator):
+    with common.frozen(model.code_discriminator):
         adv_loss = generator_loss(model.code_discriminator(z_enc, dc_onehot))
     optimizers["encoder"].zero_grad(set_to_none=True)
     adv_loss.backward()
@@ -425,7 +412,7 @@ def prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase=True
         z_enc = model.encoder(x)
     with torch.set_grad_enabled(model.code_generator is not None):
         z_c = model.prior_code(model.sample_noise(len(x)), s)
-    with frozen(None if train_decoder else model.decoder):
+    with common.frozen(None if train_decoder else model.decoder):
         x_prior = model.decoder(z_c)  # dec(z_c)
         with torch.set_grad_enabled(train_decoder):
             x_rec = model.decoder(z_enc)
@@ -447,7 +434,7 @@ def prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase=True
 
     if "prior" not in optimizers:  # nothing on the generator side learns here
         return losses
-    with frozen(model.image_discriminator, model.classifier):
+    with common.frozen(model.image_discriminator, model.classifier):
         logits, hidden = model.image_discriminator(x_prior)
         g_loss = generator_loss(logits)
         if train_decoder:

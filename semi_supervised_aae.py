@@ -254,14 +254,11 @@ def regularisation_phase(model, optimizers, x, noise):
 
     # The encoder against the updated discriminators, which are frozen for this backward pass:
     # only the gradient through them to y and z is needed.
-    model.d_cat.requires_grad_(False)
-    model.d_gauss.requires_grad_(False)
-    generator = aae.encoder_adversarial_loss(model.d_cat(y)) + aae.encoder_adversarial_loss(model.d_gauss(z))
-    optimizers["generator"].zero_grad(set_to_none=True)
-    generator.backward()
-    optimizers["generator"].step()
-    model.d_cat.requires_grad_(True)
-    model.d_gauss.requires_grad_(True)
+    with common.frozen(model.d_cat, model.d_gauss):
+        generator = aae.encoder_adversarial_loss(model.d_cat(y)) + aae.encoder_adversarial_loss(model.d_gauss(z))
+        optimizers["generator"].zero_grad(set_to_none=True)
+        generator.backward()
+        optimizers["generator"].step()
     return {"d_cat": d_cat.detach(), "d_gauss": d_gauss.detach(), "generator": generator.detach()}
 
 
