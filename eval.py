@@ -22,8 +22,9 @@ appendix for the log-likelihood):
                evaluation set when there is one. Omniglot follows the authors' notebooks: the
                bandwidth is chosen on drawer 20 (the paper's "testing" images), and a fresh set
                of samples scores drawer 20 and the evaluation set, where the paper's numbers
-               were measured (--bandwidth-on validation for the split-off validation images). Models with a Markov chain (DAAE) are also
-               scored after each number of chain steps in --steps, plotted in likelihood_steps.png.
+               were measured (--bandwidth-on validation for the split-off validation images).
+               Models with a Markov chain (DAAE) are also scored after each number of chain steps
+               in --steps, plotted in likelihood_steps.png.
                Colour images are scored in greyscale (the mean of the channels), as the authors did.
   all          the three.
 
@@ -591,10 +592,10 @@ def comparison_table(runs, results):
             if any(key in results[r.name].get("classification", {}) for r in runs):
                 columns[title] = lambda r, key=key: f"{results[r.name]['classification'][key]:.2%}"
     if "likelihood" in studies:
-        columns[f"Parzen LL {split_name(config, 'test')}"] = lambda r: plus_minus(results[r.name]["likelihood"]["test"], "mean", 1)
-        if any("evaluation" in results[r.name].get("likelihood", {}) for r in runs):
-            columns[f"Parzen LL {split_name(config, 'evaluation')}"] = lambda r: plus_minus(results[r.name]["likelihood"]["evaluation"],
-                                                                   "mean", 1)
+        for split in ("test", "evaluation"):
+            if any(split in results[r.name].get("likelihood", {}) for r in runs):
+                columns[f"Parzen LL {split_name(config, split)}"] = lambda r, split=split: plus_minus(
+                    results[r.name]["likelihood"][split], "mean", 1)
         steps = sorted({int(t) for r in runs for t in results[r.name].get("likelihood", {}).get("steps", {})})
         for t in steps:
             columns[f"LL after {t} chain steps"] = lambda r, t=t: plus_minus(
