@@ -281,6 +281,13 @@ def encoder_adversarial_loss(fake_logits):
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
+def real_and_fake_logits(discriminator, real, fake, onehot=None):
+    """D's logits for the real and the fake samples from one call on both. Equal to two calls (D
+    has no BatchNorm), and faster on a CPU: one matrix product of 2B rows instead of two of B."""
+    logits = discriminator(torch.cat([real, fake]), None if onehot is None else torch.cat([onehot, onehot]))
+    return logits.chunk(2)
+
+
 def train_step(model, optimizers, x, labels, sigma, onehot_slots, supervised=False):
     """One mini-batch of Section 2: the reconstruction phase, then the regularisation phase
     (first the discriminator, then the encoder against it). `labels` hold the class of each
@@ -303,7 +310,7 @@ def train_step(model, optimizers, x, labels, sigma, onehot_slots, supervised=Fal
     onehot = F.one_hot(labels, onehot_slots).float() if onehot_slots else None
     z_fake = model.encoder(x_in)
     z_real = model.sample_prior(len(x), labels if onehot_slots else None)
-    d_loss = discriminator_loss(model.discriminator(z_real, onehot), model.discriminator(z_fake.detach(), onehot))
+    d_loss = discriminator_loss(*real_and_fake_logits(model.discriminator, z_real, z_fake.detach(), onehot))
     optimizers["discriminator"].zero_grad(set_to_none=True)
     d_loss.backward()
     optimizers["discriminator"].step()

@@ -152,15 +152,13 @@ def weight_penalty(encoder, l1, l2):
 
 
 def discriminator_update(model, optimizer, x, sigma, fake_codes, clip):
-    """D learns to tell prior samples (real, 1) from codes of corrupted images (fake, 0). One
-    discriminator call scores both (D has no BatchNorm, so this equals two calls)."""
+    """D learns to tell prior samples (real, 1) from codes of corrupted images (fake, 0)."""
     with torch.no_grad():
         z_fake = fake_codes(model.encoder, x, sigma)
-    logits = model.discriminator(torch.cat([model.sample_prior(len(x)), z_fake]))
+    logits = aae.real_and_fake_logits(model.discriminator, model.sample_prior(len(x)), z_fake)
     if clip:
-        logits = clip_logits(logits, *DISCRIMINATOR_CLIP)
-    real_logits, fake_logits = logits.chunk(2)
-    loss = discriminator_loss(real_logits, fake_logits)
+        logits = [clip_logits(half, *DISCRIMINATOR_CLIP) for half in logits]
+    loss = discriminator_loss(*logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -387,8 +387,8 @@ def aae_phase(model, optimizers, x, y, perceptual=True):
     with torch.no_grad():
         z_c = model.prior_code(model.sample_noise(len(x)), s)
     z_enc = model.encoder(x)
-    d_loss = discriminator_loss(model.code_discriminator(z_c, dc_onehot),
-                                model.code_discriminator(z_enc.detach(), dc_onehot))  # Eq. 5
+    d_loss = discriminator_loss(*aae.real_and_fake_logits(model.code_discriminator, z_c, z_enc.detach(),
+                                                          dc_onehot))  # Eq. 5
     optimizers["code_discriminator"].zero_grad(set_to_none=True)
     d_loss.backward()
     optimizers["code_discriminator"].step()

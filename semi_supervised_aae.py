@@ -246,8 +246,8 @@ def regularisation_phase(model, optimizers, x, noise):
     y = F.softmax(logits, 1)
     y_real = model.sample_categorical(len(x), x.device)  # one-hot samples of Cat(K)
     z_real = torch.randn_like(z)  # samples of N(0, I)
-    d_cat = aae.discriminator_loss(model.d_cat(y_real), model.d_cat(y.detach()))
-    d_gauss = aae.discriminator_loss(model.d_gauss(z_real), model.d_gauss(z.detach()))
+    d_cat = aae.discriminator_loss(*aae.real_and_fake_logits(model.d_cat, y_real, y.detach()))
+    d_gauss = aae.discriminator_loss(*aae.real_and_fake_logits(model.d_gauss, z_real, z.detach()))
     optimizers["discriminators"].zero_grad(set_to_none=True)
     (d_cat + d_gauss).backward()  # two networks with no shared weights: two independent updates
     optimizers["discriminators"].step()
