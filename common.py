@@ -167,11 +167,13 @@ def cli(main):
     try:
         main()
     except CLIError as error:
+        discard_unstarted_runs()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
         if not _is_out_of_memory(error):
             raise
+        discard_unstarted_runs()
         # What the up-front checks (check_memory) could not foresee: activations, a busy machine.
         print(f"error: out of memory ({_first_line(error, 100)}): lower --batch-size, or the sizes you raised "
               "(--latent-dim, --image-size, --M, --channels)", file=sys.stderr)
@@ -860,7 +862,7 @@ CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
 SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0}
 RESUMABLE = {"epochs", "device", "resume", "out"}  # the flags a resumed run may change
 LOCK_FILE = ".lock"
-_held_locks = {}  # run folder -> the open lock file of this process (its lock lasts as long as it is open)
+_held_locks = {}  # run folder -> (the open lock file of this process, the outermost folder it made)
 
 
 class Run:
@@ -966,9 +968,9 @@ def lock_run_folder(out):
             from None
     key = os.path.realpath(out)
     if key in _held_locks:  # this process's earlier run on the folder (tests run several) is over
-        _held_locks.pop(key).close()
+        _held_locks.pop(key)[0].close()
     if fcntl is None:  # Windows: no flock; the folder is then not protected against a second run
-        _held_locks[key] = handle
+        _held_locks[key] = handle, made
         return made
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -984,14 +986,14 @@ def lock_run_folder(out):
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    _held_locks[key] = handle
+    _held_locks[key] = handle, made
     return made
 
 
 def release_run_folder(out, made=None):
     """Let go of the folder's lock; then delete the folders lock_run_folder made, from `out` up to
     `made`, as long as nothing but the lock file was written in them."""
-    handle = _held_locks.pop(os.path.realpath(out), None)
+    handle, _ = _held_locks.pop(os.path.realpath(out), (None, None))
     if handle is not None:
         handle.close()
     if made is None:
@@ -1005,6 +1007,16 @@ def release_run_folder(out, made=None):
         folder.rmdir()
         if folder == made:
             break
+
+
+def discard_unstarted_runs():
+    """After a refusal that came once the run folder was prepared (a check of the model's own, a
+    network too large for memory), the folders of this process's runs that hold no checkpoint lose
+    their config.json, and the folders made for them go: a refused run leaves nothing behind."""
+    for key, (_, made) in list(_held_locks.items()):
+        if not (Path(key) / "checkpoint.pt").exists():
+            (Path(key) / "config.json").unlink(missing_ok=True)
+            release_run_folder(key, made)
 
 
 def print_done(run):

@@ -467,6 +467,17 @@ def default_bandwidth_set(config):
     return "test" if config["dataset"] == "omniglot" else "validation"
 
 
+def check_sample_memory(config, samples, steps, device):
+    """Refuse --samples and --steps up front when the images they ask for cannot fit in memory: up
+    to two sample sets for each number of steps (a fresh set when the bandwidth is chosen on the
+    test split), and one whole chain, which holds every step it takes."""
+    n, image_bytes = samples or default_samples(config), 4 * math.prod(config["image_shape"])
+    steps = set(steps or ()) if "sample_steps" in config else set()
+    kept = 2 * n * image_bytes * (1 + len(steps)) + (max(steps, default=0) + 1) * image_bytes
+    common.check_memory(kept, f"{n:,} samples" + (f" at {len(steps)} chain lengths" if steps else ""),
+                        ("--samples", "--steps"), device)
+
+
 def likelihood(model, data, config, device, samples=None, steps=None, plot_path=None, bandwidth_on=None):
     """The Parzen study: samples of the model (and, with a Markov chain, the chain after each
     number of `steps`) scored on the test split and the evaluation set; plot_path gets the
@@ -662,6 +673,9 @@ def main(argv=None):
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
     runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
+    if "likelihood" in studies:
+        for run in runs:
+            check_sample_memory(run.config, args.samples, args.steps, device)
     data_cache, results = {}, {}
     for run in runs:
         data = load_data(run.config, args.data_dir, data_cache)

@@ -159,6 +159,8 @@ def setup_case(case, tmp, trained):
     if case == "eval --table that cannot be written":
         (tmp / "file").write_text("a file")
         return "eval", ["reconstruct", str(out), "--table", str(tmp / "file" / "table.md")], out
+    if case == "eval --samples 10^12":
+        return "eval", ["likelihood", str(out), "--samples", str(10**12)], out
     if case == "eval --max-train 1":
         return "eval", ["classify", str(out), "--max-train", "1"], None
     if case == "eval without a checkpoint":
@@ -220,6 +222,7 @@ CASES = {  # case: words the error line must have
     "a second run on a run folder": "add --resume",
     "checkpoint that would run code": "could run as code; it was not loaded); delete it, or drop --resume to start",
     "eval --table that cannot be written": "--table",
+    "eval --samples 10^12": "--samples",
     "eval --max-train 1": "give a larger --max-train",
     "eval without a checkpoint": "train it with aae.py",
     "--data-dir that is a file": "cannot load omniglot",
@@ -256,6 +259,15 @@ def test_a_refused_run_leaves_no_empty_run_folder(tmp_path):
     (tmp_path / "runs").mkdir()
     assert run_script(aae.main, ["--dataset", "data.npz"]) == 2
     assert Path("runs").is_dir() and not any(Path("runs").iterdir())  # a folder that was there stays
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("aae", ["--latent-dim", "1000000000"]),  # refused by the model's memory check, after the folder was prepared
+    ("learned_prior_aae", ["--channels", "8"]),  # refused by the script's own flag check
+])
+def test_a_run_refused_after_its_folder_was_prepared_leaves_nothing(script, argv, tmp_path):
+    assert run_script(SCRIPTS[script], argv) == 2
+    assert not Path("runs").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,3 +422,14 @@ def test_eval_says_when_a_run_is_unfinished(trained, tmp_path, capsys):
     assert run_script(evaluation.main, ["reconstruct", str(out)]) == 0
     assert "unfinished: epoch 2 of 5" in capsys.readouterr().out
     assert json.loads((out / "eval.json").read_text())["reconstruction"]["unfinished"] == "epoch 2 of 5"
+
+
+def test_chain_steps_that_cannot_fit_are_refused_up_front():
+    """A chain holds every step it takes: 10^12 steps of an 8x8 image are refused before sampling;
+    a model without a chain ignores --steps, and the paper's settings pass."""
+    daae_run = {"dataset": "digits", "image_shape": [1, 8, 8], "sample_steps": 10}
+    with pytest.raises(common.CLIError, match="--steps"):
+        evaluation.check_sample_memory(daae_run, None, [0, 10**12], torch.device("cpu"))
+    evaluation.check_sample_memory({k: v for k, v in daae_run.items() if k != "sample_steps"}, None, [10**12],
+                                    torch.device("cpu"))
+    evaluation.check_sample_memory(daae_run, None, [0, 10], torch.device("cpu"))
