@@ -1,6 +1,7 @@
 """eval.py on tiny runs trained here (digits, a fake Omniglot folder): every study writes its
-keys (the quality study has its own file, test_quality.py), the leave-one-drawer-out split, the chain-step study, the bandwidth chosen on validation
-only, the comparison table, and one-line errors."""
+keys, the leave-one-drawer-out split, the chain-step study, the bandwidth chosen on validation
+only, the comparison table, and one-line errors. The quality study's own tests are in
+test_quality.py."""
 
 import json
 import pickle
