@@ -965,9 +965,9 @@ def main(argv=None):
         check_writable(args.table)
     runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
     choices = {run.name: args.feature_network or default_feature_network(run.config) for run in runs}
-    if "quality" in studies and "inception" in choices.values():  # offline is found out before hours of work
-        inception_network()
     data_cache, networks, results = {}, {}, {}
+    if "quality" in studies and "inception" in choices.values():  # offline is found out before hours of work
+        networks["inception"] = inception_network()
     for run in runs:
         data = load_data(run.config, args.data_dir, data_cache)
         progress_note = f"unfinished: {run.unfinished}" if run.unfinished else f"epoch {run.epoch}"
