@@ -788,6 +788,7 @@ def quality(model, data, config, device, network, samples=None, steps=None, plot
           f"on {network.name}")
     metric_device = device if device.type != "mps" else torch.device("cpu")  # FID sums in float64, which MPS lacks
     fid, inception_score = (metric.to(metric_device) for metric in network.metrics())
+    # The reference set is the test split, which the Parzen study scores too: never images the model trained on.
     for i in progress(range(0, len(data.x_test), QUALITY_BATCH), "reference features"):
         fid.update(network.prepare(data.x_test[i:i + QUALITY_BATCH].to(metric_device)), real=True)
 
