@@ -812,7 +812,8 @@ def save_quality_plot(steps, path, config, network):
     """FID and the Inception Score (mean +/- sd over the splits) against the Markov-chain steps."""
     t = [int(k) for k in steps]
     figure = common.plt_figure(figsize=(9, 3.5))
-    for i, (key, label) in enumerate((("fid", "FID (lower is better)"), ("inception_score", "Inception Score"))):
+    for i, (key, label) in enumerate((("fid", "FID (lower is better)"),
+                                            ("inception_score", f"Inception Score (± sd over {IS_SPLITS} splits)"))):
         axes = figure.add_subplot(1, 2, i + 1)
         spread = [v["inception_score_std"] for v in steps.values()] if key == "inception_score" else None
         axes.errorbar(t, [v[key] for v in steps.values()], yerr=spread, marker="o", capsize=3)
