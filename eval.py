@@ -3,10 +3,12 @@
     python eval.py reconstruct runs/daae-mnist
     python eval.py classify runs/aae-mnist runs/daae-mnist runs/idaae-mnist --max-train 10000
     python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
+    python eval.py quality runs/aae-mnist runs/daae-mnist --steps 0 5 10
     python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
 
-The studies follow the DAAE paper's evaluation protocol (arXiv:1703.01220: its experiments, and its
-appendix for the log-likelihood):
+The first three studies follow the DAAE paper's evaluation protocol (arXiv:1703.01220: its
+experiments, and its appendix for the log-likelihood); the fourth measures the samples as later
+papers do:
 
   reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images.
@@ -26,7 +28,17 @@ appendix for the log-likelihood):
                Models with a Markov chain (DAAE) are also scored after each number of chain steps
                in --steps, plotted in likelihood_steps.png.
                Colour images are scored in greyscale (the mean of the channels), as the authors did.
-  all          the three.
+  quality      the Frechet Inception Distance (FID, Heusel et al., arXiv:1706.08500) of --samples
+               samples against the test split, lower is better, and the Inception Score (IS,
+               Salimans et al., arXiv:1606.03498), mean and sd over 10 splits of the samples,
+               higher is better, up to the number of classes; both by torchmetrics. The feature
+               network (--feature-network) is Inception-v3 for colour images, as the papers report
+               them (its weights are downloaded once), and for grey ones (digits, MNIST, Omniglot,
+               .npz files) a small CNN trained once on the dataset's own training split and cached
+               in DATA_DIR/cache/, as sample quality on MNIST is usually measured; its test
+               accuracy is printed. The validation images, scored the same way, show what real
+               images get. Markov chains are scored after each of --steps, in quality_steps.png.
+  all          the four.
 
 Each study prints a markdown table and merges its results into RUN_DIR/eval.json (a study
 replaces its own entry and keeps the others). Given several run folders, a comparison table
@@ -34,11 +46,18 @@ across them follows (the paper's AAE vs DAAE vs iDAAE tables); --table writes it
 """
 
 import argparse
+import contextlib
+import hashlib
 import importlib
+import io
 import json
 import math
+import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +69,7 @@ from tqdm import tqdm
 
 import common
 
-STUDIES = ("reconstruct", "classify", "likelihood")
+STUDIES = ("reconstruct", "classify", "likelihood", "quality")
 BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
 LOO_CHARACTERS = 20  # test (b): the first 20 characters of the evaluation set
 BATCH = 500  # images per forward pass when encoding, decoding or sampling
@@ -454,6 +473,19 @@ def chain_samples(model, n, steps, image_dims, device):
     return {t: torch.cat(images) for t, images in kept.items()}
 
 
+def chain_steps(model, config, steps, notes):
+    """The Markov-chain steps to score: `steps`, by default 0 and the run's sample_steps (the
+    paper's: the first samples and the chain's end); none for a model without a chain, noted
+    when steps were asked for."""
+    if not hasattr(model, "markov_chain_sample"):
+        if steps:
+            notes.append(f"{config['model']} has no Markov chain: --steps ignored")
+        return []
+    if steps is None:
+        steps = [0, config["sample_steps"]] if "sample_steps" in config else []
+    return sorted(set(steps))
+
+
 def default_samples(config):
     """The paper's sample counts: 10,000 for MNIST (and .npz datasets, which use the MNIST
     settings), 1,000 otherwise (Omniglot, Sprites; digits too, where it takes a second)."""
@@ -503,14 +535,10 @@ def likelihood(model, data, config, device, samples=None, steps=None, plot_path=
     result = {"samples": n, **parzen(draw_samples(model, n, device), choose_on, scored, "samples",
                                      draw_samples(model, n, device) if fresh else None)}
 
-    has_chain = hasattr(model, "markov_chain_sample")
-    if steps is None and has_chain and "sample_steps" in config:
-        steps = sorted({0, config["sample_steps"]})  # the paper's: the first samples and the chain's end
-    if steps and not has_chain:
-        notes.append(f"{config['model']} has no Markov chain: --steps ignored")
-    elif steps:
+    steps = chain_steps(model, config, steps, notes)
+    if steps:
         result["steps"] = {}
-        image_dims, steps = math.prod(data.image_shape), sorted(set(steps))
+        image_dims = math.prod(data.image_shape)
         chains = chain_samples(model, n, steps, image_dims, device)
         fresh_chains = chain_samples(model, n, steps, image_dims, device) if fresh else chains
         for t, images in chains.items():
@@ -564,6 +592,262 @@ def likelihood_table(result, config):
 
 
 # ---------------------------------------------------------------------------------------------
+# Sample quality: FID and the Inception Score
+# ---------------------------------------------------------------------------------------------
+
+INCEPTION = "Inception-v3"
+IS_SPLITS = 10  # the Inception Score's mean and spread over 10 splits of the samples (Salimans et al., 2016)
+QUALITY_BATCH = 100  # images per forward pass of the feature network (Inception-v3 sees them at 299 x 299)
+CLASSIFIER_FEATURES = 128  # the size of the classifier's penultimate layer, where FID is measured
+CLASSIFIER_STEPS, CLASSIFIER_BATCH, CLASSIFIER_LR = 1000, 128, 1e-3
+CLASSIFIER_VERSION = b"1"  # part of the cache key: a change to the classifier or its training trains a new one
+
+
+@dataclass
+class FeatureNetwork:
+    """What judges the samples: its name (in eval.json and the tables), a maker of torchmetrics'
+    FID and IS on it, what it needs done to images in [0, 1], and what a reader should know about
+    it (the classifier's test accuracy)."""
+
+    name: str
+    metrics: Callable
+    prepare: Callable
+    about: dict
+
+
+def torchmetrics_quality():
+    """torchmetrics' FrechetInceptionDistance and InceptionScore, imported only when the quality
+    study runs: torchmetrics imports torchvision's models, which takes seconds."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    return FrechetInceptionDistance, InceptionScore
+
+
+def quality_metrics(fid_feature, is_feature, **kwargs):
+    """torchmetrics' FID, which keeps the reference images' features when it is reset (they are
+    computed once for every set of samples), and its Inception Score over IS_SPLITS splits."""
+    FrechetInceptionDistance, InceptionScore = torchmetrics_quality()
+    with warnings.catch_warnings():  # IS keeps every sample's logits: 40 MB for 10,000 Inception-v3 samples
+        warnings.filterwarnings("ignore", "Metric `InceptionScore` will save all extracted features")
+        return (FrechetInceptionDistance(feature=fid_feature, reset_real_features=False, **kwargs),
+                InceptionScore(feature=is_feature, splits=IS_SPLITS, **kwargs))
+
+
+def inception_network():
+    """Inception-v3 as the papers measure FID and IS on natural images: its 2048 pool features
+    and its logits, with the TensorFlow weights that torch-fidelity ports (downloaded once into
+    torch's hub cache). normalize: torchmetrics turns images in [0, 1] into the bytes it expects;
+    grey images are repeated on the three channels."""
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    print(f"loading the {INCEPTION} weights (downloaded into {checkpoints} the first time, about 100 MB)")
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as download:  # torch.hub's messages, kept for success
+            quality_metrics(2048, "logits_unbiased", normalize=True)  # loads the weights now: offline is one line
+        sys.stderr.write(download.getvalue())
+    except ModuleNotFoundError:  # torchmetrics' Inception-v3 is torch-fidelity's
+        raise common.CLIError(f"{INCEPTION} needs torch-fidelity: pip install torch-fidelity, or use "
+                              "--feature-network classifier (a classifier of the run's own dataset)") from None
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a damaged download a RuntimeError
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]
+        raise common.CLIError(f"cannot load the {INCEPTION} weights for FID and IS ({reason}); they are "
+                              f"downloaded once into {checkpoints}: connect to the internet once, or use "
+                              "--feature-network classifier (a classifier trained on the run's own dataset)") from None
+    return FeatureNetwork(INCEPTION, lambda: quality_metrics(2048, "logits_unbiased", normalize=True),
+                          lambda x: x.clamp(0, 1).expand(-1, 3, -1, -1), {})
+
+
+class DatasetClassifier(torch.nn.Module):
+    """The feature network of the grey datasets, where Inception-v3 (trained on colour photos)
+    does not fit, as sample quality on MNIST is usually measured: a small CNN trained on the
+    dataset's own training split. forward: class logits, for the Inception Score; features: its
+    penultimate layer, for FID."""
+
+    def __init__(self, image_shape, num_classes):
+        super().__init__()
+        channels, height, width = image_shape
+        size = max(4, min(height, width, 28))  # larger images (Omniglot's 105 x 105) are averaged down to 28 x 28
+        self.features = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(size),
+            torch.nn.Conv2d(channels, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(32 * (size // 4) ** 2, CLASSIFIER_FEATURES), torch.nn.ReLU())
+        self.features.num_features = CLASSIFIER_FEATURES  # where torchmetrics' FID reads the feature size
+        self.logits = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(CLASSIFIER_FEATURES, num_classes))
+
+    def forward(self, x):
+        return self.logits(self.features(x))
+
+
+def train_classifier(data, device):
+    """The classifier trained by cross-entropy on the training split (Adam, CLASSIFIER_STEPS random
+    batches), and its accuracy on the test split. Seed 0 whatever --seed is: every run on a dataset
+    is judged by the same network."""
+    torch.manual_seed(0)
+    classifier = DatasetClassifier(data.image_shape, data.num_classes).to(device).train()
+    optimizer = common.adam(classifier.parameters(), CLASSIFIER_LR)
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    for _ in progress(range(CLASSIFIER_STEPS), "training the classifier"):
+        index = torch.randint(len(x), (CLASSIFIER_BATCH,), device=device)
+        loss = torch.nn.functional.cross_entropy(classifier(x[index]), y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    classifier.eval()
+    predicted = common.map_batches(lambda b: classifier(b).argmax(1), data.x_test, BATCH, device)
+    return classifier, float((predicted == data.y_test).float().mean())
+
+
+def classifier_cache(data, data_dir):
+    """(path, key) of a dataset's classifier: data_dir/cache/classifier-<dataset>-<C>x<H>x<W>-<key>.pt,
+    beside the datasets' caches. The key hashes the training and test images and labels and the
+    classifier's version, so another dataset, another --image-size, or an edited .npz file of the
+    same name never reads a classifier that was not trained on it."""
+    key = hashlib.sha256(CLASSIFIER_VERSION)
+    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
+        key.update(str(tuple(tensor.shape)).encode())
+        key.update(tensor.contiguous().numpy().tobytes())
+    key = key.hexdigest()[:16]
+    shape = "x".join(map(str, data.image_shape))
+    return Path(data_dir) / "cache" / f"classifier-{common.dataset_tag(data.name)}-{shape}-{key}.pt", key
+
+
+def read_classifier(path, key, data):
+    """The cached classifier and its test accuracy, or None (with the reason on stderr) when the file
+    is damaged or not this dataset's; loaded with weights_only=True, so it cannot run code."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or saved.get("key") != key:
+            raise ValueError("not this dataset's classifier")
+        classifier = DatasetClassifier(data.image_shape, data.num_classes)
+        classifier.load_state_dict(saved["model_state"])
+        return classifier, float(saved["test_accuracy"])
+    except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:80]
+        print(f"the classifier cache {path} is damaged ({reason}); training it again", file=sys.stderr)
+        return None
+
+
+def classifier_network(data, data_dir, device):
+    """The classifier of the run's own dataset as the feature network, trained once and read from
+    data_dir/cache/ after; its test accuracy is printed: how good a judge it is. The classes are the
+    dataset's labels: digits for digits, MNIST and .npz files, and for Omniglot its characters (the
+    background set's, as common.py numbers them), drawers 1-19 training and drawer 20 testing."""
+    if data.num_classes < 2 or data.y_train.ndim != 1 or (data.y_train < 0).any():
+        raise common.CLIError(f"{data.name} has no class labels to train a classifier on: use --feature-network "
+                              "inception")
+    path, key = classifier_cache(data, data_dir)
+    cached = read_classifier(path, key, data) if path.is_file() else None
+    if cached is None:
+        print(f"training a classifier of {common.dataset_tag(data.name)} for FID and IS ({CLASSIFIER_STEPS} steps; "
+              f"once: it is cached in {path})")
+        started = time.perf_counter()
+        classifier, accuracy = train_classifier(data, device)
+        try:
+            with common.atomic_path(path) as tmp:
+                torch.save({"key": key, "model_state": classifier.state_dict(), "test_accuracy": accuracy}, tmp)
+        except (common.CLIError, RuntimeError) as error:  # a full disk: the study goes on, the next one trains again
+            print(f"warning: the classifier was not cached ({error})", file=sys.stderr)
+        print(f"trained in {time.perf_counter() - started:.1f} s", end="; ")
+    else:
+        classifier, accuracy = cached
+        print(f"classifier of {common.dataset_tag(data.name)} read from {path} (delete it to train it again)", end="; ")
+    print(f"its accuracy on the {len(data.y_test)} test images: {accuracy:.2%}")
+    classifier = classifier.to(device).eval().requires_grad_(False)
+    return FeatureNetwork(f"{common.dataset_tag(data.name)} classifier",
+                          lambda: quality_metrics(classifier.features, classifier),
+                          lambda x: x.clamp(0, 1), {"classifier_test_accuracy": accuracy})
+
+
+def default_feature_network(config):
+    """Inception-v3 for colour images (CIFAR-10, SVHN, CelebA, Sprites), as the papers report FID
+    and IS; the dataset's own classifier for grey ones (digits, MNIST, Omniglot, .npz files)."""
+    return "inception" if config["image_shape"][0] == 3 else "classifier"
+
+
+def feature_network(choice, data, data_dir, device):
+    """--feature-network: "inception" or "classifier" (of the run's dataset) as a FeatureNetwork."""
+    return inception_network() if choice == "inception" else classifier_network(data, data_dir, device)
+
+
+def quality_scores(images, fid, inception_score, network, device):
+    """FID of `images` against the reference features already in `fid`, and their Inception Score."""
+    fid.reset()  # keeps the reference images' features
+    inception_score.reset()
+    for i in progress(range(0, len(images), QUALITY_BATCH), network.name):
+        batch = network.prepare(images[i:i + QUALITY_BATCH].to(device))
+        fid.update(batch, real=False)
+        inception_score.update(batch)
+    mean, std = inception_score.compute()
+    return {"fid": float(fid.compute()), "inception_score": float(mean), "inception_score_std": float(std),
+            "images": len(images)}
+
+
+def quality(model, data, config, device, network, samples=None, steps=None, plot_path=None):
+    """FID against the test split and the Inception Score of samples of the model (and, with a
+    Markov chain, of the chain after each number of `steps`), judged by `network`; the validation
+    images, scored the same way, show what real images of the dataset score. plot_path gets FID and
+    IS against the steps."""
+    n = samples or default_samples(config)
+    notes = [f"feature network: {network.name}"
+             + (f" (test accuracy {network.about['classifier_test_accuracy']:.2%})" if network.about else "")]
+    if samples is None:
+        notes.append(f"{n} samples, the default for {common.dataset_tag(config['dataset'])} (--samples)")
+    if network.name == INCEPTION and data.x_test.shape[1] == 1:
+        notes.append(f"grey images repeated on the three channels {INCEPTION} expects")
+    print(f"quality: {n} samples, FID against the {len(data.x_test)} {split_name(config, 'test')} images, "
+          f"on {network.name}")
+    metric_device = device if device.type != "mps" else torch.device("cpu")  # FID sums in float64, which MPS lacks
+    fid, inception_score = (metric.to(metric_device) for metric in network.metrics())
+    # The reference set is the test split, which the Parzen study scores too: never images the model trained on.
+    for i in progress(range(0, len(data.x_test), QUALITY_BATCH), "reference features"):
+        fid.update(network.prepare(data.x_test[i:i + QUALITY_BATCH].to(metric_device)), real=True)
+
+    def scores(images):
+        return quality_scores(images, fid, inception_score, network, metric_device)
+
+    result = {"feature_network": network.name, **network.about, "reference": "test",
+              "reference_images": len(data.x_test), "samples": n, **scores(draw_samples(model, n, device))}
+    steps = chain_steps(model, config, steps, notes)
+    if steps:
+        chains = chain_samples(model, n, steps, math.prod(data.image_shape), device)
+        result["steps"] = {str(t): scores(images) for t, images in chains.items()}
+        if plot_path is not None and len(steps) > 1:
+            save_quality_plot(result["steps"], plot_path, config, network.name)
+    result["validation"] = scores(data.x_val)
+    result["notes"] = notes
+    return result
+
+
+def save_quality_plot(steps, path, config, network):
+    """FID and the Inception Score (mean +/- sd over the splits) against the Markov-chain steps."""
+    t = [int(k) for k in steps]
+    figure = common.plt_figure(figsize=(9, 3.5))
+    for i, (key, label) in enumerate((("fid", "FID (lower is better)"),
+                                            ("inception_score", f"Inception Score (± sd over {IS_SPLITS} splits)"))):
+        axes = figure.add_subplot(1, 2, i + 1)
+        spread = [v["inception_score_std"] for v in steps.values()] if key == "inception_score" else None
+        axes.errorbar(t, [v[key] for v in steps.values()], yerr=spread, marker="o", capsize=3)
+        axes.set_xlabel("Markov-chain steps")
+        axes.set_ylabel(label)
+    figure.suptitle(f"{config['model']} on {common.dataset_tag(config['dataset'])}, judged by {network}")
+    common.save_figure(figure, path)
+
+
+def quality_table(result, config):
+    def row(source, scores):
+        return [source, f"{scores['fid']:.2f}", f"{scores['inception_score']:.2f}",
+                f"{scores['inception_score_std']:.2f}"]
+
+    rows = [row(f"{result['samples']} samples", result)]
+    rows += [row(f"{result['samples']} chains, {t} steps", scores) for t, scores in result.get("steps", {}).items()]
+    rows.append(row(f"{result['validation']['images']} {split_name(config, 'validation')} images (real)",
+                    result["validation"]))
+    return markdown(["images", f"FID against the {result['reference_images']} {split_name(config, 'test')} images",
+                     "Inception Score", f"sd over {IS_SPLITS} splits"], rows)
+
+
+# ---------------------------------------------------------------------------------------------
 # Tables and main
 # ---------------------------------------------------------------------------------------------
 
@@ -611,6 +895,21 @@ def comparison_table(runs, results):
         for t in steps:
             columns[f"LL after {t} chain steps"] = lambda r, t=t: plus_minus(
                 results[r.name]["likelihood"]["steps"][str(t)], "mean", 1)
+    if "quality" in studies:
+        networks = {results[r.name]["quality"]["feature_network"] for r in runs if "quality" in results[r.name]}
+        if len(networks) > 1:  # FIDs and ISs of two feature networks cannot be compared
+            columns["feature network"] = lambda r: results[r.name]["quality"]["feature_network"]
+
+        def fid_and_is(scores):
+            return f"{scores['fid']:.2f}", f"{scores['inception_score']:.2f} ± {scores['inception_score_std']:.2f}"
+
+        columns["FID"] = lambda r: fid_and_is(results[r.name]["quality"])[0]
+        columns["IS ± sd"] = lambda r: fid_and_is(results[r.name]["quality"])[1]
+        steps = sorted({int(t) for r in runs for t in results[r.name].get("quality", {}).get("steps", {})})
+        for t in steps:
+            for i, title in enumerate(("FID", "IS")):
+                columns[f"{title} after {t} chain steps"] = lambda r, t=t, i=i: fid_and_is(
+                    results[r.name]["quality"]["steps"][str(t)])[i]
 
     def cell(column, run):
         try:
@@ -628,7 +927,8 @@ def parse_args(argv):
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
     parser.add_argument("--data-dir", help="where the datasets are (default: the data_dir each run was trained with)")
     parser.add_argument("--samples", type=common.positive_int,
-                        help="Parzen samples (default 10,000 for MNIST and .npz datasets, 1,000 otherwise)")
+                        help="model samples for the Parzen window and for FID and IS (default 10,000 for MNIST and "
+                             ".npz datasets, 1,000 otherwise)")
     parser.add_argument("--steps", type=non_negative_int, nargs="+",
                         help="Markov-chain steps to score for models that have a chain (default: 0 and the "
                              "run's sample_steps)")
@@ -636,6 +936,10 @@ def parse_args(argv):
                         help="the split the Parzen bandwidth is chosen on (default: test for omniglot, the authors' "
                              "protocol: drawer 20, then the evaluation set is scored with fresh samples; validation "
                              "otherwise)")
+    parser.add_argument("--feature-network", choices=("inception", "classifier"),
+                        help="what judges the samples for FID and IS: inception (Inception-v3, downloaded once) or "
+                             "classifier (a CNN trained once on the run's own dataset) (default: inception for "
+                             "colour images, classifier for grey ones)")
     parser.add_argument("--max-train", type=common.positive_int,
                         help="train the classifiers on a random subset of this many training images")
     parser.add_argument("--table", help="write the comparison table (markdown) to this file")
@@ -673,16 +977,24 @@ def main(argv=None):
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
     runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
-    if "likelihood" in studies:
+    if {"likelihood", "quality"} & set(studies):  # both draw --samples, and chains of --steps
         for run in runs:
             check_sample_memory(run.config, args.samples, args.steps, device)
-    data_cache, results = {}, {}
+    choices = {run.name: args.feature_network or default_feature_network(run.config) for run in runs}
+    data_cache, networks, results = {}, {}, {}
+    if "quality" in studies and "inception" in choices.values():  # offline is found out before hours of work
+        networks["inception"] = inception_network()
     for run in runs:
         data = load_data(run.config, args.data_dir, data_cache)
         progress_note = f"unfinished: {run.unfinished}" if run.unfinished else f"epoch {run.epoch}"
         print(f"\n## {run.name}: {run.config['model']}, {progress_note}, {data}")
         results[run.name] = {}
         for study in studies:
+            if study == "quality":  # before the seed: a classifier trained or read leaves the same random numbers
+                network_key = "inception" if choices[run.name] == "inception" else id(data)
+                if network_key not in networks:  # one Inception-v3, one classifier per dataset
+                    networks[network_key] = feature_network(choices[run.name], data,
+                                                            args.data_dir or run.config["data_dir"], device)
             common.seed_everything(args.seed)  # each study's numbers do not depend on the others run before it
             started = time.perf_counter()
             if study == "reconstruct":
@@ -696,10 +1008,14 @@ def main(argv=None):
                     notes = result["notes"] + extra.pop("notes")
                     result.update(extra, notes=notes)
                     table += "\n\n" + semi_supervised_table(result)
-            else:
+            elif study == "likelihood":
                 key, result = "likelihood", likelihood(run.model, data, run.config, device, args.samples, args.steps,
                                                        run.path / "likelihood_steps.png", args.bandwidth_on)
                 table = likelihood_table(result, run.config)
+            else:
+                key, result = "quality", quality(run.model, data, run.config, device, networks[network_key],
+                                                 args.samples, args.steps, run.path / "quality_steps.png")
+                table = quality_table(result, run.config)
             result.update(seconds=round(time.perf_counter() - started, 2), epoch=run.epoch, seed=args.seed)
             if run.unfinished:
                 result["unfinished"] = run.unfinished

@@ -15,10 +15,12 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Every download (torchvision's included) fails at once, as on a machine without internet."""
+    """Every download (torchvision's, and torch.hub's of the Inception-v3 weights, included) fails
+    at once, as on a machine without internet."""
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("no network in tests")
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)  # torch.hub imported its own name for it
 
 
 @pytest.fixture(autouse=True)

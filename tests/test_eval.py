@@ -1,6 +1,7 @@
 """eval.py on tiny runs trained here (digits, a fake Omniglot folder): every study writes its
 keys, the leave-one-drawer-out split, the chain-step study, the bandwidth chosen on validation
-only, the comparison table, and one-line errors."""
+only, the comparison table, and one-line errors. The quality study's own tests are in
+test_quality.py."""
 
 import json
 import pickle
@@ -19,6 +20,12 @@ from helpers import run_script
 RECONSTRUCTION_KEYS = {"mse", "se"}
 SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pca"}
 LOO_KEYS = {"loo20_linear", "loo20_linear_se", "loo20_linear_max", "loo20_linear_pixels", "loo20_linear_pca"}
+
+
+@pytest.fixture(autouse=True)
+def short_classifier_training(monkeypatch):
+    """`all` includes the quality study: its classifier gets a few hundred steps, not the real count."""
+    monkeypatch.setattr(evaluation, "CLASSIFIER_STEPS", 200)
 
 
 def run_cli(argv, capsys):
@@ -100,7 +107,8 @@ def test_all_studies_on_digits_write_the_keys_and_print_tables(digits_run, capsy
     assert likelihood["sigma"] in evaluation.BANDWIDTHS and likelihood["samples"] == 300
     assert {"mean", "se"} <= set(likelihood["test"]) and np.isfinite(likelihood["test"]["mean"])
     assert "steps" not in likelihood and "evaluation" not in likelihood  # an AAE has no chain; digits no eval set
-    assert out.count("| --- |") >= 3  # one markdown table per study
+    assert results["quality"]["samples"] == 300 and results["quality"]["feature_network"] == "digits classifier"
+    assert out.count("| --- |") >= 4  # one markdown table per study
 
 
 def test_reconstruction_matches_a_direct_computation_and_is_reproducible(digits_run):
