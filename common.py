@@ -780,8 +780,8 @@ def native_bf16(device):
     """Whether `device` computes in bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
     whose flags in Linux's /proc/cpuinfo name AVX512-BF16 or AMX (x86) or BF16 (ARM). Other CPUs
     emulate bfloat16 with float32 arithmetic and conversions, slower than float32 alone."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # bfloat16 tensor cores from compute capability 8.0 (Ampere) on; AMD's (ROCm) have it
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":  # mps: autocast to bfloat16 is not offered here
         return False
     try:

@@ -228,18 +228,22 @@ def cuda_host_syncs(config, device, x):
         return "not checked (no CUDA device)"
     model = daae.build_model(config).to(device)
     optimizers = daae.make_optimizers(model, config)
-    x = x.to(device)
-    perm, sums, batch_size = torch.randperm(len(x), device=device), {}, config["batch_size"]
+    x = common.on_device((x * 255).round().to(torch.uint8), device)  # stored as uint8, as common.load_dataset keeps it
+    perm, sums, batch_size = torch.randperm(len(x), device=x.device), {}, config["batch_size"]
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for i in range(3):
-            losses = daae.train_step(model, optimizers, x[perm[i * batch_size:(i + 1) * batch_size]], config["sigma"])
-            sums = {k: sums[k] + v if k in sums else v.clone() for k, v in losses.items()}
+        for precision in ("fp32", "bf16"):
+            run = common.Run("daae", config, None, device, None, None, precision)
+            for i in range(3):
+                batch = common.float_images(x[perm[i * batch_size:(i + 1) * batch_size]].to(device))
+                with common.autocast(run):
+                    losses = daae.train_step(model, optimizers, batch, config["sigma"])
+                sums = {k: sums[k] + v if k in sums else v.clone() for k, v in losses.items()}
     except RuntimeError as error:
         return f"found: {str(error).splitlines()[0][:100]}"
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    return "none (torch.cuda.set_sync_debug_mode('error') over 3 steps)"
+    return "none (torch.cuda.set_sync_debug_mode('error') over 3 steps in fp32 and 3 in bf16)"
 
 
 def benchmark_training(config, sizes, device):
