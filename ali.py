@@ -450,11 +450,14 @@ def main(argv=None):
     fixed_z = model.sample_prior(100)
 
     def step(x, y):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16 (common.autocast)
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
             return train_step(model, optimizers, x)
 
-    common.fit(run, model, optimizers, step, data.x_train, data.y_train,
-               on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch))
+    common.fit(
+        run, model, optimizers, step,
+        data.x_train, data.y_train,
+        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
+    )
     common.print_done(run)
 
 

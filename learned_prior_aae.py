@@ -609,11 +609,14 @@ def main(argv=None):
     fixed = fixed_sample_inputs(model)
 
     def step(x, y):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16 (common.autocast)
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
             return train_step(model, optimizers, x, y, perceptual, config["decoder_in_prior_phase"])
 
-    common.fit(run, model, optimizers, step, data.x_train, data.y_train,
-               on_epoch_end=lambda epoch: save_pictures(model, run, fixed, epoch))
+    common.fit(
+        run, model, optimizers, step,
+        data.x_train, data.y_train,
+        on_epoch_end=lambda epoch: save_pictures(model, run, fixed, epoch),
+    )
     common.print_done(run)
 
 

@@ -453,11 +453,14 @@ def main(argv=None):
     fixed_z = torch.randn(10, config["style_dim"], device=device)
 
     def step(x, _):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16 (common.autocast)
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
             return train_step(model, optimizers, x, labelled, config["input_noise"])
 
-    common.fit(run, model, optimizers, step, data.x_train, no_labels,
-               on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch))
+    common.fit(
+        run, model, optimizers, step,
+        data.x_train, no_labels,
+        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
+    )
     print(f"done: {run.out}/samples.png, clusters.png, reconstructions.png, losses.png, checkpoint.pt "
           "(python eval.py classify RUN_DIR for the test error)")
 

@@ -680,7 +680,8 @@ def report(results, start_load, device, mode):
             f"| whole processes: daae.py (fp32) | {w['fp32_ips']:,.0f} images/s, {w['fp32_ips'] / w['usual_ips']:.2f}x "
             f"the usual | |",
             f"| whole processes: daae.py --precision bf16{'' if w['native'] else ' (forced on, emulated)'} | "
-            f"{w['bf16_ips']:,.0f} images/s, {process_ratio:.2f}x the usual | >= 3x on native bfloat16 {bf16_verdict} |"]
+            f"{w['bf16_ips']:,.0f} images/s, {process_ratio:.2f}x the usual | >= 3x on native bfloat16 "
+            f"{bf16_verdict} |"]
     # With one thread, CPU time measures the work whatever share of the cores the process got.
     one_thread = torch.get_num_threads() == 1 and device.type == "cpu"
     cpu_ratio = f" (in CPU time: {t['cpu_ratio']:.2f}x)" if one_thread else ""
@@ -820,7 +821,8 @@ def run_all(mode):
                      "mnist": epoch_extras(mnist, results["training"]["step_seconds"], 50000 // 64, device),
                      "omniglot": epoch_extras(omniglot, results["omniglot"]["step_m1"],
                                               OMNIGLOT_TRAIN_IMAGES // 64, device)}),
-                ("memory", "peak memory of a dataset", lambda sizes, device: peak_dataset_memory(sizes["memory_images"])),
+                ("memory", "peak memory of a dataset",
+                 lambda sizes, device: peak_dataset_memory(sizes["memory_images"])),
                 ("cuda", "CUDA steps", cuda_steps, mnist)]
     for i, (key, title, measure, *args) in enumerate(sections):
         print(f"{i + 1}/{len(sections)} {title}", end="", flush=True)
