@@ -369,9 +369,10 @@ def _resized(x: torch.Tensor, image_size: int | None, chunk: int = 4096) -> torc
 
 
 def float_images(x: torch.Tensor) -> torch.Tensor:
-    """Stored images (uint8 0-255, or float in [0, 1]) as float32 in [0, 1], on x's device. Called
-    on batches: converting after the copy to a GPU also moves a quarter of the bytes."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    """Stored images as floats in [0, 1] on x's device: uint8 (0-255) become float32, float images
+    are returned as they are. Called on batches: converting after the copy to a GPU also moves a
+    quarter of the bytes."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 def _load_cached(name: str, data_dir: str, build) -> dict:
@@ -880,7 +881,7 @@ def save_grid(images, path, nrow=10):
     save_image, in a fifth of its time for the Omniglot grids written every epoch."""
     from torchvision.utils import make_grid
 
-    images = float_images(images.detach().cpu()).clamp(0, 1)
+    images = float_images(images.detach().cpu()).float().clamp(0, 1)
     scale = max(1, 28 // images.shape[-1])
     if scale > 1:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
