@@ -62,7 +62,7 @@ OMNIGLOT_TRAIN_IMAGES = 18316  # the paper's training set (drawers 1-19 of the b
 # steps profiled, and the bandwidths scikit-learn is timed on (the rest are scaled from them).
 SIZES = {
     "full": dict(steps=30, repeats=5, omniglot_steps=2, profile_steps=20, sklearn_bandwidths=10,
-                 process_images=4000, process_repeats=3, memory_images=70000),
+                 process_images=2000, process_repeats=2, memory_images=70000),
     "quick": dict(steps=12, repeats=2, omniglot_steps=1, profile_steps=5, sklearn_bandwidths=1,
                   process_images=1000, process_repeats=1, memory_images=10000),
     "tiny": dict(steps=3, repeats=1, omniglot_steps=1, profile_steps=2, sklearn_bandwidths=10,
