@@ -17,15 +17,24 @@ One run on the current machine measures:
 3. The Omniglot iDAAE at the paper's size (105 x 105, M = 5): seconds per step and per epoch,
    and whether the step grows from M = 1 to M = 5 as its counted multiply-adds predict.
 4. Where a DAAE step's time goes (torch.profiler).
+5. Whole processes on the same .npz, start to end: the usual program (the loop of 1(a), with
+   save_image and torch.save after every epoch) against daae.py in fp32 and --precision bf16
+   (forced on, and labelled emulated, where the hardware has no bfloat16). 1(b) is also timed
+   in bf16.
+6. The epoch outside the step at the paper's MNIST and Omniglot epochs: fit's own work per
+   step, pictures, checkpoint, log (each part timed once, added up).
+7. Peak memory of loading a .npz, its splits kept as uint8 against converted to float32.
+8. On CUDA, ms per step in fp32 and bf16 (skipped without a GPU).
 
 Synthetic data only (scikit-learn's digits, enlarged): no network, no downloads.
 Timings are medians of interleaved repeats; the load average is printed with them, since
 the machine may be shared.
 
-    python benchmarks/benchmark.py              # about a minute on 2 idle CPU cores
-    python benchmarks/benchmark.py --quick      # about a minute, fewer repeats
+    python benchmarks/benchmark.py              # a few minutes on 2 idle CPU cores
+    python benchmarks/benchmark.py --quick      # fewer repeats and smaller processes
     python benchmarks/benchmark.py --threads 1  # on a busy machine (see the warning it prints)
-    python benchmarks/benchmark.py --tiny       # seconds: tiny networks, checks that the script runs
+    python benchmarks/benchmark.py --tiny       # tiny networks, no processes: checks that the script runs
+    python benchmarks/benchmark.py --celeba-memory  # only: loading a CelebA-sized .npz (2.5 GB, deleted after)
 """
 
 import argparse
@@ -763,7 +772,7 @@ def report(results, start_load, device, mode):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer repeats and steps (about a minute)")
+    size.add_argument("--quick", action="store_true", help="fewer repeats, steps and images")
     size.add_argument("--tiny", action="store_true",
                       help="tiny networks and data, a few seconds: checks the script runs, the numbers mean nothing")
     parser.add_argument("--threads", type=common.positive_int, help="torch CPU threads (default: torch's choice)")
