@@ -378,7 +378,7 @@ def save_pictures(model, run, fixed_z, epoch):
     if model.decoder_labels:  # the supervised AAE: Figure 7 from 10 of the fixed codes
         save_style_grid(model, fixed_z[:10], out / "samples" / f"epoch_{epoch:03d}.png")
         save_style_grid(model, fixed_z[:10], out / "samples.png")
-        x, y = data.x_test[:10].to(run.device), data.y_test[:10].to(run.device)
+        x, y = common.float_images(data.x_test[:10].to(run.device)), data.y_test[:10].to(run.device)
         common.save_grid(torch.cat([x, model.decode(model.encode(x), y)]), out / "reconstructions.png",
                          nrow=len(x))
         return
@@ -386,7 +386,7 @@ def save_pictures(model, run, fixed_z, epoch):
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
     common.save_grid(samples, out / "samples.png")
     per_row = min(10, len(data.x_test))  # up to 5 rows of 10 test images, however small the test split
-    x = data.x_test[:per_row * min(5, len(data.x_test) // per_row)].to(run.device)
+    x = common.float_images(data.x_test[:per_row * min(5, len(data.x_test) // per_row)].to(run.device))
     x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
     rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
     rows.append(model.decode(model.encode(x_in)))
@@ -451,9 +451,12 @@ def main(argv=None):
         labels[unlabelled] = data.num_classes
     fixed_z = model.sample_prior(100)
 
+    def step(x, y):
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
+            return train_step(model, optimizers, x, y, config["sigma"], slots, config.get("supervised", False))
+
     common.fit(
-        run, model, optimizers,
-        lambda x, y: train_step(model, optimizers, x, y, config["sigma"], slots, config.get("supervised", False)),
+        run, model, optimizers, step,
         data.x_train, labels,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )

@@ -306,7 +306,8 @@ class ALI(nn.Module):
     def start_at_the_mean_image(self, x_train):
         """As the authors' code: G_x's per-pixel output bias starts at the log-odds of the mean
         training image, so that the first samples D sees are that image, not uniform grey."""
-        p = x_train.mean(0).clamp(1e-7, 1 - 1e-7)
+        # Summed in chunks: a float copy of a whole uint8 training set takes four times its memory
+        p = (sum(common.float_images(x).sum(0) for x in x_train.split(4096)) / len(x_train)).clamp(1e-7, 1 - 1e-7)
         bias = self.decoder.pixel_bias if isinstance(self.decoder, ConvDecoder) else self.decoder.net[-1].bias
         bias.copy_((p / (1 - p)).log().view_as(bias))
 
@@ -324,13 +325,18 @@ def build_model(config):
 
 def discriminator_loss(data_logits, sample_logits):
     """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)) on D's logits: the encoder's pairs
-    are "real". 2 ln 2 = 1.386 at equilibrium."""
+    are "real". 2 ln 2 = 1.386 at equilibrium. In float32 also under --precision bf16, where
+    autocast leaves softplus in D's bfloat16 (it keeps the cross-entropies of the other files
+    in float32 itself)."""
+    data_logits, sample_logits = data_logits.float(), sample_logits.float()
     return F.softplus(-data_logits).mean() + F.softplus(sample_logits).mean()
 
 
 def generator_loss(data_logits, sample_logits):
     """Algorithm 1's L_g = -log(1 - D(x, z^)) - log D(x~, z), the labels swapped (Eq. 4's V'):
-    the encoder pushes its pairs towards "fake", the decoder its pairs towards "real"."""
+    the encoder pushes its pairs towards "fake", the decoder its pairs towards "real". In float32,
+    as discriminator_loss."""
+    data_logits, sample_logits = data_logits.float(), sample_logits.float()
     return F.softplus(data_logits).mean() + F.softplus(-sample_logits).mean()
 
 
@@ -411,12 +417,12 @@ def save_pictures(model, run, fixed_z, epoch):
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
     common.save_grid(samples, out / "samples.png")
     # Like the paper's reconstruction figures: each test image, then G_x(mu(x)) to its right.
-    x = data.x_test[:50].to(device)
+    x = common.float_images(data.x_test[:50].to(device))
     common.save_grid(torch.stack([x, model.decode(model.encode(x))], 1).flatten(0, 1),
                      out / "reconstructions.png", nrow=10)
     if epoch % max(1, run.config["epochs"] // 10) == 0 or epoch == run.config["epochs"]:
         if len(data.x_val) >= 20:
-            save_interpolations(model, data.x_val[:20].to(device), out / "interpolations.png")
+            save_interpolations(model, common.float_images(data.x_val[:20].to(device)), out / "interpolations.png")
         if model.latent_dim == 2:
             aae.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
             aae.save_manifold(model, out / "manifold.png")
@@ -439,13 +445,16 @@ def main(argv=None):
                                   f"use --image-size {size}")
 
     model = common.build_model(build_model, config, device)
-    model.start_at_the_mean_image(data.x_train.to(device))
+    model.start_at_the_mean_image(data.x_train)
     optimizers = make_optimizers(model, config["lr"])
     fixed_z = model.sample_prior(100)
 
+    def step(x, y):
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
+            return train_step(model, optimizers, x)
+
     common.fit(
-        run, model, optimizers,
-        lambda x, y: train_step(model, optimizers, x),
+        run, model, optimizers, step,
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )

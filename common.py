@@ -6,10 +6,10 @@ file (aae.py, daae.py, ...), which calls into this one for the parts every paper
 
 Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>`:
     config.json     every setting of the run
-    checkpoint.pt   networks, optimisers, epoch, RNG states; written atomically every epoch
+    checkpoint.pt   networks, optimisers, epoch, RNG states; written atomically every epoch (--save-every)
     log.csv         mean losses and seconds per epoch
     losses.png      the curves of log.csv
-    samples.png     the latest sample grid; samples/epoch_NNN.png one per epoch
+    samples.png     the latest sample grid; samples/epoch_NNN.png one per epoch (--save-every)
     .lock           the process id of the run in the folder, locked while it runs (one run at a time)
 
 A trained run is loaded back with load_run (run folder -> model in eval mode), as eval.py does.
@@ -28,7 +28,7 @@ import signal
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +109,7 @@ def seed_value(text):
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
 
 
 def model_parser(model, description):
@@ -133,6 +134,13 @@ def model_parser(model, description):
     parser.add_argument("--seed", type=seed_value, help="seed of every random number generator (default: 0)")
     parser.add_argument("--out", help="run folder (default: runs/<model>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="fp32 (default), or bf16: the step's matmuls in bfloat16 under torch.autocast, weights, "
+                             "optimiser state and losses in float32; only where the hardware has bfloat16 (CPUs "
+                             "with AVX512-BF16 or AMX, recent GPUs), elsewhere the run says so and stays fp32")
+    parser.add_argument("--save-every", type=positive_int,
+                        help="write the checkpoint and the pictures every this many epochs (default 1); the last "
+                             "epoch's are always written, and so is a checkpoint on Ctrl-C or SIGTERM")
     add_device_flags(parser)
     return parser
 
@@ -258,11 +266,14 @@ EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
 
 @dataclass
 class Dataset:
-    """Every split as float32 N x C x H x W images in [0, 1] on the CPU.
+    """Every split as N x C x H x W images on the CPU, kept as they come: uint8 (0-255) for the
+    datasets stored as bytes (every one but digits and .npz files of floats), else float32 in
+    [0, 1]. float_images turns a batch of either into float32 in [0, 1]; a whole split is never
+    converted, since float32 takes four times the memory of uint8 (CelebA: 10 GB, not 2.5).
 
     y is int64: class labels (-1 where a dataset has none) or, for CelebA, N x 40 attributes in
     {0, 1}. extra holds a dataset's other tensors; keys starting with "x_" are images (the
-    evaluation sets of Omniglot and Sprites), float and resized like the splits.
+    evaluation sets of Omniglot and Sprites), stored and resized like the splits.
     """
 
     name: str
@@ -292,7 +303,8 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
     """Load digits, mnist, omniglot, cifar10, svhn, celeba, sprites or a .npz file, split in three.
 
     The raw files of every dataset but digits and .npz are decoded once and cached as uint8 in
-    data_dir/cache/<name>.pt; image_size resizes every image to image_size x image_size.
+    data_dir/cache/<name>.pt; image_size resizes every image to image_size x image_size (uint8
+    images stay uint8, rounded, as torchvision resizes them).
     """
     if image_size is not None and image_size < 1:
         raise CLIError(f"--image-size must be a positive integer, got {image_size}")
@@ -304,15 +316,15 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
         arrays = _load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
     else:
         raise unknown_dataset(name)
-    if image_size is not None:  # as float32, resized: refuse a size that cannot fit before allocating it
+    if image_size is not None:  # resized: refuse a size that cannot fit before allocating it
         every_image = [arrays[key] for key in ("x_train", "x_val", "x_test")]
         every_image += [x for key, x in arrays["extra"].items() if key.startswith("x_")]
-        channels = arrays["x_train"].shape[1]
-        nbytes = sum(len(x) for x in every_image) * channels * image_size**2 * 4
+        channels, bytes_per_pixel = arrays["x_train"].shape[1], arrays["x_train"].element_size()
+        nbytes = sum(len(x) for x in every_image) * channels * image_size**2 * bytes_per_pixel
         check_memory(nbytes, f"{name} at {image_size}x{image_size}", ["--image-size"], torch.device("cpu"))
 
     def images(x):
-        return _float_images(x, image_size)
+        return _resized(x, image_size)
 
     extra = {key: images(value) if key.startswith("x_") else value for key, value in arrays["extra"].items()}
     return Dataset(name, images(arrays["x_train"]), arrays["y_train"], images(arrays["x_val"]), arrays["y_val"],
@@ -344,20 +356,25 @@ def _fixed_subset(n: int, fraction: float) -> torch.Tensor:
     return order[:round(fraction * n)].sort().values
 
 
-def _float_images(x: torch.Tensor, image_size: int | None, chunk: int = 4096) -> torch.Tensor:
-    """uint8 (0-255) or float ([0, 1]) images -> float32 in [0, 1], resized if image_size is given."""
+def _resized(x: torch.Tensor, image_size: int | None, chunk: int = 4096) -> torch.Tensor:
+    """uint8 (0-255) or float ([0, 1]) images resized to image_size x image_size, in their own dtype
+    (uint8 rounded), or as they are when image_size is None or already theirs."""
     if image_size is None or tuple(x.shape[-2:]) == (image_size, image_size):
-        return _to_float(x)
-    out = torch.empty(len(x), x.shape[1], image_size, image_size)
-    for start in range(0, len(x), chunk):  # in chunks: no float copy of all the native-size images at once
-        part = _to_float(x[start:start + chunk])
-        out[start:start + chunk] = F.interpolate(part, size=(image_size, image_size), mode="bilinear",
-                                                 antialias=True, align_corners=False).clamp_(0, 1)
+        return x if x.dtype == torch.uint8 else x.float()
+    out = torch.empty(len(x), x.shape[1], image_size, image_size, dtype=torch.uint8 if x.dtype == torch.uint8
+                      else torch.float32)
+    for start in range(0, len(x), chunk):  # in chunks: no float copy of all the images at once
+        part = F.interpolate(float_images(x[start:start + chunk]), size=(image_size, image_size), mode="bilinear",
+                             antialias=True, align_corners=False).clamp_(0, 1)
+        out[start:start + chunk] = part.mul_(255).round_() if x.dtype == torch.uint8 else part
     return out
 
 
-def _to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+def float_images(x: torch.Tensor) -> torch.Tensor:
+    """Stored images as floats in [0, 1] on x's device: uint8 (0-255) become float32, float images
+    are returned as they are. Called on batches: converting after the copy to a GPU also moves a
+    quarter of the bytes."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 def _load_cached(name: str, data_dir: str, build) -> dict:
@@ -710,7 +727,7 @@ def parzen_log_likelihoods(samples, data, sigmas, max_entries=2**24):
     chunk = max(1, max_entries // n)
     out = torch.empty(len(sigmas), len(data), dtype=torch.float64, device=mu.device)
     for start in range(0, len(data), chunk):
-        x = data[start:start + chunk].flatten(1).to(mu.device, torch.float64)
+        x = float_images(data[start:start + chunk].to(mu.device)).flatten(1).double()
         sq_dist = ((x * x).sum(1, keepdim=True) + mu_sq - 2 * x @ mu.T).clamp_min_(0)
         nearest = sq_dist.amin(1, keepdim=True)
         sq_dist -= nearest  # logsumexp's shift: the nearest sample's term becomes exp(0) = 1, the largest
@@ -762,6 +779,41 @@ def choose_device(name="auto"):
     return torch.device(name)
 
 
+def native_bf16(device):
+    """Whether `device` computes in bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
+    whose flags in Linux's /proc/cpuinfo name AVX512-BF16 or AMX (x86) or BF16 (ARM). Other CPUs
+    emulate bfloat16 with float32 arithmetic and conversions, slower than float32 alone."""
+    if device.type == "cuda":  # bfloat16 tensor cores from compute capability 8.0 (Ampere) on; AMD's (ROCm) have it
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type != "cpu":  # mps: autocast to bfloat16 is not offered here
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: unknown, so taken as absent
+        return False
+    flags = set(" ".join(re.findall(r"^(?:flags|Features)\s*:(.*)$", cpuinfo, re.MULTILINE)).split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def choose_precision(precision, device):
+    """--precision as the device allows: bf16 where the hardware has it, else fp32 and one line."""
+    if precision == "bf16" and not native_bf16(device):
+        what = "GPU" if device.type == "cuda" else "CPU (no avx512_bf16 or amx_bf16)" if device.type == "cpu" \
+            else f"{device.type} device"
+        print(f"note: --precision bf16: this {what} has no native bfloat16, which would be slower than fp32; "
+              "the run stays fp32", file=sys.stderr)
+        return "fp32"
+    return precision
+
+
+def autocast(run):
+    """The context every model script runs its training step in. --precision bf16: torch.autocast
+    to bfloat16 on the run's device, so matmuls and convolutions compute in bfloat16 while the
+    weights, their gradients, the optimisers' state and the losses (autocast's float32 ops, such
+    as the cross-entropies) stay float32. fp32: nothing."""
+    return torch.autocast(run.device.type, dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -784,9 +836,10 @@ def on_device(tensor, device):
 
 
 def map_batches(fn, x, batch_size, device):
-    """fn applied to x in batches on `device`, outputs concatenated on the CPU (no grad)."""
+    """fn applied to x in batches on `device`, outputs concatenated on the CPU (no grad). Batches of
+    uint8 images reach fn as float32 in [0, 1]."""
     with torch.no_grad():
-        return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+        return torch.cat([fn(float_images(x[i:i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)])
 
 
 @contextmanager
@@ -825,15 +878,20 @@ def atomic_path(path):
 
 
 def save_grid(images, path, nrow=10):
-    """A grid of images in [0, 1], enlarged (nearest) so small images stay visible."""
-    from torchvision.utils import save_image
+    """A grid of images in [0, 1], enlarged (nearest) so small images stay visible. A PNG of one
+    channel for grey images, compressed fast (zlib level 1): the pixels of torchvision's
+    save_image, in a fifth of its time for the Omniglot grids written every epoch."""
+    from torchvision.utils import make_grid
 
-    images = images.detach().float().cpu().clamp(0, 1)
+    images = float_images(images.detach().cpu()).float().clamp(0, 1)
     scale = max(1, 28 // images.shape[-1])
     if scale > 1:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)  # 3 x H x W, grey images repeated
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # rounded as save_image rounds
+    picture = Image.fromarray(pixels[0].numpy() if images.shape[1] == 1 else pixels.permute(1, 2, 0).numpy())
     with atomic_path(path) as tmp:
-        save_image(images, tmp, nrow=nrow, padding=2, pad_value=1.0, format="png")
+        picture.save(tmp, format="png", compress_level=1)
 
 
 def plt_figure(*args, **kwargs):
@@ -859,18 +917,19 @@ def save_figure(figure, path):
 # ---------------------------------------------------------------------------------------------
 
 CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
-SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0}
-RESUMABLE = {"epochs", "device", "resume", "out"}  # the flags a resumed run may change
+SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0, "precision": "fp32", "save_every": 1}
+RESUMABLE = {"epochs", "device", "resume", "out", "save_every"}  # the flags a resumed run may change
 LOCK_FILE = ".lock"
 _held_locks = {}  # run folder -> (the open lock file of this process, the outermost folder it made)
 
 
 class Run:
-    """One training run: its settings, folder, device, data and (when resuming) checkpoint."""
+    """One training run: its settings, folder, device, data, (when resuming) checkpoint, and the
+    precision its steps run in (config's, unless the device lacks bfloat16)."""
 
-    def __init__(self, model, config, out, device, data, checkpoint):
+    def __init__(self, model, config, out, device, data, checkpoint, precision="fp32"):
         self.model, self.config, self.out = model, config, out
-        self.device, self.data, self.checkpoint = device, data, checkpoint
+        self.device, self.data, self.checkpoint, self.precision = device, data, checkpoint, precision
 
 
 def dataset_tag(dataset):
@@ -948,7 +1007,9 @@ def _start_locked_run(model, config, given, defaults, out, shown_dataset):
     for key in sorted(k for k in config if k not in {"model", "dataset", "image_shape", "num_classes"}):
         print(f"  {key:<24} {config[key]}")
     write_json(out / "config.json", config)
-    return Run(model, config, out, device, data, checkpoint)
+    # Runs from before --precision resume as they were trained: in fp32
+    precision = choose_precision(config.get("precision", "fp32"), device)
+    return Run(model, config, out, device, data, checkpoint, precision)
 
 
 def lock_run_folder(out):
@@ -1174,11 +1235,14 @@ def write_log(out, history, plot=True):
 
 
 class _StopOnCtrlC:
-    """The first Ctrl-C asks the loop to stop after the current step; a second one stops now."""
+    """The first Ctrl-C (or SIGTERM, a scheduler's or `kill`'s request) asks the loop to stop after
+    the current step and save; a second one stops now."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._handler)
+        self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def _handler(self, signum, frame):
@@ -1187,7 +1251,8 @@ class _StopOnCtrlC:
         self.requested = True
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def _rng_state():
@@ -1206,22 +1271,25 @@ def _set_rng_state(state):
 def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=None):
     """Train for run.config["epochs"] epochs of shuffled full batches of (x, y).
 
-    `train_step(x_batch, y_batch)` is the model's own step (its paper's algorithm); it returns a
-    dict of detached scalar loss tensors, which are summed on the device (no host sync per
-    step). After each epoch: the mean losses go to log.csv and losses.png, `on_epoch_end(epoch)`
-    draws the model's pictures (eval mode, no grad), and the checkpoint is written atomically.
-    A non-finite loss stops the run before its checkpoint is overwritten. Ctrl-C finishes the
-    step, saves mid-epoch, and raises TrainingInterrupted; --resume then continues exactly."""
+    `train_step(x_batch, y_batch)` is the model's own step (its paper's algorithm); it gets the
+    batch on the device, images as float32 in [0, 1] (converted per batch from the stored uint8),
+    and returns a dict of detached scalar loss tensors, which are summed on the device (no host
+    sync per step). After each epoch the mean losses go to log.csv (and losses.png, at most once a
+    minute); every config["save_every"] epochs and after the last, `on_epoch_end(epoch)` draws the
+    model's pictures (eval mode, no grad) and the checkpoint is written atomically. A non-finite
+    loss stops the run before its checkpoint is overwritten. Ctrl-C or SIGTERM finishes the step,
+    saves mid-epoch, and raises TrainingInterrupted; --resume then continues exactly."""
     config, device, out = run.config, run.device, run.out
     schedulers = schedulers or {}
     x, y = on_device(x, device), on_device(y, device)
-    batch_size, epochs = config["batch_size"], config["epochs"]
+    batch_size, epochs, save_every = config["batch_size"], config["epochs"], config.get("save_every", 1)
     steps_per_epoch = len(x) // batch_size
     if batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise CLIError(f"--batch-size {batch_size}: these networks use batch normalisation, which needs at least "
                        "2 images a batch; choose a larger --batch-size")
     resume_command = f"python {run.model}.py --out {shlex.quote(str(out))} --resume"
     epoch, step, perm, sums, elapsed, history = 0, 0, None, {}, 0.0, []
+    saved_epoch = None  # the epoch of the checkpoint on disk
 
     if run.checkpoint is not None:
         ckpt = run.checkpoint
@@ -1232,6 +1300,7 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
             for name, scheduler in schedulers.items():
                 scheduler.load_state_dict(ckpt["schedulers"][name])
             epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
+            saved_epoch = epoch
             perm = None if ckpt["perm"] is None else ckpt["perm"].to(x.device)
             sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
             _set_rng_state(ckpt["rng"])
@@ -1264,7 +1333,8 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
                        initial=step, total=steps_per_epoch, disable=None, dynamic_ncols=True)
             for step in bar:
                 idx = perm[step * batch_size:(step + 1) * batch_size]
-                losses = train_step(x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True))
+                losses = train_step(float_images(x[idx].to(device, non_blocking=True)),
+                                    y[idx].to(device, non_blocking=True))
                 for key, value in losses.items():
                     sums[key] = sums[key] + value if key in sums else value.clone()
                 if not bar.disable and step % 25 == 0:  # one host sync every 25 steps, for the live losses
@@ -1279,8 +1349,8 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
             means = {k: float(v) / steps_per_epoch for k, v in sums.items()}
             bad = [k for k, v in means.items() if not math.isfinite(v)]
             if bad:
-                kept = (f"{out / 'checkpoint.pt'} keeps the last good epoch ({epoch})"
-                        if (out / "checkpoint.pt").exists() else "no checkpoint had been saved yet")
+                kept = (f"{out / 'checkpoint.pt'} keeps epoch {saved_epoch}, before it went bad"
+                        if saved_epoch is not None else "no checkpoint had been saved yet")
                 raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {epoch + 1}; {kept}. "
                                "Try a lower --lr")
             for scheduler in schedulers.values():
@@ -1291,14 +1361,17 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
                             "seconds": round(elapsed, 2)})
             tqdm.write(f"epoch {epoch}/{epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in means.items())
                        + f"  ({elapsed:.1f} s)")
-            if on_epoch_end is not None:  # pictures draw from their own RNG: training's stays as it was
-                model.eval()
-                with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    on_epoch_end(epoch)
-                model.train()
             step, perm, sums, elapsed = 0, None, {}, 0.0
-            save_checkpoint(out / "checkpoint.pt", checkpoint_state(epoch, 0, None, {}, 0.0))
-            plot = epoch == epochs or ctrl_c.requested or time.perf_counter() - last_plot > 10
+            if epoch % save_every == 0 or epoch == epochs or ctrl_c.requested:
+                if on_epoch_end is not None:  # pictures draw from their own RNG: training's stays as it was
+                    model.eval()
+                    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        on_epoch_end(epoch)
+                    model.train()
+                save_checkpoint(out / "checkpoint.pt", checkpoint_state(epoch, 0, None, {}, 0.0))
+                saved_epoch = epoch
+            # matplotlib takes a third of a second (seconds on a busy CPU): once a minute is under 1 %
+            plot = epoch == epochs or ctrl_c.requested or time.perf_counter() - last_plot > 60
             write_log(out, history, plot)
             if plot:
                 last_plot = time.perf_counter()

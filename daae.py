@@ -322,12 +322,16 @@ def train(run, fake_codes=None):
         schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(o, config["lr_decay"])
                       for name, o in optimizers.items()}
     fixed_z = model.sample_prior(100)
+
+    def step(x, y):
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
+            # Runs from before these two settings existed resume with the details they were trained with
+            return train_step(model, optimizers, x, config["sigma"], fake_codes or corrupted_codes,
+                              config.get("clip", False), config.get("update_order", "reconstruction-first"),
+                              config["l1_penalty"], config["l2_penalty"])
+
     common.fit(
-        run, model, optimizers,
-        # Runs from before these two settings existed resume with the details they were trained with
-        lambda x, y: train_step(model, optimizers, x, config["sigma"], fake_codes or corrupted_codes,
-                                config.get("clip", False), config.get("update_order", "reconstruction-first"),
-                                config["l1_penalty"], config["l2_penalty"]),
+        run, model, optimizers, step,
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch, fake_codes),
         schedulers=schedulers,

@@ -168,7 +168,7 @@ def encode(model, x, device):
 
 
 def pixels(x):
-    return x.flatten(1).numpy()
+    return common.float_images(x).flatten(1).numpy()
 
 
 def pca(n_components, x_train, *others, seed=0):
@@ -353,7 +353,7 @@ def nn_baseline_error(module, config, x, y, x_test, y_test, device, seed):
     torch.manual_seed(seed)
     encoder = module.build_model(config).encoder.to(device).train()
     optimizer = common.adam(encoder.parameters(), config["lr"])
-    x, y = x.to(device), y.to(device)
+    x, y = common.float_images(x.to(device)), y.to(device)
     batch = min(len(x), config["batch_size"])
     for _ in progress(range(NN_BASELINE_STEPS), "NN baseline"):
         index = torch.randint(len(x), (batch,), device=device)
@@ -418,7 +418,7 @@ def semi_supervised_table(result):
 
 def greyscale(x):
     """Colour images as the mean of their channels (the authors scored Sprites this way)."""
-    return x.mean(1, keepdim=True) if x.shape[1] == 3 else x
+    return common.float_images(x).mean(1, keepdim=True) if x.shape[1] == 3 else x
 
 
 def log_likelihoods(samples, data, bandwidths, desc):

@@ -525,7 +525,7 @@ def save_pictures(model, run, fixed, epoch):
     nrow = model.num_labels or 10
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
     common.save_grid(samples, out / "samples.png", nrow=nrow)
-    x = data.x_test[:50].to(run.device)
+    x = common.float_images(data.x_test[:50].to(run.device))
     rows = [x, model.decode(model.encode(x))]
     common.save_grid(torch.cat([r.view(5, 10, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
                      out / "reconstructions.png")
@@ -608,9 +608,12 @@ def main(argv=None):
     perceptual = config["reconstruction"] == "perceptual"
     fixed = fixed_sample_inputs(model)
 
+    def step(x, y):
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
+            return train_step(model, optimizers, x, y, perceptual, config["decoder_in_prior_phase"])
+
     common.fit(
-        run, model, optimizers,
-        lambda x, y: train_step(model, optimizers, x, y, perceptual, config["decoder_in_prior_phase"]),
+        run, model, optimizers, step,
         data.x_train, data.y_train,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed, epoch),
     )

@@ -319,7 +319,7 @@ def save_clusters(model, x_test, path, per_row=10):
     assigned = common.map_batches(model.class_probabilities, x_test, 500, device).argmax(1)
     rows = []
     for c in range(k):
-        members = x_test[assigned == c][:per_row]
+        members = common.float_images(x_test[assigned == c][:per_row])
         blank = torch.zeros(per_row - len(members), *x_test.shape[1:])
         rows += [heads[c:c + 1].cpu(), members, blank]
     common.save_grid(torch.cat(rows), path, nrow=per_row + 1)
@@ -348,7 +348,7 @@ def save_pictures(model, run, fixed_z, epoch):
     save_samples(model, fixed_z, out / "samples" / f"epoch_{epoch:03d}.png")
     save_samples(model, fixed_z, out / "samples.png")
     save_clusters(model, data.x_test, out / "clusters.png")
-    x = data.x_test[:10].to(run.device)
+    x = common.float_images(data.x_test[:10].to(run.device))
     common.save_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=len(x))
     # matplotlib takes a third of a second: ten times a run, as aae.py
     if model.reduce and model.style_dim == 2 and (epoch % max(1, run.config["epochs"] // 10) == 0
@@ -444,7 +444,7 @@ def main(argv=None):
     labelled = None
     if config["labels"]:
         index = labelled_subset(data.y_train, config["labels"], data.num_classes, config["seed"])
-        labelled = LabelledBatches(data.x_train[index], data.y_train[index], data.num_classes,
+        labelled = LabelledBatches(common.float_images(data.x_train[index]), data.y_train[index], data.num_classes,
                                    config["batch_size"], device)
         print(f"{config['labels']} labelled training images ({config['labels'] // data.num_classes} of each class); "
               f"the other {len(data.x_train) - config['labels']} are used without their labels")
@@ -452,9 +452,12 @@ def main(argv=None):
     no_labels = torch.full((len(data.x_train),), -1)
     fixed_z = torch.randn(10, config["style_dim"], device=device)
 
+    def step(x, _):
+        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
+            return train_step(model, optimizers, x, labelled, config["input_noise"])
+
     common.fit(
-        run, model, optimizers,
-        lambda x, _: train_step(model, optimizers, x, labelled, config["input_noise"]),
+        run, model, optimizers, step,
         data.x_train, no_labels,
         on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
     )

@@ -17,15 +17,24 @@ One run on the current machine measures:
 3. The Omniglot iDAAE at the paper's size (105 x 105, M = 5): seconds per step and per epoch,
    and whether the step grows from M = 1 to M = 5 as its counted multiply-adds predict.
 4. Where a DAAE step's time goes (torch.profiler).
+5. Whole processes on the same .npz, start to end: the usual program (the loop of 1(a), with
+   save_image and torch.save after every epoch) against daae.py in fp32 and --precision bf16
+   (forced on, and labelled emulated, where the hardware has no bfloat16). 1(b) is also timed
+   in bf16.
+6. The epoch outside the step at the paper's MNIST and Omniglot epochs: fit's own work per
+   step, pictures, checkpoint, log (each part timed once, added up).
+7. Peak memory of loading a .npz, its splits kept as uint8 against converted to float32.
+8. On CUDA, ms per step in fp32 and bf16 (skipped without a GPU).
 
 Synthetic data only (scikit-learn's digits, enlarged): no network, no downloads.
 Timings are medians of interleaved repeats; the load average is printed with them, since
 the machine may be shared.
 
-    python benchmarks/benchmark.py              # about a minute on 2 idle CPU cores
-    python benchmarks/benchmark.py --quick      # about a minute, fewer repeats
+    python benchmarks/benchmark.py              # a few minutes on 2 idle CPU cores
+    python benchmarks/benchmark.py --quick      # fewer repeats and smaller processes
     python benchmarks/benchmark.py --threads 1  # on a busy machine (see the warning it prints)
-    python benchmarks/benchmark.py --tiny       # seconds: tiny networks, checks that the script runs
+    python benchmarks/benchmark.py --tiny       # tiny networks, no processes: checks that the script runs
+    python benchmarks/benchmark.py --celeba-memory  # only: loading a CelebA-sized .npz (2.5 GB, deleted after)
 """
 
 import argparse
@@ -35,6 +44,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,9 +70,12 @@ OMNIGLOT_TRAIN_IMAGES = 18316  # the paper's training set (drawers 1-19 of the b
 # How much each run measures: MNIST steps per timed epoch, repeats, Omniglot steps per repeat,
 # steps profiled, and the bandwidths scikit-learn is timed on (the rest are scaled from them).
 SIZES = {
-    "full": dict(steps=30, repeats=5, omniglot_steps=2, profile_steps=20, sklearn_bandwidths=10),
-    "quick": dict(steps=12, repeats=2, omniglot_steps=1, profile_steps=5, sklearn_bandwidths=1),
-    "tiny": dict(steps=3, repeats=1, omniglot_steps=1, profile_steps=2, sklearn_bandwidths=10),
+    "full": dict(steps=30, repeats=5, omniglot_steps=2, profile_steps=20, sklearn_bandwidths=10,
+                 process_images=2000, process_repeats=2, memory_images=70000),
+    "quick": dict(steps=12, repeats=2, omniglot_steps=1, profile_steps=5, sklearn_bandwidths=1,
+                  process_images=1000, process_repeats=1, memory_images=10000),
+    "tiny": dict(steps=3, repeats=1, omniglot_steps=1, profile_steps=2, sklearn_bandwidths=10,
+                 process_images=0, process_repeats=0, memory_images=1000),
 }
 
 
@@ -162,22 +175,29 @@ def usual_epoch(model, optimizers, loader, sigma, device):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def project_epoch(model, optimizers, config, x, y, device):
-    """One epoch of common.fit around daae.train_step: (wall seconds by fit's own clock, which stops
-    before pictures, checkpoint and log; CPU seconds from the first step to the end of the last)."""
-    cpu = {}
+def project_epoch(model, optimizers, config, x, y, device, precision="fp32"):
+    """One epoch of common.fit around daae.train_step, in common.autocast as daae.py runs it:
+    (wall seconds by fit's own clock, which stops before pictures, checkpoint and log; CPU seconds
+    from the first step to the end of the last; wall seconds inside the steps)."""
+    cpu, in_step = {}, []
+    run = common.Run("daae", {**config, "epochs": 1}, None, device, None, None, precision)
 
     def step(xb, yb):
         cpu.setdefault("first", time.process_time())
-        losses = daae.train_step(model, optimizers, xb, config["sigma"])
+        sync(device)
+        start = time.perf_counter()
+        with common.autocast(run):
+            losses = daae.train_step(model, optimizers, xb, config["sigma"])
+        sync(device)
+        in_step.append(time.perf_counter() - start)
         cpu["last"] = time.process_time()
         return losses
 
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
-        run = common.Run("daae", {**config, "epochs": 1}, Path(out), device, None, None)
+        run.out = Path(out)
         history = common.fit(run, model, optimizers, step, x, y)
-    return history[-1]["seconds"], cpu["last"] - cpu["first"]
+    return history[-1]["seconds"], cpu["last"] - cpu["first"], sum(in_step)
 
 
 def matmul_gflops(device, seconds=0.25):
@@ -217,18 +237,22 @@ def cuda_host_syncs(config, device, x):
         return "not checked (no CUDA device)"
     model = daae.build_model(config).to(device)
     optimizers = daae.make_optimizers(model, config)
-    x = x.to(device)
-    perm, sums, batch_size = torch.randperm(len(x), device=device), {}, config["batch_size"]
+    x = common.on_device((x * 255).round().to(torch.uint8), device)  # stored as uint8, as common.load_dataset keeps it
+    perm, sums, batch_size = torch.randperm(len(x), device=x.device), {}, config["batch_size"]
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for i in range(3):
-            losses = daae.train_step(model, optimizers, x[perm[i * batch_size:(i + 1) * batch_size]], config["sigma"])
-            sums = {k: sums[k] + v if k in sums else v.clone() for k, v in losses.items()}
+        for precision in ("fp32", "bf16"):
+            run = common.Run("daae", config, None, device, None, None, precision)
+            for i in range(3):
+                batch = common.float_images(x[perm[i * batch_size:(i + 1) * batch_size]].to(device))
+                with common.autocast(run):
+                    losses = daae.train_step(model, optimizers, batch, config["sigma"])
+                sums = {k: sums[k] + v if k in sums else v.clone() for k, v in losses.items()}
     except RuntimeError as error:
         return f"found: {str(error).splitlines()[0][:100]}"
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    return "none (torch.cuda.set_sync_debug_mode('error') over 3 steps)"
+    return "none (torch.cuda.set_sync_debug_mode('error') over 3 steps in fp32 and 3 in bf16)"
 
 
 def benchmark_training(config, sizes, device):
@@ -252,14 +276,19 @@ def benchmark_training(config, sizes, device):
     loss_diff, weight_diff = same_math(config, device, batch)
     syncs = cuda_host_syncs(config, device, x_project[:3 * config["batch_size"]])
 
-    project, usual, peak = [], [], []  # (wall, CPU) seconds per epoch
-    for repeat in range(sizes["repeats"]):  # interleaved (ABBA), so that both see the same load
+    bf16_model = daae.build_model(config).to(device)
+    bf16_optimizers = daae.make_optimizers(bf16_model, config)
+    project, bf16, usual, peak = [], [], [], []  # (wall, CPU[, in the steps]) seconds per epoch
+    sides = ("usual", "project", "bf16")
+    for repeat in range(sizes["repeats"]):  # interleaved (ABC, CBA), so that all see the same load
         peak.append(matmul_gflops(device))
-        for side in ("usual", "project") if repeat % 2 == 0 else ("project", "usual"):
+        for side in sides if repeat % 2 == 0 else sides[::-1]:
             if side == "usual":
                 usual.append(usual_epoch(usual_model, optimizers_usual, loader, config["sigma"], device))
-            else:
+            elif side == "project":
                 project.append(project_epoch(model, optimizers, config, x_project, y, device))
+            else:
+                bf16.append(project_epoch(bf16_model, bf16_optimizers, config, x_project, y, device, "bf16"))
     flops_per_image = step_flops / config["batch_size"]
     gflops = statistics.median(peak)
 
@@ -268,6 +297,8 @@ def benchmark_training(config, sizes, device):
 
     return {
         "images": n, "batch_size": config["batch_size"], "project_ips": n / median(project, 0), "usual_ips": n / median(usual, 0),
+        "bf16_ips": n / median(bf16, 0), "bf16_native": common.native_bf16(device),
+        "step_seconds": median(project, 2) / (n // config["batch_size"]),
         "cpu_ratio": median(usual, 1) / median(project, 1),
         "peak_gflops": gflops, "peak_best": max(peak), "flops_per_image": flops_per_image,
         "usual_flops_per_image": usual_flops / config["batch_size"],
@@ -416,6 +447,209 @@ def profile_step(config, sizes, device):
 
 
 # ---------------------------------------------------------------------------------------------
+# 5. Whole processes: the usual program against daae.py, start to end
+# ---------------------------------------------------------------------------------------------
+
+FORCED_BF16 = "import common; common.native_bf16 = lambda device: True; import daae, sys; common.cli(daae.main)"
+
+
+def write_npz(path, n, size=28, seed=0):
+    """A .npz of n synthetic uint8 training images (and a tenth as many for validation and test)."""
+    x = (digit_images(n + n // 5, size, seed) * 255).round().to(torch.uint8)[:, 0].numpy()
+    y = np.random.default_rng(seed).integers(0, 10, len(x))
+    m = n // 10
+    np.savez(path, x_train=x[:n], y_train=y[:n], x_val=x[n:n + m], y_val=y[n:n + m], x_test=x[n + m:],
+             y_test=y[n + m:])
+
+
+def usual_process(npz, epochs, out):
+    """The usual program, as a tutorial writes it: the arrays through a PIL Dataset and a shuffling
+    DataLoader, the usual step, and after every epoch torch.save of the networks and optimisers
+    and a sample grid with torchvision's save_image (run as `benchmark.py --usual-process`)."""
+    from torchvision.utils import save_image
+
+    arrays = np.load(npz)
+    config = {**daae.DEFAULTS["mnist"], "image_shape": [1, 28, 28]}
+    model = daae.build_model(config)
+    optimizers = usual_optimizers(model, config["lr"])
+    loader = torch.utils.data.DataLoader(PILImages(arrays["x_train"], arrays["y_train"]),
+                                         batch_size=config["batch_size"], shuffle=True, drop_last=True)
+    device = torch.device("cpu")
+    for epoch in range(epochs):
+        model.train()
+        usual_epoch(model, optimizers, loader, config["sigma"], device)
+        model.eval()
+        with torch.no_grad():
+            save_image(model.decode(torch.randn(100, config["latent_dim"])), Path(out) / f"samples_{epoch}.png",
+                       nrow=10)
+        torch.save({"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}},
+                   Path(out) / "checkpoint.pt")
+
+
+def timed_process(command, threads):
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd=Path(__file__).resolve().parents[1])
+    return time.perf_counter() - start
+
+
+def benchmark_processes(sizes, device):
+    """Images/s of whole processes (start-up, data, training, pictures, checkpoints) on the same
+    .npz, interleaved: the usual program, `daae.py` (fp32), `daae.py --precision bf16`. Where
+    bfloat16 is not native, the bf16 process is forced on (emulated) and labelled so."""
+    n, epochs = sizes["process_images"], 2
+    if not n:  # --tiny: three processes would take longer than the rest of the run
+        return None
+    native = common.native_bf16(device)
+    threads = torch.get_num_threads()
+    times = {"usual": [], "fp32": [], "bf16": []}
+    with tempfile.TemporaryDirectory() as folder:
+        npz = Path(folder) / "digits.npz"
+        write_npz(npz, n)
+        script = Path(__file__).resolve()
+        for repeat in range(sizes["process_repeats"]):
+            sides = list(times) if repeat % 2 == 0 else list(times)[::-1]
+            for side in sides:
+                out = Path(folder) / f"{side}-{repeat}"
+                out.mkdir()
+                flags = ["--dataset", str(npz), "--epochs", str(epochs), "--out", str(out), "--device", device.type]
+                if side == "usual":
+                    command = [sys.executable, str(script), "--usual-process", str(npz), str(epochs), str(out)]
+                elif side == "fp32":
+                    command = [sys.executable, "daae.py", *flags]
+                else:
+                    head = [sys.executable, "daae.py"] if native else [sys.executable, "-c", FORCED_BF16]
+                    command = [*head, *flags, "--precision", "bf16"]
+                times[side].append(timed_process(command, threads))
+    return {"images": n * epochs, "epochs": epochs, "native": native,
+            **{f"{side}_ips": n * epochs / statistics.median(t) for side, t in times.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. The epoch outside the step: pictures, checkpoint, log, and the loop itself
+# ---------------------------------------------------------------------------------------------
+
+
+def loop_seconds(config, device, steps=100):
+    """Seconds per step of common.fit's own work (shuffle, slices, uint8 -> float, loss sums), timed
+    around a step that does nothing."""
+    batch_size = config["batch_size"]
+    x = torch.randint(256, (steps * batch_size, *config["image_shape"]), dtype=torch.uint8)
+    x, y, loss = x.to(device), torch.zeros(len(x), dtype=torch.long, device=device), torch.zeros((), device=device)
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+        run = common.Run("daae", {"batch_size": batch_size, "epochs": 1}, Path(out), device, None, None)
+        history = common.fit(run, torch.nn.Linear(1, 1), {}, lambda xb, yb: {"a": loss, "b": loss, "c": loss}, x, y)
+    return history[-1]["seconds"] / steps
+
+
+def epoch_extras(config, step_seconds, steps, device):
+    """Seconds per epoch that common.fit spends outside the step at the paper's epoch of `steps`
+    steps: the loop's own work per step, daae.save_pictures (the chain and code histogram, drawn
+    every tenth of the run, counted as a tenth), the checkpoint, log.csv, and losses.png (drawn
+    at most once a minute). Each part is timed once; the step comes from sections 1 and 3."""
+    model = daae.build_model(config).to(device)
+    optimizers = daae.make_optimizers(model, config)
+    x = digit_images(config["batch_size"], config["image_shape"][-1]).to(device)
+    daae.train_step(model, optimizers, x, config["sigma"])  # Adam's state exists, as in a checkpoint
+    test = (digit_images(2000, config["image_shape"][-1], seed=3) * 255).to(torch.uint8)
+    data = common.Dataset("synthetic", None, None, None, None, test, torch.zeros(len(test), dtype=torch.long))
+    history = [{"epoch": i + 1, "reconstruction": 0.1, "discriminator": 1.3, "encoder_adversarial": 0.7,
+                "seconds": 1.0} for i in range(100)]
+    with tempfile.TemporaryDirectory() as out:
+        run = common.Run("daae", {**config, "epochs": 100}, Path(out), device, data, None)
+        fixed_z = model.sample_prior(100)
+        model.eval()
+        with torch.no_grad():
+            pictures = timed(lambda: daae.save_pictures(model, run, fixed_z, 3), device)
+            tenth = timed(lambda: daae.save_pictures(model, run, fixed_z, 10), device)
+        state = {"model_state": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}
+        checkpoint = timed(lambda: common.save_checkpoint(Path(out) / "checkpoint.pt", state), device)
+        log = timed(lambda: common.write_log(Path(out), history, plot=False), device)
+        plot = timed(lambda: common.write_log(Path(out), history, plot=True), device)
+    loop = loop_seconds(config, device)
+    epoch = steps * (step_seconds + loop)
+    parts = {"the loop's own work": steps * loop, "pictures": pictures, "chain and histogram (a tenth)": tenth / 10,
+             "checkpoint": checkpoint, "log.csv": log, "losses.png": plot * min(1.0, epoch / 60)}
+    outside = sum(parts.values())
+    return {"steps": steps, "step": step_seconds, "parts": parts, "outside": outside,
+            "share": outside / (steps * step_seconds + outside)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Dataset memory: uint8 splits against float32 ones
+# ---------------------------------------------------------------------------------------------
+
+PEAK_RSS = """
+import re, sys, torch
+sys.path.insert(0, {root!r})
+import common
+
+def status(key):  # resident memory now (VmRSS) and at its peak (VmHWM), in bytes
+    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here: imports do not count
+base = status("VmRSS")
+data = common.load_dataset({npz!r})
+splits = [data.x_train, data.x_val, data.x_test]
+if {as_float!r}:
+    splits = [common.float_images(x) for x in splits]  # float32 splits, as stored before
+print(status("VmHWM") - base)
+"""
+
+
+def peak_dataset_memory(n, size=28, channels=1, with_float=True):
+    """Peak resident memory that loading an n-image .npz adds to a process, as a multiple of its
+    uint8 size: the splits kept as uint8 (common.load_dataset), and converted to float32. Linux's
+    /proc/self counters, the peak reset after the imports; None elsewhere."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    result = {"images": n, "shape": (channels, size, size)}
+    with tempfile.TemporaryDirectory() as folder:
+        npz = Path(folder) / "data.npz"
+        rng = np.random.default_rng(0)
+        shape = (size, size) if channels == 1 else (channels, size, size)
+        m = n // 10
+        np.savez(npz, x_train=rng.integers(0, 256, (n - 2 * m, *shape), dtype=np.uint8),
+                 y_train=np.zeros(n - 2 * m, np.int64), x_val=rng.integers(0, 256, (m, *shape), dtype=np.uint8),
+                 y_val=np.zeros(m, np.int64), x_test=rng.integers(0, 256, (m, *shape), dtype=np.uint8),
+                 y_test=np.zeros(m, np.int64))
+        result["uint8_bytes"] = n * channels * size * size
+        for as_float in (False, True) if with_float else (False,):
+            code = PEAK_RSS.format(root=str(Path(__file__).resolve().parents[1]), npz=str(npz), as_float=as_float)
+            peak = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                      text=True).stdout.split()[-1])
+            result["float" if as_float else "uint8"] = peak / result["uint8_bytes"]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. CUDA: ms per step
+# ---------------------------------------------------------------------------------------------
+
+
+def cuda_steps(config, sizes, device):
+    """On CUDA: ms per DAAE MNIST step, eager, in fp32 and bf16 (autocast). None without a GPU."""
+    if device.type != "cuda":
+        return None
+    result = {}
+    for precision in ("fp32", "bf16"):
+        model = daae.build_model(config).to(device)
+        optimizers = daae.make_optimizers(model, config)
+        run = common.Run("daae", config, None, device, None, None, precision)
+        x = digit_images(config["batch_size"], 28).to(device)
+
+        def steps(n=50):
+            for _ in range(n):
+                with common.autocast(run):
+                    daae.train_step(model, optimizers, x, config["sigma"])
+
+        steps(5)
+        result[precision] = statistics.median(timed(steps, device) for _ in range(sizes["repeats"])) / 50 * 1e3
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
 
@@ -442,6 +676,21 @@ def report(results, start_load, device, mode):
         return "(tiny run: no verdict)" if mode == "tiny" else "**met**" if ok else "**not met**"
 
     t, p, o, prof = results["training"], results["parzen"], results["omniglot"], results["profile"]
+    w, outside, memory, cuda = results["processes"], results["outside"], results["memory"], results["cuda"]
+    emulated = "" if t["bf16_native"] else " (bfloat16 emulated: this CPU has no native bfloat16)"
+    if w is None:
+        processes = ["| whole processes | not measured in a --tiny run | |"]
+    else:
+        process_ratio = w["bf16_ips"] / w["usual_ips"]
+        bf16_verdict = verdict(process_ratio >= 3) if w["native"] else "**not measurable here** (no native bfloat16)"
+        processes = [
+            f"| whole processes, {w['images']:,} images ({w['epochs']} epochs): the usual program (PIL loader, "
+            f"save_image, torch.save every epoch) | {w['usual_ips']:,.0f} images/s | |",
+            f"| whole processes: daae.py (fp32) | {w['fp32_ips']:,.0f} images/s, {w['fp32_ips'] / w['usual_ips']:.2f}x "
+            f"the usual | |",
+            f"| whole processes: daae.py --precision bf16{'' if w['native'] else ' (forced on, emulated)'} | "
+            f"{w['bf16_ips']:,.0f} images/s, {process_ratio:.2f}x the usual | >= 3x on native bfloat16 "
+            f"{bf16_verdict} |"]
     # With one thread, CPU time measures the work whatever share of the cores the process got.
     one_thread = torch.get_num_threads() == 1 and device.type == "cpu"
     cpu_ratio = f" (in CPU time: {t['cpu_ratio']:.2f}x)" if one_thread else ""
@@ -469,6 +718,22 @@ def report(results, start_load, device, mode):
         f"| DAAE MNIST training, this project (common.fit + daae.train_step) | {t['project_ips']:,.0f} images/s "
         f"({t['project_ips'] / t['ceiling_ips']:.0%} of the matmul peak) | |",
         f"| speed-up over the usual loop | {ratio:.2f}x{cpu_ratio} | >= 2x {verdict(ratio >= 2)} |",
+        f"| DAAE MNIST training, this project in bf16 (autocast){emulated} | {t['bf16_ips']:,.0f} images/s, "
+        f"{t['bf16_ips'] / t['usual_ips']:.2f}x the usual loop | |",
+        *processes,
+        *(f"| {name} epoch outside the step ({e['steps']} steps of {e['step'] * 1e3:,.0f} ms) | "
+          f"{e['outside']:.2f} s, {e['share']:.1%} of the epoch ("
+          + ", ".join(f"{part} {seconds:.2f} s" for part, seconds in e["parts"].items())
+          + f") | < 5% {verdict(e['share'] < 0.05)} |" for name, e in (("MNIST", outside["mnist"]),
+                                                                     ("Omniglot", outside["omniglot"]))),
+        "| peak memory of loading a .npz | not measured (it reads Linux's /proc/self) | |" if memory is None else
+        f"| peak memory of loading a {memory['images']:,}-image .npz ({memory['uint8_bytes'] / 2**20:,.0f} MiB of "
+        f"uint8) | {memory['uint8']:.2f}x its uint8 size kept as uint8; {memory['float']:.2f}x converted to float32 "
+        f"(the storage before) | <= 1.1x {verdict(memory['uint8'] <= 1.1)} |",
+        "| CUDA ms per step, eager | " + ("skipped: no CUDA device" if cuda is None else
+                                        f"{cuda['fp32']:.2f} ms fp32, {cuda['bf16']:.2f} ms bf16") + " | |",
+        "| CUDA ms per step, graphed | not measured: CUDA graphs of the step are not implemented (untested "
+        "without a GPU) | |",
         f"| same math: one step from the same weights, largest difference | losses {t['loss_diff']:.1e}, "
         f"weights {t['weight_diff']:.1e} | |",
         f"| CUDA: host-device syncs in fit's training steps | {t['cuda_syncs']} | none |",
@@ -507,11 +772,23 @@ def report(results, start_load, device, mode):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer repeats and steps (about a minute)")
+    size.add_argument("--quick", action="store_true", help="fewer repeats, steps and images")
     size.add_argument("--tiny", action="store_true",
                       help="tiny networks and data, a few seconds: checks the script runs, the numbers mean nothing")
     parser.add_argument("--threads", type=common.positive_int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--celeba-memory", action="store_true",
+                        help="only the peak memory of loading a CelebA-sized .npz (202,599 x 3 x 64 x 64 uint8, "
+                             "2.5 GB, written to the temporary folder and deleted)")
+    parser.add_argument("--usual-process", nargs=3, metavar=("NPZ", "EPOCHS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.usual_process:  # section 5 runs the usual program as a process of its own
+        npz, epochs, out = args.usual_process
+        return usual_process(npz, int(epochs), out)
+    if args.celeba_memory:
+        memory = peak_dataset_memory(202599, 64, 3, with_float=False)
+        print(f"CelebA-sized .npz, {memory['uint8_bytes'] / 2**30:.2f} GiB of uint8: loading adds "
+              f"{memory['uint8']:.2f}x that at its peak")
+        return memory
     threads = torch.get_num_threads()
     try:
         if args.threads or args.tiny:  # tiny networks are all overhead: one thread keeps them quick on a busy machine
@@ -546,7 +823,16 @@ def run_all(mode):
     sections = [("training", "training: the usual PyTorch loop and this project's", benchmark_training, mnist),
                 ("parzen", "Parzen bandwidth search", benchmark_parzen, n_samples, n_points),
                 ("omniglot", "Omniglot iDAAE step", benchmark_omniglot, omniglot),
-                ("profile", "profile of a DAAE step", profile_step, mnist)]
+                ("profile", "profile of a DAAE step", profile_step, mnist),
+                ("processes", "whole processes: the usual program, daae.py fp32 and bf16", benchmark_processes),
+                ("outside", "the epoch outside the step, at the paper's MNIST and Omniglot sizes",
+                 lambda sizes, device: {
+                     "mnist": epoch_extras(mnist, results["training"]["step_seconds"], 50000 // 64, device),
+                     "omniglot": epoch_extras(omniglot, results["omniglot"]["step_m1"],
+                                              OMNIGLOT_TRAIN_IMAGES // 64, device)}),
+                ("memory", "peak memory of a dataset",
+                 lambda sizes, device: peak_dataset_memory(sizes["memory_images"])),
+                ("cuda", "CUDA steps", cuda_steps, mnist)]
     for i, (key, title, measure, *args) in enumerate(sections):
         print(f"{i + 1}/{len(sections)} {title}", end="", flush=True)
         start = time.perf_counter()

@@ -18,7 +18,9 @@ def test_tiny_benchmark_prints_the_table_and_its_checks_hold(capsys):
     assert torch.get_num_threads() == threads
     out = capsys.readouterr().out
     for row in ("| speed-up over the usual loop |", "| Parzen speed-up", "| Omniglot iDAAE epoch",
-                "| matmuls (mm, addmm)", "The most any loop doing this math could gain here"):
+                "| matmuls (mm, addmm)", "The most any loop doing this math could gain here",
+                "| DAAE MNIST training, this project in bf16", "| MNIST epoch outside the step",
+                "| Omniglot epoch outside the step", "| peak memory of loading", "| CUDA ms per step, eager"):
         assert row in out
 
     train, parzen, omniglot = results["training"], results["parzen"], results["omniglot"]
@@ -28,3 +30,6 @@ def test_tiny_benchmark_prints_the_table_and_its_checks_hold(capsys):
     # per step: the discriminator's and the encoder's fake codes (M corruptions in one batched call), then
     # the reconstruction's
     assert omniglot["encoder_batches"] == {1: [64, 64, 64], 5: [320, 320, 64]}
+    # the epoch's parts outside the step were all timed, and the dataset was measured (on Linux)
+    assert set(results["outside"]["mnist"]["parts"]) == set(results["outside"]["omniglot"]["parts"])
+    assert results["memory"] is None or results["memory"]["uint8"] < results["memory"]["float"]

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from common import CLIError, Dataset, load_dataset
+from common import CLIError, Dataset, float_images, load_dataset
 
 SIZE = 21  # side of the fake Omniglot images: a stroke at (row, column) = (character, drawer - 1)
 
@@ -33,6 +33,7 @@ def write_omniglot_set(folder, alphabets):
 
 def stroke_positions(x):
     """(row, column) of the single 1-pixel of each 1 x SIZE x SIZE image."""
+    x = float_images(x)
     assert set(x.unique().tolist()) == {0.0, 1.0}
     assert (x.sum(dim=(1, 2, 3)) == 1).all()
     flat = x.flatten(1).argmax(dim=1)
@@ -90,7 +91,7 @@ def test_omniglot_split_labels_eval_and_resize(omniglot_dir):
 
     small = load_dataset("omniglot", data_dir=str(omniglot_dir), image_size=8)
     assert small.image_shape == (1, 8, 8) and small.extra["x_eval"].shape == (40, 1, 8, 8)
-    assert small.x_test.min() >= 0 and small.x_test.max() <= 1 and small.x_test.sum() > 0
+    assert small.x_test.dtype == torch.uint8 and small.x_test.sum() > 0  # resized, still bytes
 
 
 def test_omniglot_cache_serves_without_the_pngs(omniglot_dir, capsys):
@@ -124,7 +125,7 @@ def test_npz_uint8_nhw_with_validation(tmp_path):
     data = load_dataset(str(path))
     assert data.image_shape == (1, 5, 6) and data.num_classes == 4
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (20, 5, 5)
-    assert torch.allclose(data.x_val[:, 0], torch.from_numpy(x[20:25]).float() / 255)
+    assert data.x_val.dtype == torch.uint8 and torch.equal(data.x_val[:, 0], torch.from_numpy(x[20:25]))
     assert torch.equal(data.y_test, torch.from_numpy(y[25:]))
     assert load_dataset(str(path), image_size=4).x_train.shape == (20, 1, 4, 4)
 
@@ -189,7 +190,7 @@ def test_mnist_from_torchvision_raw_files_then_from_cache(tmp_path):
     # The paper's split, scaled: the first five sixths train, the last sixth validates.
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (50, 10, 10)
     assert data.image_shape == (1, 28, 28) and data.num_classes == 10
-    assert torch.allclose(data.x_val[:, 0], torch.from_numpy(x_train[50:]).float() / 255)
+    assert data.x_val.dtype == torch.uint8 and torch.equal(data.x_val[:, 0], torch.from_numpy(x_train[50:]))
     assert torch.equal(data.y_train, torch.from_numpy(y_train[:50]))
     assert torch.equal(data.y_test, torch.from_numpy(y_test.copy()))
 
@@ -268,6 +269,6 @@ def test_sprites_layout_splits_and_attributes(tmp_path):
     # Character 5 (test): its one lit pixel per frame is in channel 2, row 5, column = animation.
     lit = data.x_test.nonzero()
     assert (lit[:, 1] == 2).all() and (lit[:, 2] == 5).all() and torch.equal(lit[:, 3], torch.arange(21))
-    assert (data.x_test.sum(dim=(1, 2, 3)) == 1).all()
+    assert (float_images(data.x_test).sum(dim=(1, 2, 3)) == 1).all()
     assert torch.equal(data.extra["attributes_eval"][0], torch.arange(4, 11))
     assert data.extra["attributes_train"].shape == (63, 7)
