@@ -839,7 +839,8 @@ def map_batches(fn, x, batch_size, device):
     """fn applied to x in batches on `device`, outputs concatenated on the CPU (no grad). Batches of
     uint8 images reach fn as float32 in [0, 1]."""
     with torch.no_grad():
-        return torch.cat([fn(float_images(x[i:i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)])
+        return torch.cat([fn(float_images(x[i:i + batch_size].to(device))).cpu()
+                          for i in range(0, len(x), batch_size)])
 
 
 @contextmanager
@@ -989,6 +990,8 @@ def _start_locked_run(model, config, given, defaults, out, shown_dataset):
 
     seed_everything(config["seed"])
     device = choose_device(config.get("device"))
+    # What the steps run in is what config.json records; runs from before --precision were fp32
+    config["precision"] = choose_precision(config.get("precision", "fp32"), device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
     if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
         # On busy cores torch's threads wait for each other: a step ran 4-10x slower with 2 than with 1.
@@ -1007,9 +1010,7 @@ def _start_locked_run(model, config, given, defaults, out, shown_dataset):
     for key in sorted(k for k in config if k not in {"model", "dataset", "image_shape", "num_classes"}):
         print(f"  {key:<24} {config[key]}")
     write_json(out / "config.json", config)
-    # Runs from before --precision resume as they were trained: in fp32
-    precision = choose_precision(config.get("precision", "fp32"), device)
-    return Run(model, config, out, device, data, checkpoint, precision)
+    return Run(model, config, out, device, data, checkpoint, config["precision"])
 
 
 def lock_run_folder(out):

@@ -88,6 +88,7 @@ def test_bf16_without_native_support_says_so_in_one_line_and_trains_in_fp32(monk
                            "--out", str(tmp_path / "asked")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
     assert len(notes) == 1 and "no native bfloat16" in notes[0] and "stays fp32" in notes[0]
+    assert json.loads((tmp_path / "asked/config.json").read_text())["precision"] == "fp32"  # as it trained
     assert cli(daae.main, ["--epochs", "1", "--sample-steps", "2", "--out", str(tmp_path / "fp32")]) == 0
     asked, fp32 = weights(tmp_path / "asked/checkpoint.pt"), weights(tmp_path / "fp32/checkpoint.pt")
     assert all(torch.equal(asked[k], fp32[k]) for k in fp32)
