@@ -26,7 +26,9 @@ over the classes) ever show their labels, in (3). The test error is that of argm
 Section 6, unsupervised clustering (--labels 0): the same model without phase (3), and y with
 K = 16 or 30 categories (--clusters). The adversarial game alone makes y a K-way clustering;
 eval.py scores it as the paper does: each cluster takes the label of the one validation image
-it is most confident about, and every test image the label of its argmax cluster.
+it is most confident about, and every test image the label of its argmax cluster. Here, and not
+in the paper, the discriminators see their inputs through Gaussian noise (--discriminator-noise
+0.3, see instance_noise): without it the clusters froze early, most of them unused.
 
 Section 7, dimensionality reduction (--reduce-dim n): the decoder sees the n-D code
 
@@ -42,6 +44,7 @@ in a comment. The authors released no code.
 
     python semi_supervised_aae.py                                 # digits, 100 labels, ~1 min
     python semi_supervised_aae.py --labels 0                      # digits, 16 clusters (Section 6)
+    python semi_supervised_aae.py --labels 0 --clusters 30        # digits, 30 clusters
     python semi_supervised_aae.py --reduce-dim 2 --labels 0 --clusters 20      # Figure 11c
     python semi_supervised_aae.py --dataset mnist --labels 1000                # Table 2
 """

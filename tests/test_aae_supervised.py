@@ -51,7 +51,7 @@ def test_cli_supervised_run_and_bad_input(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["--supervised", "--epochs", "1", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["supervised"] and config["latent_dim"] == 4
+    assert config["supervised"] and config["latent_dim"] == 2
     assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
     model = aae.build_model(config)
     model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["model_state"])
