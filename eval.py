@@ -10,6 +10,7 @@ appendix for the log-likelihood):
 
   reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images.
+               A supervised AAE (aae.py --supervised) decodes with each test image's true label.
   classify     an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
                on the test split; the same SVC on raw pixels and on PCA to the code size as
                baselines. With an evaluation set of drawers (Omniglot, the paper's test (b)): the
