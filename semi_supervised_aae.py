@@ -248,13 +248,14 @@ def reconstruction_phase(model, optimizer, x, noise):
 
 
 def instance_noise(v, std):
-    """v + std * eps, what the discriminators see in training (--discriminator-noise; not the paper's,
-    which states none; a public re-implementation of Section 6 puts the same 0.3 before both
-    discriminators). Without it D_cat tells the encoder's softmax y (0.98 on its largest entry)
-    from exactly one-hot samples by its softness alone, the encoder's answer is an ever more
-    saturated softmax, and a saturated softmax passes back no gradient: the images stay in the few
-    clusters they first fell into, 6 of 16 on digits. The noise hides the last few hundredths
-    from D_cat, which then judges what the paper asks of it: how often each category is used."""
+    """v + std * eps, what the discriminators see in training (--discriminator-noise). Not the
+    paper's, which states none; the Chainer re-implementation musyoku/adversarial-autoencoder
+    puts the same 0.3 before both discriminators. Without it D_cat tells the encoder's softmax y
+    (0.98 on its largest entry) from exactly one-hot samples by its softness alone, the
+    encoder's answer is an ever more saturated softmax, and a saturated softmax passes back no
+    gradient: the images stay in the few clusters they first fell into, 6 of 16 on digits. The
+    noise hides the last few hundredths from D_cat, which then judges what the paper asks of it:
+    how often each category is used."""
     return v + std * torch.randn_like(v) if std > 0 else v
 
 

@@ -208,7 +208,7 @@ def test_cli_writes_the_run_folder(digits_runs):
     reduce = json.loads((digits_runs / "reduce/config.json").read_text())
     assert (reduce["labels"], reduce["clusters"], reduce["style_dim"], reduce["latent_dim"]) == (0, 5, 2, 2)
     assert reduce["batch_norm"] and reduce["input_dropout"] == 0.2 and not config["batch_norm"]  # Section 6's encoder
-    assert reduce["discriminator_noise"] == 0.3 and config["discriminator_noise"] == 0  # not the paper's: clustering only
+    assert reduce["discriminator_noise"] == 0.3 and config["discriminator_noise"] == 0  # clustering only
     assert "cross_entropy" not in (digits_runs / "reduce/log.csv").read_text()  # Section 6: no phase (3)
 
 
