@@ -65,11 +65,14 @@ DEFAULTS = {
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
 # --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row.
-# On 8x8 digits a 10-D z held the class as well, and the decoder leaned on it: after 150 epochs
-# the decoded images varied twice as much over z as over the label (pixel std 0.21 against
-# 0.09), and the rows of Figure 7 kept one digit. With 4-D z: 0.16 against 0.15, and the label
-# sets the digit along most rows.
-SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 4}
+# Nothing in Section 4 keeps the class out of z: the encoder does not see the label, and the decoder
+# only makes a class code in z unnecessary. The smaller z, the less room it has for the class. On
+# 8x8 digits, with 10-D z every row of Figure 7 kept one digit. Scored by an RBF SVC trained on the
+# training pixels (98.5 % test accuracy), which reads dec([k, z]) for 200 prior z's: with 4-D z it
+# recognised the column's label k in 79 % of the images after the default 150 epochs and 89 % after
+# 400; with 2-D z in 97 % after 150 (seed 0), and z still carries style (pixel std over z 0.12,
+# over labels 0.16).
+SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
 MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
 SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll; a thin one
 

@@ -12,6 +12,7 @@ papers do:
 
   reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images.
+               A supervised AAE (aae.py --supervised) decodes with each test image's true label.
   classify     an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
                on the test split; the same SVC on raw pixels and on PCA to the code size as
                baselines. With an evaluation set of drawers (Omniglot, the paper's test (b)): the
@@ -143,14 +144,25 @@ def merge_results(run_dir, study_key, result):
 
 def reconstruct(model, data, device):
     """Per-image MSE between the clean test images and dec(enc(x + sigma eps)), sigma the
-    training corruption (none for a model trained without it); mean and standard error."""
-    def squared_errors(x):
-        x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
-        return (model.decode(model.encode(x_in)) - x).pow(2).flatten(1).mean(1)
+    training corruption (none for a model trained without it); mean and standard error.
+    A supervised AAE (aae.py --supervised) decodes [label, z]: it is given each test image's
+    true label, as in training."""
+    supervised = bool(getattr(model, "decoder_labels", 0))
+    labels = data.y_test.to(device)
 
-    errors = common.map_batches(squared_errors, data.x_test, BATCH, device)
+    def squared_errors(index):
+        x = data.x_test[index.cpu()].to(device)
+        x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
+        z = model.encode(x_in)
+        x_rec = model.decode(z, labels[index]) if supervised else model.decode(z)
+        return (x_rec - x).pow(2).flatten(1).mean(1)
+
+    errors = common.map_batches(squared_errors, torch.arange(len(data.x_test)), BATCH, device)
     mse, se = common.mean_and_standard_error(errors)
-    return {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors)}
+    result = {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors)}
+    if supervised:
+        result["notes"] = ["the supervised AAE's decoder was given each test image's true label, dec([y, enc(x)])"]
+    return result
 
 
 def reconstruction_table(result):

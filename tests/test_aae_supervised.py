@@ -4,10 +4,13 @@ alone; samples.png is Figure 7 (a row per style z, a column per class); one-line
 import json
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 import aae
+import common
+import eval as evaluation
 from helpers import run_script
 
 
@@ -48,7 +51,7 @@ def test_cli_supervised_run_and_bad_input(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["--supervised", "--epochs", "1", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["supervised"] and config["latent_dim"] == 4
+    assert config["supervised"] and config["latent_dim"] == 2
     assert (out / "samples.png").is_file() and (out / "reconstructions.png").is_file()
     model = aae.build_model(config)
     model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["model_state"])
@@ -63,3 +66,22 @@ def test_cli_supervised_run_and_bad_input(tmp_path, capsys):
         assert cli(["--supervised", "--epochs", "1", "--out", str(tmp_path / "bad"), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_eval_reconstructs_with_the_true_labels_and_runs_every_study(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["--supervised", "--epochs", "1", "--out", str(out)]) == 0
+    assert run_script(evaluation.main, ["all", str(out), "--samples", "300"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "eval.json").read_text())
+    assert {"reconstruction", "classification", "likelihood"} <= set(results)
+    assert "true label" in printed and any("true label" in n for n in results["reconstruction"]["notes"])
+
+    # The MSE is that of dec([true label, enc(x)]), and another label gives another number.
+    model = common.load_run(out).model
+    data = common.load_dataset("digits")
+    with torch.no_grad():
+        def mse(labels):
+            return (model.decode(model.encode(data.x_test), labels) - data.x_test).pow(2).mean().item()
+        assert results["reconstruction"]["mse"] == pytest.approx(mse(data.y_test), rel=1e-5)
+        assert mse((data.y_test + 1) % 10) != pytest.approx(mse(data.y_test), rel=1e-3)

@@ -60,6 +60,24 @@ def test_each_phase_updates_only_its_networks():
     assert {k.rsplit(".", 1)[0].split(".")[1] for k in changed} == {"trunk", "y_head"}
 
 
+def test_the_discriminators_see_noisy_inputs_only_with_discriminator_noise():
+    model, optimizers = tiny_model()
+    seen = []
+    for network in (model.d_cat, model.d_gauss):
+        network.register_forward_pre_hook(lambda module, args: seen.append((module, args[0].detach().clone())))
+    x = torch.rand(16, 1, 8, 8)
+    ssaae.regularisation_phase(model, optimizers, x, 0.0)
+    # D_cat sees one-hot samples and the softmax y (rows summing to 1), each twice (D's and the encoder's update).
+    assert [m for m, _ in seen] == [model.d_cat, model.d_cat, model.d_gauss, model.d_gauss, model.d_cat, model.d_gauss]
+    assert all(torch.allclose(v.sum(1), torch.ones(16)) for m, v in seen if m is model.d_cat)
+    seen.clear()
+    ssaae.regularisation_phase(model, optimizers, x, 0.0, discriminator_noise=0.3)
+    assert not any(torch.allclose(v.sum(1), torch.ones(16), atol=1e-2) for m, v in seen if m is model.d_cat)
+    plain = model.encoder(x)[1]
+    gauss_fake = [v for m, v in seen if m is model.d_gauss][1]  # the encoder's z, as D_gauss saw it
+    assert 0.2 < (gauss_fake - plain).std() < 0.4
+
+
 def test_section7_heads_move_in_the_reconstruction_phase_and_are_pushed_apart():
     model, optimizers = tiny_model(reduce_dim=2)
     assert model.decoder.net[0].in_features == 2  # the decoder sees y W_C + z, 2-D
@@ -190,6 +208,7 @@ def test_cli_writes_the_run_folder(digits_runs):
     reduce = json.loads((digits_runs / "reduce/config.json").read_text())
     assert (reduce["labels"], reduce["clusters"], reduce["style_dim"], reduce["latent_dim"]) == (0, 5, 2, 2)
     assert reduce["batch_norm"] and reduce["input_dropout"] == 0.2 and not config["batch_norm"]  # Section 6's encoder
+    assert reduce["discriminator_noise"] == 0.3 and config["discriminator_noise"] == 0  # clustering only
     assert "cross_entropy" not in (digits_runs / "reduce/log.csv").read_text()  # Section 6: no phase (3)
 
 
