@@ -67,14 +67,16 @@ def test_the_discriminators_see_noisy_inputs_only_with_discriminator_noise():
         network.register_forward_pre_hook(lambda module, args: seen.append((module, args[0].detach().clone())))
     x = torch.rand(16, 1, 8, 8)
     ssaae.regularisation_phase(model, optimizers, x, 0.0)
-    # D_cat sees one-hot samples and the softmax y (rows summing to 1), each twice (D's and the encoder's update).
-    assert [m for m, _ in seen] == [model.d_cat, model.d_cat, model.d_gauss, model.d_gauss, model.d_cat, model.d_gauss]
-    assert all(torch.allclose(v.sum(1), torch.ones(16)) for m, v in seen if m is model.d_cat)
+    # D's update scores the prior's samples and the encoder's outputs in one call (32 rows); the
+    # encoder's update scores its own (16). D_cat sees one-hot samples and the softmax y: rows summing to 1.
+    assert [(m, len(v)) for m, v in seen] == [(model.d_cat, 32), (model.d_gauss, 32), (model.d_cat, 16),
+                                              (model.d_gauss, 16)]
+    assert all(torch.allclose(v.sum(1), torch.ones(len(v))) for m, v in seen if m is model.d_cat)
     seen.clear()
     ssaae.regularisation_phase(model, optimizers, x, 0.0, discriminator_noise=0.3)
-    assert not any(torch.allclose(v.sum(1), torch.ones(16), atol=1e-2) for m, v in seen if m is model.d_cat)
+    assert not any(torch.allclose(v.sum(1), torch.ones(len(v)), atol=1e-2) for m, v in seen if m is model.d_cat)
     plain = model.encoder(x)[1]
-    gauss_fake = [v for m, v in seen if m is model.d_gauss][1]  # the encoder's z, as D_gauss saw it
+    gauss_fake = [v for m, v in seen if m is model.d_gauss][0][16:]  # the encoder's z, as D_gauss saw it
     assert 0.2 < (gauss_fake - plain).std() < 0.4
 
 
