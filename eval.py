@@ -151,7 +151,7 @@ def reconstruct(model, data, device):
     labels = data.y_test.to(device)
 
     def squared_errors(index):
-        x = data.x_test[index.cpu()].to(device)
+        x = common.float_images(data.x_test[index.cpu()].to(device))
         x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
         z = model.encode(x_in)
         x_rec = model.decode(z, labels[index]) if supervised else model.decode(z)
@@ -666,7 +666,7 @@ def inception_network():
                               f"downloaded once into {checkpoints}: connect to the internet once, or use "
                               "--feature-network classifier (a classifier trained on the run's own dataset)") from None
     return FeatureNetwork(INCEPTION, lambda: quality_metrics(2048, "logits_unbiased", normalize=True),
-                          lambda x: x.clamp(0, 1).expand(-1, 3, -1, -1), {})
+                          lambda x: common.float_images(x).clamp(0, 1).expand(-1, 3, -1, -1), {})
 
 
 class DatasetClassifier(torch.nn.Module):
@@ -701,7 +701,7 @@ def train_classifier(data, device):
     x, y = data.x_train.to(device), data.y_train.to(device)
     for _ in progress(range(CLASSIFIER_STEPS), "training the classifier"):
         index = torch.randint(len(x), (CLASSIFIER_BATCH,), device=device)
-        loss = torch.nn.functional.cross_entropy(classifier(x[index]), y[index])
+        loss = torch.nn.functional.cross_entropy(classifier(common.float_images(x[index])), y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -768,7 +768,7 @@ def classifier_network(data, data_dir, device):
     classifier = classifier.to(device).eval().requires_grad_(False)
     return FeatureNetwork(f"{common.dataset_tag(data.name)} classifier",
                           lambda: quality_metrics(classifier.features, classifier),
-                          lambda x: x.clamp(0, 1), {"classifier_test_accuracy": accuracy})
+                          lambda x: common.float_images(x).clamp(0, 1), {"classifier_test_accuracy": accuracy})
 
 
 def default_feature_network(config):
