@@ -1,6 +1,7 @@
 """Every test: one thread (the tests' networks are tiny, and two OpenMP threads that wait for
-each other on a busy machine make a step several times slower, not faster), no network, and
-its own empty working folder (a script's default runs/ and data/ are never the user's)."""
+each other on a busy machine make a step several times slower, not faster), no network, its
+own empty working folder (a script's default runs/ and data/ are never the user's), and a
+short training of eval.py's quality classifier."""
 
 import os
 import urllib.error
@@ -8,6 +9,8 @@ import urllib.request
 
 import pytest
 import torch
+
+import eval as evaluation
 
 os.environ["OMP_NUM_THREADS"] = "1"  # for the scripts the tests start as subprocesses
 torch.set_num_threads(1)
@@ -29,3 +32,10 @@ def own_working_folder(tmp_path, monkeypatch):
     tests (the README's quick start) must not meet a test's default runs/aae-digits, nor a test
     write into the user's runs/ or data/."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def short_classifier_training(monkeypatch):
+    """eval.py's quality study (and `all`, which includes it) trains its classifier a few hundred
+    steps: the tests check what the classifier is for, not how good it gets."""
+    monkeypatch.setattr(evaluation, "CLASSIFIER_STEPS", 200)

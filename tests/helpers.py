@@ -13,6 +13,15 @@ def run_script(main, argv):
     return 0
 
 
+def run_eval(argv, capsys):
+    """`python eval.py ARGV` in-process: (exit status, stdout, stderr)."""
+    import eval as evaluation
+
+    status = run_script(evaluation.main, argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
 def assert_training_progresses(history):
     """history: the loss dicts of consecutive train_step calls. The reconstruction loss of the last
     16 steps is below 0.8 of the first 16's, and the discriminator neither collapsed nor ran away."""

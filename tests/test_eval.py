@@ -15,24 +15,11 @@ from PIL import Image
 import aae
 import common
 import eval as evaluation
-from helpers import run_script
+from helpers import run_eval as run_cli
 
 RECONSTRUCTION_KEYS = {"mse", "se"}
 SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pca"}
 LOO_KEYS = {"loo20_linear", "loo20_linear_se", "loo20_linear_max", "loo20_linear_pixels", "loo20_linear_pca"}
-
-
-@pytest.fixture(autouse=True)
-def short_classifier_training(monkeypatch):
-    """`all` includes the quality study: its classifier gets a few hundred steps, not the real count."""
-    monkeypatch.setattr(evaluation, "CLASSIFIER_STEPS", 200)
-
-
-def run_cli(argv, capsys):
-    """`python eval.py ARGV` in-process: (exit status, stdout, stderr)."""
-    status = run_script(evaluation.main, argv)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def eval_json(run_dir):

@@ -13,22 +13,10 @@ import torch
 import aae
 import common
 import eval as evaluation
-from helpers import run_script
+from helpers import run_eval as run_cli, run_script
 
 QUALITY_KEYS = {"fid", "inception_score", "inception_score_std", "feature_network", "samples"}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def short_classifier_training(monkeypatch):
-    """A few hundred steps: the tests check what the classifier is for, not how good it gets."""
-    monkeypatch.setattr(evaluation, "CLASSIFIER_STEPS", 200)
-
-
-def run_cli(argv, capsys):
-    status = run_script(evaluation.main, argv)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def random_network():
