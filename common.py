@@ -811,7 +811,8 @@ def autocast(run):
     to bfloat16 on the run's device, so matmuls and convolutions compute in bfloat16 while the
     weights, their gradients, the optimisers' state and the losses (autocast's float32 ops, such
     as the cross-entropies) stay float32. fp32: nothing."""
-    return torch.autocast(run.device.type, dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
+    return torch.autocast(run.device.type, dtype=torch.bfloat16) if run.config["precision"] == "bf16" \
+        else nullcontext()
 
 
 def seed_everything(seed):
@@ -925,12 +926,11 @@ _held_locks = {}  # run folder -> (the open lock file of this process, the outer
 
 
 class Run:
-    """One training run: its settings, folder, device, data, (when resuming) checkpoint, and the
-    precision its steps run in (config's, unless the device lacks bfloat16)."""
+    """One training run: its settings, folder, device, data and (when resuming) checkpoint."""
 
-    def __init__(self, model, config, out, device, data, checkpoint, precision="fp32"):
+    def __init__(self, model, config, out, device, data, checkpoint):
         self.model, self.config, self.out = model, config, out
-        self.device, self.data, self.checkpoint, self.precision = device, data, checkpoint, precision
+        self.device, self.data, self.checkpoint = device, data, checkpoint
 
 
 def dataset_tag(dataset):
@@ -990,7 +990,7 @@ def _start_locked_run(model, config, given, defaults, out, shown_dataset):
 
     seed_everything(config["seed"])
     device = choose_device(config.get("device"))
-    # What the steps run in is what config.json records; runs from before --precision were fp32
+    # What the steps run in (autocast reads it) is what config.json records; runs from before --precision were fp32
     config["precision"] = choose_precision(config.get("precision", "fp32"), device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
     if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
@@ -1010,7 +1010,7 @@ def _start_locked_run(model, config, given, defaults, out, shown_dataset):
     for key in sorted(k for k in config if k not in {"model", "dataset", "image_shape", "num_classes"}):
         print(f"  {key:<24} {config[key]}")
     write_json(out / "config.json", config)
-    return Run(model, config, out, device, data, checkpoint, config["precision"])
+    return Run(model, config, out, device, data, checkpoint)
 
 
 def lock_run_folder(out):

@@ -180,7 +180,7 @@ def project_epoch(model, optimizers, config, x, y, device, precision="fp32"):
     (wall seconds by fit's own clock, which stops before pictures, checkpoint and log; CPU seconds
     from the first step to the end of the last; wall seconds inside the steps)."""
     cpu, in_step = {}, []
-    run = common.Run("daae", {**config, "epochs": 1}, None, device, None, None, precision)
+    run = common.Run("daae", {**config, "epochs": 1, "precision": precision}, None, device, None, None)
 
     def step(xb, yb):
         cpu.setdefault("first", time.process_time())
@@ -242,7 +242,7 @@ def cuda_host_syncs(config, device, x):
     torch.cuda.set_sync_debug_mode("error")
     try:
         for precision in ("fp32", "bf16"):
-            run = common.Run("daae", config, None, device, None, None, precision)
+            run = common.Run("daae", {**config, "precision": precision}, None, device, None, None)
             for i in range(3):
                 batch = common.float_images(x[perm[i * batch_size:(i + 1) * batch_size]].to(device))
                 with common.autocast(run):
@@ -636,7 +636,7 @@ def cuda_steps(config, sizes, device):
     for precision in ("fp32", "bf16"):
         model = daae.build_model(config).to(device)
         optimizers = daae.make_optimizers(model, config)
-        run = common.Run("daae", config, None, device, None, None, precision)
+        run = common.Run("daae", {**config, "precision": precision}, None, device, None, None)
         x = digit_images(config["batch_size"], 28).to(device)
 
         def steps(n=50):

@@ -36,7 +36,7 @@ def test_bf16_losses_fall_and_stay_float32_like_the_weights(native_bf16):
     torch.manual_seed(0)
     model = daae.DAAE((1, 8, 8), 4, 0.5, encoder_hidden=[64], decoder_hidden=[64], discriminator_hidden=[64])
     optimizers = daae.make_optimizers(model, {"lr": 1e-3, "optimizer": "adam"})
-    run = SimpleNamespace(device=torch.device("cpu"), precision="bf16")
+    run = SimpleNamespace(device=torch.device("cpu"), config={"precision": "bf16"})
     history = []
     for _ in range(30):
         for i in range(0, 256, 32):
@@ -55,7 +55,7 @@ def test_every_script_trains_in_bf16_with_float32_losses(script, native_bf16, mo
     fit, dtypes = common.fit, set()
 
     def recording_fit(run, model, optimizers, train_step, *args, **kwargs):
-        assert run.precision == "bf16"
+        assert run.config["precision"] == "bf16"
 
         def step(x, y):
             losses = train_step(x, y)
