@@ -1091,9 +1091,11 @@ def _resumed_config(out, given):
     """The saved settings, with --epochs (and --device) taken from this command line."""
     saved = read_config(out)
     for key, value in given.items():
-        if key not in RESUMABLE and value not in (None, False) and key in saved and value != saved[key]:
-            flag = "--" + key.replace("_", "-")
-            print(f"warning: ignoring {flag} {value}: the resumed run keeps its saved {saved[key]}", file=sys.stderr)
+        if key in RESUMABLE or value in (None, False) or saved.get(key) == value:
+            continue
+        flag = "--" + key.replace("_", "-")
+        kept = f"keeps its saved {saved[key]}" if key in saved else f"was saved before {flag} existed"
+        print(f"warning: ignoring {flag} {value}: the resumed run {kept}", file=sys.stderr)
     for key in RESUMABLE:
         if given.get(key) not in (None, False):
             saved[key] = given[key]

@@ -209,6 +209,17 @@ def test_resume_keeps_the_saved_settings_and_says_so(tmp_path, capsys):
     assert json.loads((tmp_path / "config.json").read_text())["lr"] == 1e-3
 
 
+def test_resume_names_a_flag_its_older_run_never_saved(tmp_path, capsys):
+    assert cli(["--epochs", "1", "--out", str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["save_every"], config["precision"]  # a run from before these flags existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert cli(["--epochs", "2", "--out", str(tmp_path), "--resume", "--precision", "bf16"]) == 0
+    assert "ignoring --precision bf16: the resumed run was saved before --precision existed" in capsys.readouterr().err
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "fp32"
+
+
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     calls = []
     step = aae.train_step
