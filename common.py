@@ -183,7 +183,7 @@ def cli(main):
             raise
         discard_unstarted_runs()
         # What the up-front checks (check_memory) could not foresee: activations, a busy machine.
-        print(f"error: out of memory ({_first_line(error, 100)}): lower --batch-size, or the sizes you raised "
+        print(f"error: out of memory ({first_line(error, 100)}): lower --batch-size, or the sizes you raised "
               "(--latent-dim, --image-size, --M, --channels)", file=sys.stderr)
         sys.exit(2)
     except TrainingInterrupted as stop:
@@ -200,7 +200,7 @@ def _is_out_of_memory(error):
         or "out of memory" in text or "not enough memory" in text
 
 
-def _first_line(error, limit=160):
+def first_line(error, limit=160):
     """The first line of an exception's message, cut at a word (not mid-word) when it is long."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
@@ -388,7 +388,7 @@ def _load_cached(name: str, data_dir: str, build) -> dict:
                 return arrays
             reason = "not the splits of a dataset"
         except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
-            reason = _first_line(error, 80)
+            reason = first_line(error, 80)
         # The cache is only a copy of the raw files: rebuild it from them (or say which are missing).
         print(f"{name}: the cache {path} is damaged ({reason}); rebuilding it from the raw files", file=sys.stderr)
     arrays = build()
@@ -504,7 +504,7 @@ def _read_omniglot_set(folder: str):
             with Image.open(path) as image:
                 pixels = 255 - np.asarray(image.convert("L"))  # black strokes on white -> 1 on 0
         except (OSError, ValueError) as error:  # PIL's "cannot identify image file", a truncated file
-            raise CLIError(f"cannot read {path} as an image ({_first_line(error, 80)}): replace it from the "
+            raise CLIError(f"cannot read {path} as an image ({first_line(error, 80)}): replace it from the "
                            "Omniglot archive, or remove it") from None
         if x is None:
             x = torch.empty(len(paths), 1, *pixels.shape, dtype=torch.uint8)
@@ -660,9 +660,9 @@ def _read_npz(path: str) -> dict:
         if "pickle" in str(error):  # an array of Python objects, which only an unsafe load reads
             raise CLIError(f"{path} holds arrays of Python objects: save numbers (uint8 images, integer labels) "
                            "with numpy.savez") from None
-        reason = _first_line(error, 80)
+        reason = first_line(error, 80)
     except Exception as error:  # zipfile, zlib and EOF errors of a truncated or damaged archive
-        reason = _first_line(error, 80)
+        reason = first_line(error, 80)
     raise CLIError(f"{path} is damaged or truncated ({reason}): write it again with numpy.savez")
 
 
@@ -872,7 +872,7 @@ def atomic_path(path):
         yield tmp
         os.replace(tmp, path)
     except OSError as error:  # a full disk, a read-only folder: one line, and the old file is intact
-        raise CLIError(f"cannot write {path} ({error.strerror or _first_line(error, 80)}); its previous version, "
+        raise CLIError(f"cannot write {path} ({error.strerror or first_line(error, 80)}); its previous version, "
                        "if any, is kept: free some space or choose a folder you can write to") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
@@ -1126,7 +1126,7 @@ def save_checkpoint(path, state):
         with atomic_path(path) as tmp:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError, not an OSError
-        raise CLIError(f"cannot write {path} ({_first_line(error, 80)}); the previous checkpoint, if any, is "
+        raise CLIError(f"cannot write {path} ({first_line(error, 80)}); the previous checkpoint, if any, is "
                        "kept: free some space, then resume") from None
 
 
@@ -1143,7 +1143,7 @@ def load_checkpoint(path, model=None, remedy="train the run first"):
         if "weights only load failed" in str(error).lower():
             reason = "it holds Python objects besides tensors, which loading could run as code; it was not loaded"
         else:
-            reason = _first_line(error, 80)
+            reason = first_line(error, 80)
         raise CLIError(f"{path} is not a valid checkpoint ({reason}); delete it, or {remedy}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CLIError(f"{path} is not a checkpoint written by these scripts; delete it, or {remedy}")
@@ -1195,7 +1195,7 @@ def load_run(run_dir, device="cpu"):
                        f"or was written by another version of {config['model']}.py") from None
     except RuntimeError as error:  # the weights do not fit the networks config.json describes
         raise CLIError(f"{path / 'checkpoint.pt'} does not match {path / 'config.json'} "
-                       f"({_first_line(error)})") from None
+                       f"({first_line(error)})") from None
     return TrainedRun(path, config, model.to(device).eval(), checkpoint.get("epoch"), checkpoint.get("step", 0))
 
 
@@ -1309,7 +1309,7 @@ def fit(run, model, optimizers, train_step, x, y, on_epoch_end=None, schedulers=
             _set_rng_state(ckpt["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as error:  # an edited config.json, another version
             raise CLIError(f"{out / 'checkpoint.pt'} does not fit the run {out / 'config.json'} describes "
-                           f"({_first_line(error, 80)}): restore config.json as it was written, or start a new "
+                           f"({first_line(error, 80)}): restore config.json as it was written, or start a new "
                            "run in another --out") from None
         print(f"resuming {out} at epoch {epoch + 1}" + (f", step {step + 1}" if step else ""))
         if epoch >= epochs:

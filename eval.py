@@ -661,7 +661,7 @@ def inception_network():
         raise common.CLIError(f"{INCEPTION} needs torch-fidelity: pip install torch-fidelity, or use "
                               "--feature-network classifier (a classifier of the run's own dataset)") from None
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a damaged download a RuntimeError
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]
+        reason = common.first_line(error, 100)
         raise common.CLIError(f"cannot load the {INCEPTION} weights for FID and IS ({reason}); they are "
                               f"downloaded once into {checkpoints}: connect to the internet once, or use "
                               "--feature-network classifier (a classifier trained on the run's own dataset)") from None
@@ -735,7 +735,7 @@ def read_classifier(path, key, data):
         classifier.load_state_dict(saved["model_state"])
         return classifier, float(saved["test_accuracy"])
     except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:80]
+        reason = common.first_line(error, 80)
         print(f"the classifier cache {path} is damaged ({reason}); training it again", file=sys.stderr)
         return None
 
