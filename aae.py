@@ -25,9 +25,8 @@ its positive sample comes from the whole prior.
 Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside
 the code, dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the
 decoder the class, and a code matched to N(0, I) has no gaps to sort classes into, so z should
-keep the rest: the style (slant, stroke width). (How well it does depends on z's size: see
-SUPERVISED_LATENT_DIM.) samples.png is then Figure 7: each row one fixed z, each
-column one class.
+keep the rest: the style (slant, stroke width); how well it does depends on z's size (see
+docs/aae.md, Section 4). samples.png is then Figure 7: each row one fixed z, each column one class.
 
 `--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the
 DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
@@ -45,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import machinery
 
 # The DAAE paper's settings (its "architecture and training" paragraph for each dataset, and
 # the authors' notebooks); sigma = 0 makes it the AAE.
@@ -64,14 +64,9 @@ DEFAULTS = {
     "svhn": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=64, lr=2e-4, batch_size=64, epochs=100),
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
-# --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row.
-# Nothing in Section 4 keeps the class out of z: the encoder does not see the label, and the decoder
-# only makes a class code in z unnecessary. The smaller z, the less room it has for the class. On
-# 8x8 digits, with 10-D z every row of Figure 7 kept one digit. Scored by an RBF SVC trained on the
-# training pixels (98.5 % test accuracy), which reads dec([k, z]) for 200 prior z's: with 4-D z it
-# recognised the column's label k in 79 % of the images after the default 150 epochs and 89 % after
-# 400; with 2-D z in 97 % after 150 (seed 0), and z still carries style (pixel std over z 0.12,
-# over labels 0.16).
+# --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row. Nothing in Section 4
+# keeps the class out of z (the encoder does not see the label), so the smaller z, the less room it has
+# for the class: on 8x8 digits ours is 2-D (docs/aae.md, Section 4, measures why).
 SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
 MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
 SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll; a thin one
@@ -117,6 +112,121 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.logits(z))
 
 
+class Discriminator(nn.Module):
+    """D(z) (or D(z, one-hot label) with labels): fully connected, no BatchNorm (it stalls a
+    latent discriminator at 50 %). Returns the logit; the sigmoid is inside the loss."""
+
+    def __init__(self, latent_dim, hidden, label_slots=0):
+        super().__init__()
+        self.net = mlp([latent_dim + label_slots, *hidden, 1])
+
+    def forward(self, z, onehot=None):
+        return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
+
+
+def sample_prior(prior, n, latent_dim, device, labels=None):
+    """z ~ p(z). For the mixture and the swiss roll, `labels` (one per row: a class 0..9, or -1
+    for "unlabelled") pick the component or the segment of the roll; unlabelled rows and
+    labels=None sample the whole prior."""
+    if prior == "gaussian":
+        return torch.randn(n, latent_dim, device=device)
+    part = torch.randint(MIXTURE_COMPONENTS, (n,), device=device)
+    if labels is not None:
+        part = torch.where(labels >= 0, labels, part)
+    if prior == "mixture":
+        angle = 2 * math.pi * part / MIXTURE_COMPONENTS
+        mean = MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
+        return mean + MIXTURE_STD * torch.randn(n, 2, device=device)
+    # Swiss roll: the mean walks the spiral r = 3 sqrt(u), angle = 4 pi sqrt(u), which is uniform
+    # along its length for u ~ U(0, 1); class k owns the segment u in [k/10, (k+1)/10).
+    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS
+    radius, angle = 3 * u.sqrt(), 4 * math.pi * u.sqrt()
+    mean = torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
+    return mean + SWISSROLL_STD * torch.randn(n, 2, device=device)
+
+
+def glorot_init(module):
+    """Glorot-uniform weights and zero biases: the defaults of lasagne's DenseLayer, with which the
+    DAAE authors trained their fully connected networks, this AAE baseline among them. PyTorch's
+    default (uniform +-1/sqrt(fan_in)) shrinks a ReLU signal 2.4 times per layer, Glorot's 1.4
+    times: at initialisation the code reaches the image through Omniglot's 7-layer decoder 25
+    times weaker (docs/daae.md has what that does to training)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def he_init(module):
+    """He-uniform weights (variance 2 / fan_in) and zero biases: a ReLU signal keeps its scale
+    through every layer. Not the authors' choice; daae.py's --init he, for short Omniglot runs
+    (docs/daae.md, "Omniglot on a CPU")."""
+    if isinstance(module, nn.Linear):
+        nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+
+
+INITS = {"glorot": glorot_init, "he": he_init}
+
+
+class AAE(nn.Module):
+    """The three networks, and what eval.py uses: encode, decode, sample, sigma. `label_slots`:
+    the discriminator's one-hot of Section 2.3 (classes + 1 for "unlabelled"), 0 for none."""
+
+    def __init__(self, image_shape, latent_dim, prior="gaussian", conv=False, encoder_hidden=(),
+                 decoder_hidden=(), discriminator_hidden=(1000, 1000), label_slots=0, sigma=0.0, init="glorot",
+                 decoder_labels=0):
+        super().__init__()
+        self.prior, self.latent_dim, self.sigma = prior, latent_dim, sigma
+        self.decoder_labels = decoder_labels  # Section 4: the decoder also gets a one-hot label of this size
+        if conv:
+            self.encoder = ConvEncoder(image_shape, latent_dim)
+            self.decoder = ConvDecoder(image_shape, latent_dim + decoder_labels)
+        else:
+            self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
+            self.decoder = Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
+        self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
+        if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
+            self.apply(INITS[init])
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decoder_input(self, z, labels=None):
+        """z, or [one-hot label, z] for the supervised AAE (Section 4)."""
+        if not self.decoder_labels:
+            return z
+        if labels is None:
+            raise machinery.CLIError("a --supervised AAE decodes [label, z]: its decoder needs the labels")
+        return torch.cat([F.one_hot(labels, self.decoder_labels).float(), z], 1)
+
+    def decode(self, z, labels=None):
+        return self.decoder(self.decoder_input(z, labels))
+
+    def sample_prior(self, n, labels=None):
+        return sample_prior(self.prior, n, self.latent_dim, self.device(), labels)
+
+    def sample(self, n):
+        """x = dec(z), z ~ p(z) (with a uniformly drawn class for the supervised AAE)."""
+        labels = torch.randint(self.decoder_labels, (n,), device=self.device()) if self.decoder_labels else None
+        return self.decode(self.sample_prior(n), labels)
+
+    def device(self):
+        return next(self.parameters()).device
+
+
+def build_model(config):
+    """The model a run's config.json describes (eval.py rebuilds runs with this)."""
+    return AAE(config["image_shape"], config["latent_dim"], config["prior"], config["conv"],
+               config["encoder_hidden"], config["decoder_hidden"], config["discriminator_hidden"],
+               label_slots=config["num_classes"] + 1 if config["labels"] else 0, sigma=config["sigma"],
+               decoder_labels=config["num_classes"] if config["supervised"] else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The convolutional networks (CelebA; cifar10 and svhn reuse them), from the authors' PyTorch code
+# ---------------------------------------------------------------------------------------------
+
+
 class ConvEncoder(nn.Module):
     """The DAAE authors' CelebA encoder: 5x5 stride-2 convolutions 3-64-128-256-512, then a linear
     layer to z. BatchNorm after each hidden convolution, as in the DCGAN-style code it follows."""
@@ -155,120 +265,8 @@ class ConvDecoder(nn.Module):
         return torch.sigmoid(self.logits(z))
 
 
-class Discriminator(nn.Module):
-    """D(z) (or D(z, one-hot label) with labels): fully connected, no BatchNorm (it stalls a
-    latent discriminator at 50 %). Returns the logit; the sigmoid is inside the loss."""
-
-    def __init__(self, latent_dim, hidden, label_slots=0):
-        super().__init__()
-        self.net = mlp([latent_dim + label_slots, *hidden, 1])
-
-    def forward(self, z, onehot=None):
-        return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
-
-
-def sample_prior(prior, n, latent_dim, device, labels=None):
-    """z ~ p(z). For the mixture and the swiss roll, `labels` (one per row, values 0..9, or 10
-    for "unlabelled") pick the component or the segment of the roll; unlabelled rows and
-    labels=None sample the whole prior."""
-    if prior == "gaussian":
-        return torch.randn(n, latent_dim, device=device)
-    part = torch.randint(MIXTURE_COMPONENTS, (n,), device=device)
-    if labels is not None:
-        part = torch.where(labels < MIXTURE_COMPONENTS, labels, part)
-    if prior == "mixture":
-        angle = 2 * math.pi * part / MIXTURE_COMPONENTS
-        mean = MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
-        return mean + MIXTURE_STD * torch.randn(n, 2, device=device)
-    # Swiss roll: the mean walks the spiral r = 3 sqrt(u), angle = 4 pi sqrt(u), which is uniform
-    # along its length for u ~ U(0, 1); class k owns the segment u in [k/10, (k+1)/10).
-    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS
-    radius, angle = 3 * u.sqrt(), 4 * math.pi * u.sqrt()
-    mean = torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
-    return mean + SWISSROLL_STD * torch.randn(n, 2, device=device)
-
-
-def lasagne_init(module):
-    """Glorot-uniform weights and zero biases: the defaults of lasagne's DenseLayer, with which the
-    DAAE authors trained their fully connected networks, this AAE baseline among them. PyTorch's
-    default (uniform +-1/sqrt(fan_in)) shrinks a ReLU signal 2.4 times per layer, Glorot's 1.4
-    times: at initialisation the code reaches the image through Omniglot's 7-layer decoder 25
-    times weaker. On MNIST, Glorot kept the first epochs' game steady (discriminator loss at most
-    1.6, not 4.1) and gave better codes sooner."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
-def he_init(module):
-    """He-uniform weights (variance 2 / fan_in) and zero biases: a ReLU signal keeps its scale
-    through every layer. Not the authors' choice; daae.py's --init he, for short Omniglot runs.
-    There, a denoising autoencoder on the paper's 10-layer networks (28x28, lr 1e-4) reached a
-    reconstruction BCE of 0.187 in 10 epochs from He's weights and 0.209 from Glorot's (the
-    mean image scores 0.213)."""
-    if isinstance(module, nn.Linear):
-        nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
-        nn.init.zeros_(module.bias)
-
-
-INITS = {"glorot": lasagne_init, "he": he_init}
-
-
-class AAE(nn.Module):
-    """The three networks, and what eval.py uses: encode, decode, sample, sigma."""
-
-    def __init__(self, image_shape, latent_dim, prior="gaussian", conv=False, encoder_hidden=(),
-                 decoder_hidden=(), discriminator_hidden=(1000, 1000), label_slots=0, sigma=0.0, init="glorot",
-                 decoder_labels=0):
-        super().__init__()
-        self.prior, self.latent_dim, self.sigma = prior, latent_dim, sigma
-        self.decoder_labels = decoder_labels  # Section 4: the decoder also gets a one-hot label of this size
-        if conv:
-            self.encoder = ConvEncoder(image_shape, latent_dim)
-            self.decoder = ConvDecoder(image_shape, latent_dim + decoder_labels)
-        else:
-            self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
-            self.decoder = Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
-        self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
-        if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
-            self.apply(INITS[init])
-
-    def encode(self, x):
-        return self.encoder(x)
-
-    def decoder_input(self, z, labels=None):
-        """z, or [one-hot label, z] for the supervised AAE (Section 4)."""
-        if not self.decoder_labels:
-            return z
-        if labels is None:
-            raise common.CLIError("a --supervised AAE decodes [label, z]: its decoder needs the labels")
-        return torch.cat([F.one_hot(labels, self.decoder_labels).float(), z], 1)
-
-    def decode(self, z, labels=None):
-        return self.decoder(self.decoder_input(z, labels))
-
-    def sample_prior(self, n, labels=None):
-        return sample_prior(self.prior, n, self.latent_dim, self.decoder_device(), labels)
-
-    def sample(self, n):
-        """x = dec(z), z ~ p(z) (with a uniformly drawn class for the supervised AAE)."""
-        labels = torch.randint(self.decoder_labels, (n,), device=self.decoder_device()) if self.decoder_labels else None
-        return self.decode(self.sample_prior(n), labels)
-
-    def decoder_device(self):
-        return next(self.decoder.parameters()).device
-
-
-def build_model(config):
-    """The model a run's config.json describes (eval.py rebuilds runs with this)."""
-    return AAE(config["image_shape"], config["latent_dim"], config["prior"], config["conv"],
-               config.get("encoder_hidden", ()), config.get("decoder_hidden", ()), config["discriminator_hidden"],
-               label_slots=config["num_classes"] + 1 if config["labels"] else 0, sigma=config["sigma"],
-               decoder_labels=config["num_classes"] if config.get("supervised") else 0)
-
-
 # ---------------------------------------------------------------------------------------------
-# Losses and the training step
+# Losses
 # ---------------------------------------------------------------------------------------------
 
 
@@ -291,52 +289,79 @@ def real_and_fake_logits(discriminator, real, fake, onehot=None):
     return logits.chunk(2)
 
 
-def train_step(model, optimizers, x, labels, sigma, onehot_slots, supervised=False):
-    """One mini-batch of Section 2: the reconstruction phase, then the regularisation phase
-    (first the discriminator, then the encoder against it). `labels` hold the class of each
-    row, or onehot_slots - 1 for "unlabelled"; onehot_slots = 0 turns the labels off.
-    `supervised` (Section 4): the decoder gets [one-hot label, z]; the game still sees z alone."""
-    x_in = common.corrupt(x, sigma) if sigma > 0 else x
+def label_onehot(labels, label_slots):
+    """Section 2.3's one-hot for D: a labelled row's class, or the last slot for "unlabelled" (-1);
+    None when label_slots is 0 (no labels)."""
+    if not label_slots:
+        return None
+    return F.one_hot(torch.where(labels >= 0, labels, label_slots - 1), label_slots).float()
 
-    # Reconstruction phase: encoder and decoder minimise the reconstruction error of x, the
-    # cross-entropy BCE(x, dec(enc(x))), computed from the decoder's logits (the same loss, stabler,
-    # and on a CPU a quarter of the time of F.binary_cross_entropy on the sigmoid's output).
-    z = model.encoder(x_in)
-    reconstruction = F.binary_cross_entropy_with_logits(
-        model.decoder.logits(model.decoder_input(z, labels if supervised else None)), x)
-    optimizers["reconstruction"].zero_grad(set_to_none=True)
-    reconstruction.backward()
-    optimizers["reconstruction"].step()
 
-    # Regularisation phase (a): D learns to tell prior samples from codes. The one-hot vector
-    # (Sec. 2.3) names a labelled row's class both for its code and for its positive sample.
-    onehot = F.one_hot(labels, onehot_slots).float() if onehot_slots else None
-    z_fake = model.encoder(x_in)
-    z_real = model.sample_prior(len(x), labels if onehot_slots else None)
-    d_loss = discriminator_loss(*real_and_fake_logits(model.discriminator, z_real, z_fake.detach(), onehot))
-    optimizers["discriminator"].zero_grad(set_to_none=True)
-    d_loss.backward()
-    optimizers["discriminator"].step()
+# ---------------------------------------------------------------------------------------------
+# The updates of a mini-batch (Section 2), and the step that orders them
+# ---------------------------------------------------------------------------------------------
 
-    # Regularisation phase (b): the encoder, as the generator, learns to fool the updated D. D is
-    # frozen for this backward pass: only the gradient through it to the codes is needed.
+
+def reconstruction_update(model, optimizer, x, x_in, labels=None):
+    """The reconstruction phase: encoder and decoder minimise BCE(x, dec(enc(x_in))), computed
+    from the decoder's logits (the same loss, stabler, and on a CPU a quarter of the time of
+    F.binary_cross_entropy on the sigmoid's output). `labels`: the supervised AAE's decoder
+    gets [one-hot label, z] (Section 4)."""
+    loss = F.binary_cross_entropy_with_logits(model.decoder.logits(model.decoder_input(model.encoder(x_in), labels)), x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def discriminator_update(model, optimizer, x_in, labels, label_slots):
+    """The regularisation phase (a): D learns to tell prior samples (real, 1) from codes (fake, 0).
+    With labels (Sec. 2.3) the one-hot names a labelled row's class both for its code and for its
+    positive sample, which comes from that class's part of the prior."""
+    with torch.no_grad():
+        z_fake = model.encoder(x_in)
+    z_real = model.sample_prior(len(x_in), labels if label_slots else None)
+    loss = discriminator_loss(*real_and_fake_logits(model.discriminator, z_real, z_fake,
+                                                    label_onehot(labels, label_slots)))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
+    """The regularisation phase (b): the encoder, as the generator of the code game, learns to fool
+    the updated D. D is frozen for this backward pass: only the gradient through it to the codes
+    is needed, not its weights'."""
     with common.frozen(model.discriminator):
-        g_loss = encoder_adversarial_loss(model.discriminator(z_fake, onehot))
-        optimizers["encoder"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        optimizers["encoder"].step()
+        loss = encoder_adversarial_loss(model.discriminator(model.encoder(x_in), label_onehot(labels, label_slots)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
 
-    return {"reconstruction": reconstruction.detach(), "discriminator": d_loss.detach(),
-            "encoder_adversarial": g_loss.detach()}
+
+def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=False):
+    """One mini-batch of Section 2: the reconstruction phase, then the regularisation phase (the
+    discriminator, then the encoder against it). `labels` hold each row's class, or -1 for
+    "unlabelled"; label_slots = 0 keeps them from D. `supervised` (Section 4): the decoder gets
+    [one-hot label, z]; the game still sees z alone. With sigma > 0 the encoder sees x + sigma *
+    eps, one draw for the three updates. Returns detached losses (no host sync)."""
+    x_in = common.corrupt(x, sigma)
+    return {"reconstruction": reconstruction_update(model, optimizers["reconstruction"], x, x_in,
+                                                    labels if supervised else None),
+            "discriminator": discriminator_update(model, optimizers["discriminator"], x_in, labels, label_slots),
+            "encoder_adversarial": encoder_adversarial_update(model, optimizers["encoder_adversarial"], x_in, labels,
+                                                              label_slots)}
 
 
 def make_optimizers(model, lr):
-    """The DAAE authors' three Adam optimisers, one per phase (the encoder has two: one for each
+    """The DAAE authors' three Adam optimisers, one per update (the encoder has two: one for each
     loss that pulls it, with its own moment estimates)."""
     return {
         "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
         "discriminator": common.adam(model.discriminator.parameters(), lr),
-        "encoder": common.adam(model.encoder.parameters(), lr),
+        "encoder_adversarial": common.adam(model.encoder.parameters(), lr),
     }
 
 
@@ -347,7 +372,7 @@ def make_optimizers(model, lr):
 
 def save_code_space(model, x_test, y_test, path, n_prior=2000):
     """Figure 2 / 4(a,c): test codes coloured by label, over samples of the prior."""
-    z = common.map_batches(model.encode, x_test, 500, model.decoder_device())
+    z = common.map_batches(model.encode, x_test, 500, model.device())
     prior = model.sample_prior(n_prior).cpu()
     figure = common.plt_figure(figsize=(6, 6))
     axes = figure.add_subplot(1, 1, 1)
@@ -362,7 +387,7 @@ def save_code_space(model, x_test, y_test, path, n_prior=2000):
 def save_manifold(model, path, steps=20):
     """Figure 2(e) / 4(d): images decoded from a regular grid over the 2-D code space."""
     lim = model.sample_prior(5000).abs().quantile(0.99).item()
-    axis = torch.linspace(-lim, lim, steps, device=model.decoder_device())
+    axis = torch.linspace(-lim, lim, steps, device=model.device())
     grid = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).view(-1, 2)
     common.save_grid(model.decode(grid), path, nrow=steps)
 
@@ -377,6 +402,9 @@ def save_style_grid(model, fixed_z, path):
 
 
 def save_pictures(model, run, fixed_z, epoch):
+    """samples.png (and samples/epoch_NNN.png) of the fixed codes; reconstructions.png, in groups
+    of rows: test images, (when sigma > 0) their corruptions, and the reconstructions; for 2-D
+    codes, every tenth of the run, the code space and the manifold."""
     out, data = run.out, run.data
     if model.decoder_labels:  # the supervised AAE: Figure 7 from 10 of the fixed codes
         save_style_grid(model, fixed_z[:10], out / "samples" / f"epoch_{epoch:03d}.png")
@@ -390,41 +418,88 @@ def save_pictures(model, run, fixed_z, epoch):
     common.save_grid(samples, out / "samples.png")
     per_row = min(10, len(data.x_test))  # up to 5 rows of 10 test images, however small the test split
     x = common.float_images(data.x_test[:per_row * min(5, len(data.x_test) // per_row)].to(run.device))
-    x_in = common.corrupt(x, model.sigma) if model.sigma > 0 else x
+    x_in = common.corrupt(x, model.sigma)
     rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
     rows.append(model.decode(model.encode(x_in)))
     common.save_grid(torch.cat([r.view(-1, per_row, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
                      out / "reconstructions.png", nrow=per_row)
-    if model.latent_dim == 2 and (epoch % max(1, run.config["epochs"] // 10) == 0 or epoch == run.config["epochs"]):
+    if model.latent_dim == 2 and run.every_tenth(epoch):
         save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
         save_manifold(model, out / "manifold.png")
 
 
 # ---------------------------------------------------------------------------------------------
-# main
+# Training
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv=None):
-    parser = common.model_parser("aae", __doc__)
+def discriminator_labels(config, data):
+    """Section 2.3: the training labels that D sees (the first --labels images of a fixed shuffle
+    keep their class, the rest are "unlabelled", -1) and the one-hot's size; (y_train, 0) without."""
+    if not config["labels"]:
+        return data.y_train, 0
+    if data.num_classes != MIXTURE_COMPONENTS:
+        raise machinery.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
+    if config["labels"] > len(data.y_train):
+        raise machinery.CLIError(f"--labels {config['labels']} is more than the {len(data.y_train)} training images; "
+                                 f"at most {len(data.y_train)}")
+    labels = data.y_train.clone()
+    labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]] = -1
+    return labels, data.num_classes + 1
+
+
+def train(run):
+    config, data = run.config, run.data
+    labels, label_slots = discriminator_labels(config, data)
+    machinery.check_networks_fit(build_model, config, run.device)
+    model = build_model(config).to(run.device)
+    optimizers = make_optimizers(model, config["lr"])
+    run.track(model, optimizers)
+    fixed_z = model.sample_prior(100)
+
+    for epoch in run.epochs():
+        for x, y in run.batches(data.x_train, labels):
+            with common.autocast(run):
+                losses = train_step(model, optimizers, x, y, config["sigma"], label_slots, config["supervised"])
+            run.record(losses)
+        if run.saving(epoch):
+            with common.drawing(model):
+                save_pictures(model, run, fixed_z, epoch)
+            run.save_checkpoint()
+    run.done()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags and main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = machinery.model_parser("aae", __doc__)
     parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture and swissroll are 2-D)")
     parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
                         "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
-    parser.add_argument("--sigma", type=common.corruption_sigma, help="std of the input corruption (default 0)")
+    parser.add_argument("--sigma", type=machinery.corruption_sigma, help="std of the input corruption (default 0)")
     parser.add_argument("--supervised", action="store_true", help="Section 4: the decoder also gets the one-hot "
                         "label, only z is matched to the prior (z 15-D on mnist); samples.png is Figure 7")
-    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
+    args = machinery.describe_defaults(parser, DEFAULTS).parse_args(argv)
     if args.prior in ("mixture", "swissroll"):
         if args.latent_dim not in (None, 2):
-            raise common.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
+            raise machinery.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
         args.latent_dim = 2
     if args.labels is not None and args.labels < 0:
-        raise common.CLIError("--labels must be 0 (off) or a positive number of labelled images")
+        raise machinery.CLIError("--labels must be 0 (off) or a positive number of labelled images")
     if args.labels and args.prior not in ("mixture", "swissroll"):
-        raise common.CLIError("--labels needs --prior mixture or swissroll (one component per class)")
+        raise machinery.CLIError("--labels needs --prior mixture or swissroll (one component per class)")
     if args.supervised and args.labels:
-        raise common.CLIError("--supervised gives every label to the decoder; --labels (Section 2.3) gives some to "
-                              "the discriminator: choose one")
+        raise machinery.CLIError("--supervised gives every label to the decoder; --labels (Section 2.3) gives some "
+                                 "to the discriminator: choose one")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, **row}
                 for name, row in DEFAULTS.items()}
     if args.supervised:
@@ -433,38 +508,12 @@ def main(argv=None):
     variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
                                          "supervised" if args.supervised else None) if part)
     run = common.start_run("aae", args, defaults, variant=variant or None)
-    config, device, data = run.config, run.device, run.data
-    if config.get("supervised") and (data.num_classes < 2 or (data.y_train < 0).any() or (data.y_test < 0).any()):
-        raise common.CLIError(f"--supervised needs a class label for every image, and {config['dataset']} has none")
-
-    model = common.build_model(build_model, config, device)
-    optimizers = make_optimizers(model, config["lr"])
-
-    labels, slots = data.y_train, 0
-    if config["labels"]:
-        if data.num_classes != MIXTURE_COMPONENTS:
-            raise common.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
-        if config["labels"] > len(labels):
-            raise common.CLIError(f"--labels {config['labels']} is more than the {len(labels)} training images; "
-                                  f"at most {len(labels)}")
-        # The first --labels images of a fixed shuffle keep their class; the rest are "unlabelled".
-        slots = data.num_classes + 1
-        unlabelled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]
-        labels = labels.clone()
-        labels[unlabelled] = data.num_classes
-    fixed_z = model.sample_prior(100)
-
-    def step(x, y):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
-            return train_step(model, optimizers, x, y, config["sigma"], slots, config.get("supervised", False))
-
-    common.fit(
-        run, model, optimizers, step,
-        data.x_train, labels,
-        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
-    )
-    common.print_done(run)
+    data = run.data
+    if run.config["supervised"] and (data.num_classes < 2 or (data.y_train < 0).any() or (data.y_test < 0).any()):
+        raise machinery.CLIError(f"--supervised needs a class label for every image, and {run.config['dataset']} "
+                                 "has none")
+    train(run)
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    machinery.cli(main)

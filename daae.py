@@ -15,9 +15,9 @@ the prior p(z) with a discriminator D on codes:
 Every mini-batch has three updates, each with its own optimiser, in the order of the authors'
 notebooks (MNIST, Omniglot and Sprites alike), each drawing its own corruption noise:
 
-  discriminator:   max_D    E_{z~p(z)}[log D(z)] + E[log(1 - D(z_fake))]  (prior "real" 1, codes "fake" 0)
-  encoder:         min_enc  -E[log D(z_fake)]                         (the non-saturating loss)
-  reconstruction:  min_{enc, dec}  E[ BCE(x, dec(enc(x~))) ]          (the clean x is the target)
+  discriminator:        max_D    E_{z~p(z)}[log D(z)] + E[log(1 - D(z_fake))]  (prior "real" 1, codes "fake" 0)
+  encoder_adversarial:  min_enc  -E[log D(z_fake)]                    (the non-saturating loss)
+  reconstruction:       min_{enc, dec}  E[ BCE(x, dec(enc(x~))) ]     (the clean x is the target)
 
 The Omniglot and Sprites notebooks clip the probabilities their BCEs see: D's to [0.001, 0.999],
 the decoder's to [0.001, 0.99]. A clip passes no gradient where it is active, so a code that D is
@@ -38,7 +38,7 @@ sigma = 0 the model is the AAE baseline the paper compares with.
     python daae.py --dataset mnist                   # the paper's MNIST settings
     python daae.py --dataset omniglot --gpu          # the paper's: 1000 epochs (286,000 updates) at lr 1e-5
     python daae.py --dataset omniglot --image-size 28 --sigma 0.25 --lr 1e-4 --adversarial-lr 1e-5 \
-        --init he --epochs 40                        # on a CPU in minutes; not the paper's (README, Omniglot)
+        --init he --epochs 40                        # on a CPU in minutes; not the paper's (docs/daae.md)
 """
 
 import argparse
@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 import aae
 import common
+import machinery
 
 # The paper's settings (its "architecture and training" paragraph for each dataset): the networks,
 # lr, batch and epochs are aae.DEFAULTS; here are the DAAE's own. digits, cifar10 and svhn are ours.
@@ -57,7 +58,7 @@ PAPER = {
     "digits": dict(sigma=0.25, sample_steps=10),  # half MNIST's sigma: an 8x8 digit has few pixels to denoise from
     "mnist": dict(sigma=0.5, sample_steps=10),
     # Omniglot: the notebook's run (lr 1e-5, 1000 epochs = 286,000 updates, Glorot init, clipping, D first). What
-    # still differs: its 286 batches are fixed and only their order is permuted each epoch, where common.fit
+    # still differs: its 286 batches are fixed and only their order is permuted each epoch, where run.batches
     # deals new batches every epoch.
     "omniglot": dict(sigma=0.5, sample_steps=50, clip=True),
     # Sprites: the paper's lr annealing, x0.95 per epoch (the notebooks' annealed rate never reached their
@@ -75,52 +76,9 @@ UPDATE_ORDERS = ("adversarial-first", "reconstruction-first")  # the DAAE notebo
 PRIORS = ("gaussian", "mixture")  # the paper's two: N(0, I), and 10 two-dimensional Gaussians on a circle
 RMSPROP_DISCRIMINATOR_MOMENTUM = 0.9
 
-
 # ---------------------------------------------------------------------------------------------
-# The model: the AAE's networks (encoder, decoder, discriminator on codes), and the chain
-# ---------------------------------------------------------------------------------------------
-
-
-class DAAE(aae.AAE):
-    """aae.AAE's encoder, decoder and code discriminator (the same architectures: the DAAE paper's
-    table), a training sigma, and the Markov chain that samples a DAAE."""
-
-    def __init__(self, image_shape, latent_dim, sigma, prior="gaussian", conv=False, encoder_hidden=(),
-                 decoder_hidden=(), discriminator_hidden=(1000, 1000), init="glorot"):
-        super().__init__(image_shape, latent_dim, prior, conv, encoder_hidden, decoder_hidden,
-                         discriminator_hidden, sigma=sigma, init=init)
-
-    def chain(self, steps, z):
-        """Yield x_0 = dec(z), then x_{t+1} = dec(enc(corrupt(x_t))) for `steps` steps (Sec. IV-B)."""
-        x = self.decode(z)
-        yield x
-        for _ in range(steps):
-            x = self.decode(self.encode(common.corrupt(x, self.sigma)))
-            yield x
-
-    @torch.no_grad()
-    def markov_chain_sample(self, n, steps, z=None):
-        """[x_0, x_1, ..., x_steps]: n chains started from z ~ p(z) (or the given z), images in [0, 1]."""
-        return list(self.chain(steps, self.sample_prior(n) if z is None else z))
-
-    @torch.no_grad()
-    def sample(self, n, steps=0):
-        """x_steps of n chains, keeping only the last batch: steps=0 is dec(z), z ~ p(z) (the AAE's and
-        the iDAAE's way to sample); a DAAE is sampled with steps = config["sample_steps"]."""
-        for x in self.chain(steps, self.sample_prior(n)):
-            pass
-        return x
-
-
-def build_model(config):
-    """The model a run's config.json describes (eval.py rebuilds runs with this; idaae too)."""
-    return DAAE(config["image_shape"], config["latent_dim"], config["sigma"], config["prior"], config["conv"],
-                config.get("encoder_hidden", ()), config.get("decoder_hidden", ()), config["discriminator_hidden"],
-                config.get("init", "glorot"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Losses and the training step
+# Networks: aae.AAE's encoder, decoder and code discriminator (the DAAE paper's table is the
+# AAE's); the class DAAE under "Sampling" adds the Markov chain. Then the losses.
 # ---------------------------------------------------------------------------------------------
 
 discriminator_loss = aae.discriminator_loss  # -[log D(z_prior) + log(1 - D(z_fake))], 2 ln 2 at equilibrium
@@ -151,6 +109,11 @@ def weight_penalty(encoder, l1, l2):
     return l1 * weight.abs().sum() + l2 * weight.pow(2).sum()
 
 
+# ---------------------------------------------------------------------------------------------
+# The three updates of a mini-batch, and the step that orders them
+# ---------------------------------------------------------------------------------------------
+
+
 def discriminator_update(model, optimizer, x, sigma, fake_codes, clip):
     """D learns to tell prior samples (real, 1) from codes of corrupted images (fake, 0)."""
     with torch.no_grad():
@@ -166,8 +129,8 @@ def discriminator_update(model, optimizer, x, sigma, fake_codes, clip):
 
 
 def encoder_adversarial_update(model, optimizer, x, sigma, fake_codes, clip):
-    """The encoder, as the generator, learns to fool D. D is frozen for this backward pass: only the
-    gradient through it to the codes is needed, not its weights'."""
+    """The encoder, as the generator of the code game, learns to fool D. D is frozen for this
+    backward pass: only the gradient through it to the codes is needed, not its weights'."""
     with common.frozen(model.discriminator):
         logits = model.discriminator(fake_codes(model.encoder, x, sigma))
         loss = encoder_adversarial_loss(clip_logits(logits, *DISCRIMINATOR_CLIP) if clip else logits)
@@ -179,7 +142,7 @@ def encoder_adversarial_update(model, optimizer, x, sigma, fake_codes, clip):
 
 def reconstruction_update(model, optimizer, x, sigma, clip, l1_penalty=0.0, l2_penalty=0.0):
     """Encode a corrupted x, decode, compare with the CLEAN x: BCE(x, dec(enc(x~))), from the
-    decoder's logits as in aae.train_step. Returns the BCE without the weight penalties."""
+    decoder's logits as in aae.py. Returns the BCE without the weight penalties."""
     logits = model.decoder.logits(model.encoder(common.corrupt(x, sigma)))
     reconstruction = F.binary_cross_entropy_with_logits(clip_logits(logits, *DECODER_CLIP) if clip else logits, x)
     loss = reconstruction
@@ -198,15 +161,17 @@ def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, clip=Fal
     order. Each update draws its own corruption, as the notebooks' separately compiled updates do.
     `fake_codes(encoder, x, sigma)` gives D's fake samples: corrupted_codes for the DAAE,
     idaae.integrated_codes for the iDAAE. Returns detached losses (no host sync)."""
+    losses = {}
     if update_order == "reconstruction-first":
-        reconstruction = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip, l1_penalty,
-                                               l2_penalty)
-    d_loss = discriminator_update(model, optimizers["discriminator"], x, sigma, fake_codes, clip)
-    g_loss = encoder_adversarial_update(model, optimizers["encoder"], x, sigma, fake_codes, clip)
+        losses["reconstruction"] = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip,
+                                                         l1_penalty, l2_penalty)
+    losses["discriminator"] = discriminator_update(model, optimizers["discriminator"], x, sigma, fake_codes, clip)
+    losses["encoder_adversarial"] = encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, sigma,
+                                                               fake_codes, clip)
     if update_order == "adversarial-first":
-        reconstruction = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip, l1_penalty,
-                                               l2_penalty)
-    return {"reconstruction": reconstruction, "discriminator": d_loss, "encoder_adversarial": g_loss}
+        losses["reconstruction"] = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip,
+                                                         l1_penalty, l2_penalty)
+    return losses
 
 
 def make_optimizers(model, config):
@@ -215,13 +180,59 @@ def make_optimizers(model, config):
     three; --adversarial-lr gives the two adversarial updates their own."""
     params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
               "discriminator": list(model.discriminator.parameters()),
-              "encoder": list(model.encoder.parameters())}
-    adversarial_lr = config.get("adversarial_lr") or config["lr"]
-    lr = {"reconstruction": config["lr"], "discriminator": adversarial_lr, "encoder": adversarial_lr}
+              "encoder_adversarial": list(model.encoder.parameters())}
+    adversarial_lr = config["adversarial_lr"] or config["lr"]
+    lr = {"reconstruction": config["lr"], "discriminator": adversarial_lr, "encoder_adversarial": adversarial_lr}
     if config["optimizer"] == "rmsprop":
         return {name: torch.optim.RMSprop(p, lr=lr[name], momentum=RMSPROP_DISCRIMINATOR_MOMENTUM
                                           if name == "discriminator" else 0.0) for name, p in params.items()}
     return {name: common.adam(p, lr[name]) for name, p in params.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: the Markov chain of Section IV-B
+# ---------------------------------------------------------------------------------------------
+
+
+class DAAE(aae.AAE):
+    """aae.AAE's encoder, decoder and code discriminator, a training sigma, and the Markov chain
+    that samples a DAAE. sample(n) runs `sample_steps` steps of the chain; 0 (the iDAAE's, and
+    the AAE's at sigma 0) is dec(z), z ~ p(z)."""
+
+    def __init__(self, image_shape, latent_dim, sigma, prior="gaussian", conv=False, encoder_hidden=(),
+                 decoder_hidden=(), discriminator_hidden=(1000, 1000), init="glorot", sample_steps=0):
+        super().__init__(image_shape, latent_dim, prior, conv, encoder_hidden, decoder_hidden,
+                         discriminator_hidden, sigma=sigma, init=init)
+        self.sample_steps = sample_steps
+
+    def chain(self, steps, z):
+        """Yield x_0 = dec(z), then x_{t+1} = dec(enc(corrupt(x_t))) for `steps` steps (Sec. IV-B)."""
+        x = self.decode(z)
+        yield x
+        for _ in range(steps):
+            x = self.decode(self.encode(common.corrupt(x, self.sigma)))
+            yield x
+
+    @torch.no_grad()
+    def markov_chain_sample(self, n, steps, z=None):
+        """[x_0, x_1, ..., x_steps]: n chains started from z ~ p(z) (or the given z), images in [0, 1]."""
+        return list(self.chain(steps, self.sample_prior(n) if z is None else z))
+
+    @torch.no_grad()
+    def sample(self, n, steps=None):
+        """The model's samples: x_steps of n chains, keeping only the last batch. steps=None is the
+        run's sample_steps (the paper's); steps=0 is x_0 = dec(z), z ~ p(z), the chain's start."""
+        for x in self.chain(self.sample_steps if steps is None else steps, self.sample_prior(n)):
+            pass
+        return x
+
+
+def build_model(config, sample_steps=None):
+    """The model a run's config.json describes (eval.py rebuilds runs with this; idaae too, with
+    sample_steps 0: the iDAAE samples from the prior)."""
+    return DAAE(config["image_shape"], config["latent_dim"], config["sigma"], config["prior"], config["conv"],
+                config["encoder_hidden"], config["decoder_hidden"], config["discriminator_hidden"], config["init"],
+                config["sample_steps"] if sample_steps is None else sample_steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ def save_code_histogram(model, x, path, fake_codes=None, batch_size=500):
     """The paper's CelebA figure, for any dataset: the values of enc(x) and enc(x~) (every code
     dimension pooled) over the prior's. The DAAE matches enc(x~) to the prior; enc(x) is narrower.
     `fake_codes` (the iDAAE's) adds the discriminator's fake samples, the mean code of M corruptions."""
-    device, sigma = model.decoder_device(), model.sigma
+    device, sigma = model.device(), model.sigma
     series = {"prior p(z)": model.sample_prior(max(len(x), 5000)).cpu(),
               "enc(x), clean": common.map_batches(model.encode, x, batch_size, device),
               f"enc(x~), sigma {sigma:g}": common.map_batches(lambda b: corrupted_codes(model.encoder, b, sigma),
@@ -266,29 +277,60 @@ def save_code_histogram(model, x, path, fake_codes=None, batch_size=500):
 
 
 def save_pictures(model, run, fixed_z, epoch, fake_codes=None):
-    """Every epoch: samples.png (x_0 = dec(z) of fixed z) and reconstructions.png of corrupted test
-    images (aae.py's pictures). Every tenth of the run and at the end: the chain from the same z,
-    the code histogram, and for 2-D codes the code space."""
+    """Every saved epoch: samples.png (x_0 = dec(z) of fixed z) and reconstructions.png of corrupted
+    test images (aae.py's pictures). Every tenth of the run: the chain from the same z, the code
+    histogram, and for 2-D codes the code space."""
     aae.save_pictures(model, run, fixed_z, epoch)
-    epochs = run.config["epochs"]
-    if epoch % max(1, epochs // 10) == 0 or epoch == epochs:
+    if run.every_tenth(epoch):
         save_chain(model.markov_chain_sample(len(fixed_z), run.config["sample_steps"], fixed_z), run.out)
         save_code_histogram(model, run.data.x_test[:2000], run.out / "code_histogram.png", fake_codes)
 
 
 # ---------------------------------------------------------------------------------------------
-# main (idaae.py uses the same parser and training loop)
+# Training (idaae.py trains with this loop too, giving its own fake codes)
 # ---------------------------------------------------------------------------------------------
 
 
-def model_parser(model, description):
-    parser = common.model_parser(model, description)
-    parser.add_argument("--sigma", type=common.corruption_sigma,
+def train(run, fake_codes=corrupted_codes, build=build_model):
+    config, data = run.config, run.data
+    machinery.check_networks_fit(build, config, run.device)
+    model = build(config).to(run.device)
+    optimizers = make_optimizers(model, config)
+    schedulers = {}
+    if config["lr_decay"] != 1.0:  # Sprites: the learning rate is annealed after every epoch
+        schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(o, config["lr_decay"])
+                      for name, o in optimizers.items()}
+    run.track(model, optimizers, schedulers)
+    fixed_z = model.sample_prior(100)
+
+    for epoch in run.epochs():
+        for x, _ in run.batches(data.x_train, data.y_train):
+            with common.autocast(run):
+                losses = train_step(model, optimizers, x, config["sigma"], fake_codes, config["clip"],
+                                    config["update_order"], config["l1_penalty"], config["l2_penalty"])
+            run.record(losses)
+        for scheduler in schedulers.values():
+            scheduler.step()
+        if run.saving(epoch):
+            with common.drawing(model):
+                save_pictures(model, run, fixed_z, epoch, None if fake_codes is corrupted_codes else fake_codes)
+            run.save_checkpoint()
+    run.done()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags and main (idaae.py adds --M to these)
+# ---------------------------------------------------------------------------------------------
+
+
+def add_flags(parser):
+    parser.add_argument("--sigma", type=machinery.corruption_sigma,
                         help="std of the Gaussian corruption (paper: 0.5 MNIST and Omniglot, 0.25 Sprites and CelebA)")
-    parser.add_argument("--sample-steps", type=common.positive_int,
-                        help="Markov chain steps for the chain pictures (paper: 10 MNIST, 50 Omniglot, 2 Sprites)")
+    parser.add_argument("--sample-steps", type=machinery.positive_int,
+                        help="Markov chain steps of a sample (paper: 10 MNIST, 50 Omniglot, 2 Sprites)")
     parser.add_argument("--prior", choices=PRIORS, help="p(z) (default gaussian; mixture is 2-D)")
-    parser.add_argument("--adversarial-lr", type=common.positive_float,
+    parser.add_argument("--adversarial-lr", type=machinery.positive_float,
                         help="learning rate of the discriminator and of the encoder's adversarial update "
                         "(default: --lr, as the paper)")
     parser.add_argument("--clip", action=argparse.BooleanOptionalAction,
@@ -298,7 +340,7 @@ def model_parser(model, description):
                         help="adversarial-first (default: discriminator, encoder, reconstruction, as the authors' "
                         "notebooks) or reconstruction-first (the AAE paper's order)")
     parser.add_argument("--init", choices=tuple(aae.INITS), help="initial weights of the fully connected "
-                        "networks: glorot (default, the authors' lasagne) or he (short Omniglot runs: see README)")
+                        "networks: glorot (default, the authors' lasagne) or he (short Omniglot runs: see docs/daae.md)")
     return parser
 
 
@@ -306,44 +348,20 @@ def check_args(args):
     """The flags argparse cannot check alone; returns args (the mixture prior sets --latent-dim 2)."""
     if args.prior == "mixture":
         if args.latent_dim not in (None, 2):
-            raise common.CLIError("the mixture prior is 2-D; drop --latent-dim or set it to 2")
+            raise machinery.CLIError("the mixture prior is 2-D; drop --latent-dim or set it to 2")
         args.latent_dim = 2
     return args
 
 
-def train(run, fake_codes=None):
-    """Build the model a run describes and train it with common.fit; pictures after every epoch.
-    fake_codes: None for the DAAE (corrupted_codes); idaae.py passes its integrated codes."""
-    config, device, data = run.config, run.device, run.data
-    model = common.build_model(build_model, config, device)
-    optimizers = make_optimizers(model, config)
-    schedulers = {}
-    if config["lr_decay"] != 1.0:  # Sprites: the learning rate is annealed after every epoch
-        schedulers = {name: torch.optim.lr_scheduler.ExponentialLR(o, config["lr_decay"])
-                      for name, o in optimizers.items()}
-    fixed_z = model.sample_prior(100)
-
-    def step(x, y):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
-            # Runs from before these two settings existed resume with the details they were trained with
-            return train_step(model, optimizers, x, config["sigma"], fake_codes or corrupted_codes,
-                              config.get("clip", False), config.get("update_order", "reconstruction-first"),
-                              config["l1_penalty"], config["l2_penalty"])
-
-    common.fit(
-        run, model, optimizers, step,
-        data.x_train, data.y_train,
-        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch, fake_codes),
-        schedulers=schedulers,
-    )
-    common.print_done(run)
-    return model
+def parse_args(argv):
+    parser = add_flags(machinery.model_parser("daae", __doc__))
+    return check_args(machinery.describe_defaults(parser, DEFAULTS).parse_args(argv))
 
 
 def main(argv=None):
-    args = check_args(common.describe_defaults(model_parser("daae", __doc__), DEFAULTS).parse_args(argv))
+    args = parse_args(argv)
     train(common.start_run("daae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None))
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    machinery.cli(main)

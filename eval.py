@@ -69,6 +69,7 @@ from sklearn.svm import SVC
 from tqdm import tqdm
 
 import common
+import machinery
 
 STUDIES = ("reconstruct", "classify", "likelihood", "quality")
 BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
@@ -134,7 +135,7 @@ def merge_results(run_dir, study_key, result):
     """RUN_DIR/eval.json with this study's entry replaced and the other studies' entries kept."""
     results = read_eval_json(run_dir)
     results[study_key] = result
-    common.write_json(Path(run_dir) / "eval.json", results)
+    machinery.write_json(Path(run_dir) / "eval.json", results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,7 +519,7 @@ def check_sample_memory(config, samples, steps, device):
     n, image_bytes = samples or default_samples(config), 4 * math.prod(config["image_shape"])
     steps = set(steps or ()) if "sample_steps" in config else set()
     kept = 2 * n * image_bytes * (1 + len(steps)) + (max(steps, default=0) + 1) * image_bytes
-    common.check_memory(kept, f"{n:,} samples" + (f" at {len(steps)} chain lengths" if steps else ""),
+    machinery.check_memory(kept, f"{n:,} samples" + (f" at {len(steps)} chain lengths" if steps else ""),
                         ("--samples", "--steps"), device)
 
 
@@ -531,7 +532,7 @@ def likelihood(model, data, config, device, samples=None, steps=None, plot_path=
     notes = []
     n = samples or default_samples(config)
     if samples is None:
-        notes.append(f"{n} samples, the default for {common.dataset_tag(config['dataset'])} (--samples)")
+        notes.append(f"{n} samples, the default for {machinery.dataset_tag(config['dataset'])} (--samples)")
     if data.x_test.shape[1] == 3:
         notes.append("scored in greyscale: the mean of the three colour channels")
     bandwidth_on = bandwidth_on or default_bandwidth_set(config)
@@ -582,7 +583,7 @@ def save_steps_plot(steps, path, config):
     axes.legend()
     axes.set_xlabel("Markov-chain steps")
     axes.set_ylabel("Parzen log-likelihood")
-    axes.set_title(f"{config['model']} on {common.dataset_tag(config['dataset'])}")
+    axes.set_title(f"{config['model']} on {machinery.dataset_tag(config['dataset'])}")
     common.save_figure(figure, path)
 
 
@@ -661,7 +662,7 @@ def inception_network():
         raise common.CLIError(f"{INCEPTION} needs torch-fidelity: pip install torch-fidelity, or use "
                               "--feature-network classifier (a classifier of the run's own dataset)") from None
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a damaged download a RuntimeError
-        reason = common.first_line(error, 100)
+        reason = machinery.first_line(error, 100)
         raise common.CLIError(f"cannot load the {INCEPTION} weights for FID and IS ({reason}); they are "
                               f"downloaded once into {checkpoints}: connect to the internet once, or use "
                               "--feature-network classifier (a classifier trained on the run's own dataset)") from None
@@ -721,7 +722,7 @@ def classifier_cache(data, data_dir):
         key.update(tensor.contiguous().numpy().tobytes())
     key = key.hexdigest()[:16]
     shape = "x".join(map(str, data.image_shape))
-    return Path(data_dir) / "cache" / f"classifier-{common.dataset_tag(data.name)}-{shape}-{key}.pt", key
+    return Path(data_dir) / "cache" / f"classifier-{machinery.dataset_tag(data.name)}-{shape}-{key}.pt", key
 
 
 def read_classifier(path, key, data):
@@ -735,7 +736,7 @@ def read_classifier(path, key, data):
         classifier.load_state_dict(saved["model_state"])
         return classifier, float(saved["test_accuracy"])
     except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
-        reason = common.first_line(error, 80)
+        reason = machinery.first_line(error, 80)
         print(f"the classifier cache {path} is damaged ({reason}); training it again", file=sys.stderr)
         return None
 
@@ -751,22 +752,22 @@ def classifier_network(data, data_dir, device):
     path, key = classifier_cache(data, data_dir)
     cached = read_classifier(path, key, data) if path.is_file() else None
     if cached is None:
-        print(f"training a classifier of {common.dataset_tag(data.name)} for FID and IS ({CLASSIFIER_STEPS} steps; "
+        print(f"training a classifier of {machinery.dataset_tag(data.name)} for FID and IS ({CLASSIFIER_STEPS} steps; "
               f"once: it is cached in {path})")
         started = time.perf_counter()
         classifier, accuracy = train_classifier(data, device)
         try:
-            with common.atomic_path(path) as tmp:
+            with machinery.atomic_path(path) as tmp:
                 torch.save({"key": key, "model_state": classifier.state_dict(), "test_accuracy": accuracy}, tmp)
         except (common.CLIError, RuntimeError) as error:  # a full disk: the study goes on, the next one trains again
             print(f"warning: the classifier was not cached ({error})", file=sys.stderr)
         print(f"trained in {time.perf_counter() - started:.1f} s", end="; ")
     else:
         classifier, accuracy = cached
-        print(f"classifier of {common.dataset_tag(data.name)} read from {path} (delete it to train it again)", end="; ")
+        print(f"classifier of {machinery.dataset_tag(data.name)} read from {path} (delete it to train it again)", end="; ")
     print(f"its accuracy on the {len(data.y_test)} test images: {accuracy:.2%}")
     classifier = classifier.to(device).eval().requires_grad_(False)
-    return FeatureNetwork(f"{common.dataset_tag(data.name)} classifier",
+    return FeatureNetwork(f"{machinery.dataset_tag(data.name)} classifier",
                           lambda: quality_metrics(classifier.features, classifier),
                           lambda x: common.float_images(x).clamp(0, 1), {"classifier_test_accuracy": accuracy})
 
@@ -804,7 +805,7 @@ def quality(model, data, config, device, network, samples=None, steps=None, plot
     notes = [f"feature network: {network.name}"
              + (f" (test accuracy {network.about['classifier_test_accuracy']:.2%})" if network.about else "")]
     if samples is None:
-        notes.append(f"{n} samples, the default for {common.dataset_tag(config['dataset'])} (--samples)")
+        notes.append(f"{n} samples, the default for {machinery.dataset_tag(config['dataset'])} (--samples)")
     if network.name == INCEPTION and data.x_test.shape[1] == 1:
         notes.append(f"grey images repeated on the three channels {INCEPTION} expects")
     print(f"quality: {n} samples, FID against the {len(data.x_test)} {split_name(config, 'test')} images, "
@@ -842,7 +843,7 @@ def save_quality_plot(steps, path, config, network):
         axes.errorbar(t, [v[key] for v in steps.values()], yerr=spread, marker="o", capsize=3)
         axes.set_xlabel("Markov-chain steps")
         axes.set_ylabel(label)
-    figure.suptitle(f"{config['model']} on {common.dataset_tag(config['dataset'])}, judged by {network}")
+    figure.suptitle(f"{config['model']} on {machinery.dataset_tag(config['dataset'])}, judged by {network}")
     common.save_figure(figure, path)
 
 
@@ -933,12 +934,12 @@ def comparison_table(runs, results):
 
 
 def parse_args(argv):
-    parser = common.ArgumentParser(prog="eval.py", description=__doc__,
+    parser = machinery.ArgumentParser(prog="eval.py", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=[*STUDIES, "all"], help="which study to run")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
     parser.add_argument("--data-dir", help="where the datasets are (default: the data_dir each run was trained with)")
-    parser.add_argument("--samples", type=common.positive_int,
+    parser.add_argument("--samples", type=machinery.positive_int,
                         help="model samples for the Parzen window and for FID and IS (default 10,000 for MNIST and "
                              ".npz datasets, 1,000 otherwise)")
     parser.add_argument("--steps", type=non_negative_int, nargs="+",
@@ -952,12 +953,12 @@ def parse_args(argv):
                         help="what judges the samples for FID and IS: inception (Inception-v3, downloaded once) or "
                              "classifier (a CNN trained once on the run's own dataset) (default: inception for "
                              "colour images, classifier for grey ones)")
-    parser.add_argument("--max-train", type=common.positive_int,
+    parser.add_argument("--max-train", type=machinery.positive_int,
                         help="train the classifiers on a random subset of this many training images")
     parser.add_argument("--table", help="write the comparison table (markdown) to this file")
-    parser.add_argument("--seed", type=common.seed_value, default=0,
+    parser.add_argument("--seed", type=machinery.seed_value, default=0,
                         help="seeds corruption, sampling and subsets (default 0)")
-    common.add_device_flags(parser)
+    machinery.add_device_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -985,7 +986,7 @@ def non_negative_int(text):
 def main(argv=None):
     args = parse_args(argv)
     studies = STUDIES if args.study == "all" else (args.study,)
-    device = common.choose_device(args.device)
+    device = machinery.choose_device(args.device)
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
     runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
@@ -1043,10 +1044,10 @@ def main(argv=None):
     if len(runs) > 1:
         print(f"\n## comparison\n\n{table}")
     if args.table:
-        with common.atomic_path(args.table) as tmp:
+        with machinery.atomic_path(args.table) as tmp:
             Path(tmp).write_text(table + "\n")
         print(f"\ncomparison table written to {args.table}")
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    machinery.cli(main)

@@ -26,6 +26,7 @@ import math
 
 import common
 import daae
+import machinery
 
 # The DAAE's table, plus the number of corruptions: 5 in the paper, 10 for CelebA.
 DEFAULTS = {name: {**row, "M": 10 if name == "celeba" else 5} for name, row in daae.DEFAULTS.items()}
@@ -43,6 +44,11 @@ def integrated_codes(encoder, x, sigma, M):
     return encoder(x_tilde.flatten(0, 1)).view(M, len(x), -1).mean(0)
 
 
+def build_model(config):
+    """The DAAE's networks; its samples are dec(z), z ~ p(z) (eval.py rebuilds runs with this)."""
+    return daae.build_model(config, sample_steps=0)
+
+
 def check_corruptions_fit(config, device):
     """Refuse an --M whose M x batch encoder pass cannot fit, before training starts. Per image,
     the fully connected encoder keeps its input and hidden layers for the backward pass; the
@@ -50,25 +56,24 @@ def check_corruptions_fit(config, device):
     shape = config["image_shape"]
     per_image = 64 * math.prod(shape[1:]) if config["conv"] else math.prod(shape) + sum(config["encoder_hidden"])
     nbytes = 2 * 4 * config["M"] * config["batch_size"] * per_image  # float32 activations and their gradients
-    common.check_memory(nbytes, f"the encoder pass on --M {config['M']} x --batch-size {config['batch_size']} images",
-                        ["--M", "--batch-size"], device)
+    machinery.check_memory(nbytes, f"the encoder pass on --M {config['M']} x --batch-size {config['batch_size']} "
+                           "images", ["--M", "--batch-size"], device)
 
 
-def build_model(config):
-    """The same model as the DAAE (eval.py rebuilds runs with this)."""
-    return daae.build_model(config)
+def parse_args(argv):
+    parser = daae.add_flags(machinery.model_parser("idaae", __doc__))
+    parser.add_argument("--M", type=machinery.positive_int,
+                        help="corruptions averaged per image for the discriminator's fake sample (paper: 5; CelebA 10)")
+    return daae.check_args(machinery.describe_defaults(parser, DEFAULTS).parse_args(argv))
 
 
 def main(argv=None):
-    parser = daae.model_parser("idaae", __doc__)
-    parser.add_argument("--M", type=common.positive_int,
-                        help="corruptions averaged per image for the discriminator's fake sample (paper: 5; CelebA 10)")
-    args = daae.check_args(common.describe_defaults(parser, DEFAULTS).parse_args(argv))
+    args = parse_args(argv)
     run = common.start_run("idaae", args, DEFAULTS, variant=args.prior if args.prior != "gaussian" else None)
-    M = run.config["M"]
     check_corruptions_fit(run.config, run.device)
-    daae.train(run, fake_codes=lambda encoder, x, sigma: integrated_codes(encoder, x, sigma, M))
+    M = run.config["M"]
+    daae.train(run, fake_codes=lambda encoder, x, sigma: integrated_codes(encoder, x, sigma, M), build=build_model)
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    machinery.cli(main)

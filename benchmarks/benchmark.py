@@ -237,7 +237,7 @@ def cuda_host_syncs(config, device, x):
         return "not checked (no CUDA device)"
     model = daae.build_model(config).to(device)
     optimizers = daae.make_optimizers(model, config)
-    x = common.on_device((x * 255).round().to(torch.uint8), device)  # stored as uint8, as common.load_dataset keeps it
+    x = machinery.on_device((x * 255).round().to(torch.uint8), device)  # stored as uint8, as common.load_dataset keeps it
     perm, sums, batch_size = torch.randperm(len(x), device=x.device), {}, config["batch_size"]
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -297,7 +297,7 @@ def benchmark_training(config, sizes, device):
 
     return {
         "images": n, "batch_size": config["batch_size"], "project_ips": n / median(project, 0), "usual_ips": n / median(usual, 0),
-        "bf16_ips": n / median(bf16, 0), "bf16_native": common.native_bf16(device),
+        "bf16_ips": n / median(bf16, 0), "bf16_native": machinery.native_bf16(device),
         "step_seconds": median(project, 2) / (n // config["batch_size"]),
         "cpu_ratio": median(usual, 1) / median(project, 1),
         "peak_gflops": gflops, "peak_best": max(peak), "flops_per_image": flops_per_image,
@@ -381,7 +381,7 @@ def benchmark_omniglot(config, sizes, device):
     M = config["M"]
     state = {"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}
     with tempfile.TemporaryDirectory() as out:
-        checkpoint_seconds = timed(lambda: common.save_checkpoint(Path(out) / "checkpoint.pt", state), device)
+        checkpoint_seconds = timed(lambda: machinery.save_checkpoint(Path(out) / "checkpoint.pt", state), device)
     steps = OMNIGLOT_TRAIN_IMAGES // config["batch_size"]
     return {"M": M, "step": seconds[M], "step_m1": seconds[1], "steps": steps, "epoch": steps * seconds[M],
             "checkpoint": checkpoint_seconds, "measured_ratio": seconds[M] / seconds[1],
@@ -450,7 +450,7 @@ def profile_step(config, sizes, device):
 # 5. Whole processes: the usual program against daae.py, start to end
 # ---------------------------------------------------------------------------------------------
 
-FORCED_BF16 = "import common; common.native_bf16 = lambda device: True; import daae, sys; common.cli(daae.main)"
+FORCED_BF16 = "import common; machinery.native_bf16 = lambda device: True; import daae, sys; machinery.cli(daae.main)"
 
 
 def write_npz(path, n, size=28, seed=0):
@@ -501,7 +501,7 @@ def benchmark_processes(sizes, device):
     n, epochs = sizes["process_images"], 2
     if not n:  # --tiny: three processes would take longer than the rest of the run
         return None
-    native = common.native_bf16(device)
+    native = machinery.native_bf16(device)
     threads = torch.get_num_threads()
     times = {"usual": [], "fp32": [], "bf16": []}
     with tempfile.TemporaryDirectory() as folder:
@@ -564,9 +564,9 @@ def epoch_extras(config, step_seconds, steps, device):
             pictures = timed(lambda: daae.save_pictures(model, run, fixed_z, 3), device)
             tenth = timed(lambda: daae.save_pictures(model, run, fixed_z, 10), device)
         state = {"model_state": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}
-        checkpoint = timed(lambda: common.save_checkpoint(Path(out) / "checkpoint.pt", state), device)
-        log = timed(lambda: common.write_log(Path(out), history, plot=False), device)
-        plot = timed(lambda: common.write_log(Path(out), history, plot=True), device)
+        checkpoint = timed(lambda: machinery.save_checkpoint(Path(out) / "checkpoint.pt", state), device)
+        log = timed(lambda: machinery.write_log(Path(out), history, plot=False), device)
+        plot = timed(lambda: machinery.write_log(Path(out), history, plot=True), device)
     loop = loop_seconds(config, device)
     epoch = steps * (step_seconds + loop)
     parts = {"the loop's own work": steps * loop, "pictures": pictures, "chain and histogram (a tenth)": tenth / 10,
@@ -584,6 +584,7 @@ PEAK_RSS = """
 import re, sys, torch
 sys.path.insert(0, {root!r})
 import common
+import machinery
 
 def status(key):  # resident memory now (VmRSS) and at its peak (VmHWM), in bytes
     return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
@@ -775,7 +776,7 @@ def main(argv=None):
     size.add_argument("--quick", action="store_true", help="fewer repeats, steps and images")
     size.add_argument("--tiny", action="store_true",
                       help="tiny networks and data, a few seconds: checks the script runs, the numbers mean nothing")
-    parser.add_argument("--threads", type=common.positive_int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=machinery.positive_int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--celeba-memory", action="store_true",
                         help="only the peak memory of loading a CelebA-sized .npz (202,599 x 3 x 64 x 64 uint8, "
                              "2.5 GB, written to the temporary folder and deleted)")
@@ -802,7 +803,7 @@ def run_all(mode):
     """Every measurement, then the report; returns the results by section."""
     sizes = SIZES[mode]
     start_load = load_average()
-    device = common.choose_device()
+    device = machinery.choose_device()
     torch.manual_seed(0)
 
     mnist = {**daae.DEFAULTS["mnist"], "image_shape": [1, 28, 28]}

@@ -1,13 +1,13 @@
 """What several test files share: a script's command line run in-process, and the check that a
 few hundred training steps on tiny data made progress."""
 
-import common
+import machinery
 
 
 def run_script(main, argv):
-    """Run `python <script>.py ARGV` in-process (common.cli around main(argv)); return its exit status."""
+    """Run `python <script>.py ARGV` in-process (machinery.cli around main(argv)); return its exit status."""
     try:
-        common.cli(lambda: main(argv))
+        machinery.cli(lambda: main(argv))
     except SystemExit as exit:
         return exit.code
     return 0

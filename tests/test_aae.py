@@ -42,7 +42,7 @@ def test_mixture_prior_components_follow_the_labels():
         angle = 2 * math.pi * k / 10
         torch.testing.assert_close(z.mean(0), 4 * torch.tensor([math.cos(angle), math.sin(angle)]), atol=0.05, rtol=0)
         assert z.std(0).mean().item() == pytest.approx(0.5, rel=0.05)
-    unlabelled = aae.sample_prior("mixture", 5000, 2, "cpu", torch.full((5000,), 10))
+    unlabelled = aae.sample_prior("mixture", 5000, 2, "cpu", torch.full((5000,), -1))  # -1: unlabelled
     assert unlabelled.norm(dim=1).mean().item() == pytest.approx(4, rel=0.05)
     assert unlabelled.mean(0).abs().max() < 0.2  # spread over the whole circle
 
@@ -92,7 +92,7 @@ def tiny_model_and_optimizers(lr=1e-3, reconstruction_lr=None):
     optimizers = {
         "reconstruction": torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=rec_lr),
         "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr),
-        "encoder": torch.optim.Adam(model.encoder.parameters(), lr=lr),
+        "encoder_adversarial": torch.optim.Adam(model.encoder.parameters(), lr=lr),
     }
     return model, optimizers
 
@@ -124,8 +124,8 @@ def test_label_conditioned_discriminator_sees_the_one_hot():
     assert model.discriminator.net[0].in_features == 2 + 11
     optimizers = {name: torch.optim.Adam(params, lr=1e-3) for name, params in [
         ("reconstruction", [*model.encoder.parameters(), *model.decoder.parameters()]),
-        ("discriminator", model.discriminator.parameters()), ("encoder", model.encoder.parameters())]}
-    labels = torch.tensor([0, 1, 2, 10] * 4)  # 10 = "unlabelled"
+        ("discriminator", model.discriminator.parameters()), ("encoder_adversarial", model.encoder.parameters())]}
+    labels = torch.tensor([0, 1, 2, -1] * 4)  # -1 = "unlabelled"
     losses = aae.train_step(model, optimizers, torch.rand(16, 1, 8, 8), labels, 0.0, 11)
     assert all(torch.isfinite(v) for v in losses.values())
 

@@ -29,7 +29,7 @@ def test_the_decoder_gets_the_label_and_the_game_sees_z_alone():
     assert not torch.allclose(model.decode(z[:1], torch.tensor([0])), model.decode(z[:1], torch.tensor([1])))
     optimizers = {name: torch.optim.Adam(params, lr=1e-3) for name, params in [
         ("reconstruction", [*model.encoder.parameters(), *model.decoder.parameters()]),
-        ("discriminator", model.discriminator.parameters()), ("encoder", model.encoder.parameters())]}
+        ("discriminator", model.discriminator.parameters()), ("encoder_adversarial", model.encoder.parameters())]}
     losses = aae.train_step(model, optimizers, torch.rand(16, 1, 8, 8), torch.arange(16) % 10, 0.0, 0,
                             supervised=True)
     assert all(torch.isfinite(v) for v in losses.values())

@@ -10,6 +10,7 @@ import torch
 
 import ali
 import common
+import machinery
 
 
 def tiny_model(seed=0, latent_dim=4):
@@ -178,8 +179,8 @@ def test_cli_writes_the_run_folder(tmp_path):
     log = (out / "log.csv").read_text().strip().splitlines()
     assert log[0].startswith("epoch,discriminator,generator") and len(log) == 3
     # eval.py's way of loading a run
-    model = ali.build_model(common.read_config(out))
-    model.load_state_dict(common.load_checkpoint(out / "checkpoint.pt", "ali")["model_state"])
+    model = ali.build_model(machinery.read_config(out))
+    model.load_state_dict(machinery.load_checkpoint(out / "checkpoint.pt", "ali")["model_state"])
     model.eval()
     x = common.load_dataset("digits").x_test[:5]
     assert model.encode(x).shape == (5, 2) and model.decode(model.encode(x)).shape == x.shape
@@ -191,8 +192,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     ali.main(["--epochs", "2", "--out", str(tmp_path / "straight")])
     ali.main(["--epochs", "1", "--out", str(tmp_path / "resumed")])
     ali.main(["--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume"])
-    straight = common.load_checkpoint(tmp_path / "straight/checkpoint.pt", "ali")["model_state"]
-    resumed = common.load_checkpoint(tmp_path / "resumed/checkpoint.pt", "ali")["model_state"]
+    straight = machinery.load_checkpoint(tmp_path / "straight/checkpoint.pt", "ali")["model_state"]
+    resumed = machinery.load_checkpoint(tmp_path / "resumed/checkpoint.pt", "ali")["model_state"]
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
@@ -201,9 +202,9 @@ def test_bad_input_is_one_line(tmp_path, capsys):
                           (["--batch-size", "5000"], "larger than the training set"), (["--sigma", "0.5"], "--sigma")]:
         with pytest.raises(common.CLIError, match=message):
             ali.main([*argv, "--out", str(tmp_path / "run")])
-    # As a command (common.cli around main): one "error: ..." line on stderr, exit status 2.
+    # As a command (machinery.cli around main): one "error: ..." line on stderr, exit status 2.
     with pytest.raises(SystemExit) as exit:
-        common.cli(lambda: ali.main(["--lr", "-1"]))
+        machinery.cli(lambda: ali.main(["--lr", "-1"]))
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "--lr" in err and "Traceback" not in err

@@ -24,6 +24,7 @@ from PIL import Image
 import aae
 import ali
 import common
+import machinery
 import eval as evaluation
 import idaae
 import learned_prior_aae
@@ -39,14 +40,14 @@ def trained(tmp_path_factory):
     """A finished two-epoch AAE run on digits, copied by the rows that need a saved run."""
     out = tmp_path_factory.mktemp("runs") / "aae-digits"
     assert run_script(aae.main, ["--epochs", "2", "--latent-dim", "4", "--out", str(out)]) == 0
-    common.release_run_folder(out)
+    machinery.release_run_folder(out)
     return out
 
 
 def fingerprint(folder):
     """Every file's bytes (hashed) under `folder`, the lock file aside: what a failed command must not change."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != common.LOCK_FILE}
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != machinery.LOCK_FILE}
 
 
 def save_npz(path, **changes):
@@ -154,7 +155,7 @@ def setup_case(case, tmp, trained):
         return "aae", ["--out", str(out)], out
     if case == "checkpoint that would run code":
         with open(out / "checkpoint.pt", "wb") as f:
-            pickle.dump({"format": common.CHECKPOINT_FORMAT, "x": RunsCode(str(tmp / "pwned"))}, f, protocol=2)
+            pickle.dump({"format": machinery.CHECKPOINT_FORMAT, "x": RunsCode(str(tmp / "pwned"))}, f, protocol=2)
         return "aae", ["--resume", "--out", str(out)], out
     if case == "eval --table that cannot be written":
         (tmp / "file").write_text("a file")
@@ -169,7 +170,7 @@ def setup_case(case, tmp, trained):
     if case == "resume after config.json was edited":
         config = json.loads((out / "config.json").read_text())
         # As a resumed run in this folder would save it, but for the code size changed by hand.
-        common.write_json(out / "config.json",
+        machinery.write_json(out / "config.json",
                           {**config, "latent_dim": 7, "out": str(out), "resume": True, "epochs": 3})
         return "aae", ["--resume", "--epochs", "3", "--out", str(out)], out
     if case == "config.json that is not a dict":
@@ -281,7 +282,7 @@ def test_a_second_run_on_a_busy_folder_is_refused_at_once_and_the_first_finishes
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
-        while not (out / common.LOCK_FILE).is_file() or not (out / common.LOCK_FILE).read_text().strip():
+        while not (out / machinery.LOCK_FILE).is_file() or not (out / machinery.LOCK_FILE).read_text().strip():
             assert time.time() < deadline and first.poll() is None, "the first run did not start"
             time.sleep(0.05)
         started = time.perf_counter()
@@ -298,7 +299,7 @@ def test_the_refusal_names_the_process_that_holds_the_folder(tmp_path, capsys):
 
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / common.LOCK_FILE, "w") as holder:  # as another run would hold it
+    with open(out / machinery.LOCK_FILE, "w") as holder:  # as another run would hold it
         fcntl.flock(holder, fcntl.LOCK_EX)
         holder.write("12345\n")
         holder.flush()

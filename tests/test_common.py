@@ -11,6 +11,7 @@ import torch
 from scipy.special import logsumexp
 
 import common
+import machinery
 
 
 def brute_force_parzen(samples, data, sigma):
@@ -85,22 +86,22 @@ def test_mean_and_standard_error():
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    common.save_checkpoint(path, {"model": "aae", "epoch": 3, "weights": torch.arange(4.0)})
-    loaded = common.load_checkpoint(path, "aae")
+    machinery.save_checkpoint(path, {"model": "aae", "epoch": 3, "weights": torch.arange(4.0)})
+    loaded = machinery.load_checkpoint(path, "aae")
     assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], torch.arange(4.0))
     with pytest.raises(common.CLIError, match="daae.py|not daae"):
-        common.load_checkpoint(path, "daae")
+        machinery.load_checkpoint(path, "daae")
 
     path.write_bytes(b"this is not a checkpoint")
     with pytest.raises(common.CLIError, match="not a valid checkpoint"):
-        common.load_checkpoint(path, "aae")
+        machinery.load_checkpoint(path, "aae")
 
     torch.save({"format": "something else"}, path)
     with pytest.raises(common.CLIError, match="not a checkpoint written by these scripts"):
-        common.load_checkpoint(path, "aae")
+        machinery.load_checkpoint(path, "aae")
 
     with pytest.raises(common.CLIError, match="no checkpoint"):
-        common.load_checkpoint(tmp_path / "missing.pt", "aae")
+        machinery.load_checkpoint(tmp_path / "missing.pt", "aae")
 
 
 class RunsCode:
@@ -117,9 +118,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as f:
-        pickle.dump({"format": common.CHECKPOINT_FORMAT, "payload": RunsCode(str(marker))}, f, protocol=2)
+        pickle.dump({"format": machinery.CHECKPOINT_FORMAT, "payload": RunsCode(str(marker))}, f, protocol=2)
     with pytest.raises(common.CLIError, match="not a valid checkpoint"):
-        common.load_checkpoint(path, "aae")
+        machinery.load_checkpoint(path, "aae")
     assert not marker.exists()
 
 
@@ -127,12 +128,12 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("old")
     with pytest.raises(RuntimeError):
-        with common.atomic_path(path) as tmp:
+        with machinery.atomic_path(path) as tmp:
             open(tmp, "w").write("half")
             raise RuntimeError("disk full")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
-    with common.atomic_path(tmp_path / "new.txt") as tmp:
+    with machinery.atomic_path(tmp_path / "new.txt") as tmp:
         open(tmp, "w").write("new")
     umask = os.umask(0)
     os.umask(umask)
@@ -140,7 +141,7 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
 
 
 def test_parser_errors_are_one_line_cli_errors():
-    parser = common.model_parser("aae", "test")
+    parser = machinery.model_parser("aae", "test")
     for argv in (["--epochs", "0"], ["--batch-size", "-3"], ["--lr", "nan"], ["--bogus"]):
         with pytest.raises(common.CLIError, match="see --help"):
             parser.parse_args(argv)
@@ -148,11 +149,11 @@ def test_parser_errors_are_one_line_cli_errors():
 
 
 def test_device_flag_and_its_gpu_alias():
-    parser = common.model_parser("aae", "test")
+    parser = machinery.model_parser("aae", "test")
     assert parser.parse_args([]).device is None  # auto: CUDA when there is one, else the CPU
     assert parser.parse_args(["--gpu"]).device == "cuda"
     assert parser.parse_args(["--device", "cpu"]).device == "cpu"
-    assert common.choose_device("cpu") == torch.device("cpu")  # forced even where CUDA exists
+    assert machinery.choose_device("cpu") == torch.device("cpu")  # forced even where CUDA exists
     with pytest.raises(common.CLIError, match="--device"):
         parser.parse_args(["--device", "tpu"])
 

@@ -34,7 +34,7 @@ def tiny_model(sigma=0.5):
 def tiny_optimizers(model, lr=1e-3, **phase_lr):
     """torch.optim.Adam per update; phase_lr sets one update's rate (0 switches it off)."""
     params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
-              "discriminator": model.discriminator.parameters(), "encoder": model.encoder.parameters()}
+              "discriminator": model.discriminator.parameters(), "encoder_adversarial": model.encoder.parameters()}
     return {name: torch.optim.Adam(p, lr=phase_lr.get(name, lr)) for name, p in params.items()}
 
 
@@ -117,7 +117,7 @@ def test_the_idaae_step_feeds_the_discriminator_the_integrated_codes():
 
 @pytest.mark.parametrize("fake_codes", [daae.corrupted_codes, integrated(3)], ids=["daae", "idaae"])
 @pytest.mark.parametrize("phase, networks", [("reconstruction", {"encoder", "decoder"}),
-                                             ("discriminator", {"discriminator"}), ("encoder", {"encoder"})])
+                                             ("discriminator", {"discriminator"}), ("encoder_adversarial", {"encoder"})])
 def test_each_optimiser_moves_exactly_its_networks(fake_codes, phase, networks):
     model = tiny_model()
     optimizers = tiny_optimizers(model, lr=0.0, **{phase: 1e-3})  # only this update has a learning rate
@@ -129,8 +129,8 @@ def test_each_optimiser_moves_exactly_its_networks(fake_codes, phase, networks):
 
 
 @pytest.mark.parametrize("update_order, expected", [
-    ("adversarial-first", ["discriminator", "encoder", "reconstruction"]),
-    ("reconstruction-first", ["reconstruction", "discriminator", "encoder"])])
+    ("adversarial-first", ["discriminator", "encoder_adversarial", "reconstruction"]),
+    ("reconstruction-first", ["reconstruction", "discriminator", "encoder_adversarial"])])
 def test_the_updates_run_in_the_chosen_order_each_on_its_own_corruption(update_order, expected):
     model = tiny_model()
     optimizers = tiny_optimizers(model)
@@ -165,7 +165,7 @@ def test_a_certain_discriminator_stops_the_encoders_adversarial_push_only_when_c
     optimizers = tiny_optimizers(model)
     nn.init.constant_(model.discriminator.net[-1].bias, -20.0)  # D is sure that every code is fake
     before = copy.deepcopy(model.encoder.state_dict())
-    loss = daae.encoder_adversarial_update(model, optimizers["encoder"], torch.rand(16, 1, 8, 8), 0.5,
+    loss = daae.encoder_adversarial_update(model, optimizers["encoder_adversarial"], torch.rand(16, 1, 8, 8), 0.5,
                                            daae.corrupted_codes, clip)
     unchanged = all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in before.items())
     assert unchanged == clip
@@ -203,8 +203,8 @@ def test_celeba_optimisers_are_rmsprop_with_momentum_in_the_discriminator_only()
     optimizers = daae.make_optimizers(tiny_model(), daae.DEFAULTS["celeba"])
     assert all(isinstance(o, torch.optim.RMSprop) for o in optimizers.values())
     momentum = {name: o.param_groups[0]["momentum"] for name, o in optimizers.items()}
-    assert momentum == {"reconstruction": 0.0, "discriminator": 0.9, "encoder": 0.0}
-    assert optimizers["encoder"].param_groups[0]["lr"] == 1e-3
+    assert momentum == {"reconstruction": 0.0, "discriminator": 0.9, "encoder_adversarial": 0.0}
+    assert optimizers["encoder_adversarial"].param_groups[0]["lr"] == 1e-3
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
@@ -212,9 +212,9 @@ def test_adversarial_lr_sets_the_discriminator_and_encoder_rates_only(optimizer)
     config = {**daae.DEFAULTS["omniglot"], "optimizer": optimizer, "lr": 1e-4}
     rates = lambda optimizers: {name: o.param_groups[0]["lr"] for name, o in optimizers.items()}
     assert rates(daae.make_optimizers(tiny_model(), config)) == \
-        {"reconstruction": 1e-4, "discriminator": 1e-4, "encoder": 1e-4}
+        {"reconstruction": 1e-4, "discriminator": 1e-4, "encoder_adversarial": 1e-4}
     assert rates(daae.make_optimizers(tiny_model(), {**config, "adversarial_lr": 1e-5})) == \
-        {"reconstruction": 1e-4, "discriminator": 1e-5, "encoder": 1e-5}
+        {"reconstruction": 1e-4, "discriminator": 1e-5, "encoder_adversarial": 1e-5}
 
 
 def test_he_init_keeps_a_relu_signal_that_glorot_shrinks():

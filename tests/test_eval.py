@@ -14,6 +14,7 @@ from PIL import Image
 
 import aae
 import common
+import machinery
 import eval as evaluation
 from helpers import run_eval as run_cli
 
@@ -338,7 +339,7 @@ def damaged_copy(run, tmp_path, how):
         (copy / "checkpoint.pt").write_bytes(b"not a checkpoint")
     elif how == "unsafe checkpoint":
         with open(copy / "checkpoint.pt", "wb") as f:
-            pickle.dump({"format": common.CHECKPOINT_FORMAT, "x": RunsCode(str(tmp_path / "pwned"))}, f, protocol=2)
+            pickle.dump({"format": machinery.CHECKPOINT_FORMAT, "x": RunsCode(str(tmp_path / "pwned"))}, f, protocol=2)
     elif how == "bad eval.json":
         (copy / "eval.json").write_text("{")
     (copy / "config.json").write_text(json.dumps(config))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import common
+import machinery
 import learned_prior_aae as lp
 from helpers import run_script
 
@@ -260,7 +261,7 @@ def test_cli_writes_the_run_folder_that_eval_loads(tmp_path, argv, latent_dim, n
     assert (config["latent_dim"], config["noise_dim"]) == (latent_dim, noise_dim)
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     model = lp.build_model(config)  # what eval.py does
-    model.load_state_dict(common.load_checkpoint(out / "checkpoint.pt", "learned_prior_aae")["model_state"])
+    model.load_state_dict(machinery.load_checkpoint(out / "checkpoint.pt", "learned_prior_aae")["model_state"])
     model.eval()
     with torch.no_grad():
         assert model.encode(torch.rand(3, 1, 8, 8)).shape == (3, model.latent_dim)

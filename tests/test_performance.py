@@ -35,7 +35,7 @@ def test_bf16_losses_fall_and_stay_float32_like_the_weights(native_bf16):
     x = common.load_dataset("digits").x_train[:256]
     torch.manual_seed(0)
     model = daae.DAAE((1, 8, 8), 4, 0.5, encoder_hidden=[64], decoder_hidden=[64], discriminator_hidden=[64])
-    optimizers = daae.make_optimizers(model, {"lr": 1e-3, "optimizer": "adam"})
+    optimizers = daae.make_optimizers(model, {"lr": 1e-3, "optimizer": "adam", "adversarial_lr": None})
     run = SimpleNamespace(device=torch.device("cpu"), config={"precision": "bf16"})
     history = []
     for _ in range(30):
