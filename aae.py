@@ -17,10 +17,8 @@ When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term)
 2 ln 2 = 1.386 and the encoder's adversarial loss is ln 2 = 0.693.
 
 Priors: N(0, I); a mixture of 10 two-dimensional Gaussians; a "swiss roll". With labels
-(Section 2.3, Figure 3) D also sees a one-hot vector with one extra slot for "unlabelled":
-a labelled image's row names its class, and its positive sample comes from that class's
-mixture component (or swiss-roll segment); an unlabelled row switches on the extra slot and
-its positive sample comes from the whole prior.
+(Section 2.3, Figure 3) D also sees a one-hot of the class, with an extra slot for "unlabelled";
+a labelled image's positive sample comes from its class's component (or segment of the roll).
 
 Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside
 the code, dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the
@@ -59,9 +57,10 @@ DEFAULTS = {
                      conv=False, latent_dim=200, lr=1e-5, batch_size=64, epochs=1000),
     "sprites": dict(encoder_hidden=[1000, 1000], decoder_hidden=[1000, 500, 500], discriminator_hidden=[1000, 1000],
                     conv=False, latent_dim=200, lr=1e-4, batch_size=128, epochs=5),
-    "celeba": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=200, lr=2e-4, batch_size=64, epochs=10),
-    "cifar10": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=64, lr=2e-4, batch_size=64, epochs=100),
-    "svhn": dict(conv=True, discriminator_hidden=[1000, 1000], latent_dim=64, lr=2e-4, batch_size=64, epochs=100),
+    **{name: dict(conv=True, encoder_hidden=[], decoder_hidden=[], discriminator_hidden=[1000, 1000], lr=2e-4,
+                  batch_size=64, **row) for name, row in {"celeba": dict(latent_dim=200, epochs=10),
+                                                         "cifar10": dict(latent_dim=64, epochs=100),
+                                                         "svhn": dict(latent_dim=64, epochs=100)}.items()},
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
 # --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row. Nothing in Section 4
@@ -146,20 +145,17 @@ def sample_prior(prior, n, latent_dim, device, labels=None):
 
 
 def glorot_init(module):
-    """Glorot-uniform weights and zero biases: the defaults of lasagne's DenseLayer, with which the
-    DAAE authors trained their fully connected networks, this AAE baseline among them. PyTorch's
-    default (uniform +-1/sqrt(fan_in)) shrinks a ReLU signal 2.4 times per layer, Glorot's 1.4
-    times: at initialisation the code reaches the image through Omniglot's 7-layer decoder 25
-    times weaker (docs/daae.md has what that does to training)."""
+    """Glorot-uniform weights, zero biases: lasagne's DenseLayer default, with which the DAAE authors
+    trained their fully connected networks. PyTorch's default shrinks a ReLU signal 2.4 times per
+    layer, Glorot's 1.4 times (docs/daae.md has what that does to Omniglot's deep decoder)."""
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         nn.init.zeros_(module.bias)
 
 
 def he_init(module):
-    """He-uniform weights (variance 2 / fan_in) and zero biases: a ReLU signal keeps its scale
-    through every layer. Not the authors' choice; daae.py's --init he, for short Omniglot runs
-    (docs/daae.md, "Omniglot on a CPU")."""
+    """He-uniform weights (variance 2 / fan_in), zero biases: a ReLU signal keeps its scale. Not the
+    authors' choice; daae.py's --init he, for short Omniglot runs (docs/daae.md)."""
     if isinstance(module, nn.Linear):
         nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
         nn.init.zeros_(module.bias)
@@ -290,8 +286,7 @@ def real_and_fake_logits(discriminator, real, fake, onehot=None):
 
 
 def label_onehot(labels, label_slots):
-    """Section 2.3's one-hot for D: a labelled row's class, or the last slot for "unlabelled" (-1);
-    None when label_slots is 0 (no labels)."""
+    """Section 2.3's one-hot for D: the row's class, or the last slot for "unlabelled" (-1)."""
     if not label_slots:
         return None
     return F.one_hot(torch.where(labels >= 0, labels, label_slots - 1), label_slots).float()
@@ -303,11 +298,10 @@ def label_onehot(labels, label_slots):
 
 
 def reconstruction_update(model, optimizer, x, x_in, labels=None):
-    """The reconstruction phase: encoder and decoder minimise BCE(x, dec(enc(x_in))), computed
-    from the decoder's logits (the same loss, stabler, and on a CPU a quarter of the time of
-    F.binary_cross_entropy on the sigmoid's output). `labels`: the supervised AAE's decoder
-    gets [one-hot label, z] (Section 4)."""
-    loss = F.binary_cross_entropy_with_logits(model.decoder.logits(model.decoder_input(model.encoder(x_in), labels)), x)
+    """The reconstruction phase: min BCE(x, dec(enc(x_in))), from the decoder's logits (stabler, and
+    a quarter of the time of the sigmoid's BCE on a CPU); Section 4's decoder also gets `labels`."""
+    logits = model.decoder.logits(model.decoder_input(model.encoder(x_in), labels))
+    loss = F.binary_cross_entropy_with_logits(logits, x)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -316,8 +310,7 @@ def reconstruction_update(model, optimizer, x, x_in, labels=None):
 
 def discriminator_update(model, optimizer, x_in, labels, label_slots):
     """The regularisation phase (a): D learns to tell prior samples (real, 1) from codes (fake, 0).
-    With labels (Sec. 2.3) the one-hot names a labelled row's class both for its code and for its
-    positive sample, which comes from that class's part of the prior."""
+    With labels (Sec. 2.3) a labelled row's positive sample comes from its class's part of p(z)."""
     with torch.no_grad():
         z_fake = model.encoder(x_in)
     z_real = model.sample_prior(len(x_in), labels if label_slots else None)
@@ -330,9 +323,8 @@ def discriminator_update(model, optimizer, x_in, labels, label_slots):
 
 
 def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
-    """The regularisation phase (b): the encoder, as the generator of the code game, learns to fool
-    the updated D. D is frozen for this backward pass: only the gradient through it to the codes
-    is needed, not its weights'."""
+    """The regularisation phase (b): the encoder, the generator of the code game, learns to fool the
+    updated D, which is frozen: only the gradient through it to the codes is needed."""
     with common.frozen(model.discriminator):
         loss = encoder_adversarial_loss(model.discriminator(model.encoder(x_in), label_onehot(labels, label_slots)))
         optimizer.zero_grad(set_to_none=True)
@@ -342,11 +334,9 @@ def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
 
 
 def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=False):
-    """One mini-batch of Section 2: the reconstruction phase, then the regularisation phase (the
-    discriminator, then the encoder against it). `labels` hold each row's class, or -1 for
-    "unlabelled"; label_slots = 0 keeps them from D. `supervised` (Section 4): the decoder gets
-    [one-hot label, z]; the game still sees z alone. With sigma > 0 the encoder sees x + sigma *
-    eps, one draw for the three updates. Returns detached losses (no host sync)."""
+    """One mini-batch of Section 2: reconstruction, then regularisation (D, then the encoder against
+    it). `labels`: each row's class or -1 ("unlabelled"), seen by D when label_slots > 0 and by the
+    decoder when `supervised`. One corruption (sigma > 0) for the three updates."""
     x_in = common.corrupt(x, sigma)
     return {"reconstruction": reconstruction_update(model, optimizers["reconstruction"], x, x_in,
                                                     labels if supervised else None),
@@ -356,8 +346,7 @@ def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=Fals
 
 
 def make_optimizers(model, lr):
-    """The DAAE authors' three Adam optimisers, one per update (the encoder has two: one for each
-    loss that pulls it, with its own moment estimates)."""
+    """The DAAE authors' three Adam optimisers, one per update (the encoder's two keep their own moments)."""
     return {
         "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
         "discriminator": common.adam(model.discriminator.parameters(), lr),
@@ -366,30 +355,8 @@ def make_optimizers(model, lr):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pictures: samples, reconstructions, and the code space of Figures 2 and 4
+# Pictures: samples, reconstructions, Figure 7, and (common.py) the code space of Figures 2 and 4
 # ---------------------------------------------------------------------------------------------
-
-
-def save_code_space(model, x_test, y_test, path, n_prior=2000):
-    """Figure 2 / 4(a,c): test codes coloured by label, over samples of the prior."""
-    z = common.map_batches(model.encode, x_test, 500, model.device())
-    prior = model.sample_prior(n_prior).cpu()
-    figure = common.plt_figure(figsize=(6, 6))
-    axes = figure.add_subplot(1, 1, 1)
-    axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
-    points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5)
-    figure.colorbar(points, ax=axes, ticks=range(10), label="label")
-    axes.set_title("test codes over the prior")
-    axes.set_aspect("equal")
-    common.save_figure(figure, path)
-
-
-def save_manifold(model, path, steps=20):
-    """Figure 2(e) / 4(d): images decoded from a regular grid over the 2-D code space."""
-    lim = model.sample_prior(5000).abs().quantile(0.99).item()
-    axis = torch.linspace(-lim, lim, steps, device=model.device())
-    grid = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).view(-1, 2)
-    common.save_grid(model.decode(grid), path, nrow=steps)
 
 
 def save_style_grid(model, fixed_z, path):
@@ -402,30 +369,25 @@ def save_style_grid(model, fixed_z, path):
 
 
 def save_pictures(model, run, fixed_z, epoch):
-    """samples.png (and samples/epoch_NNN.png) of the fixed codes; reconstructions.png, in groups
-    of rows: test images, (when sigma > 0) their corruptions, and the reconstructions; for 2-D
-    codes, every tenth of the run, the code space and the manifold."""
+    """samples.png (and samples/epoch_NNN.png) of the fixed codes, Figure 7 for the supervised AAE;
+    reconstructions.png, in groups of rows: test images, (when sigma > 0) their corruptions, and the
+    reconstructions; for 2-D codes, every tenth of the run, the code space and the manifold."""
     out, data = run.out, run.data
-    if model.decoder_labels:  # the supervised AAE: Figure 7 from 10 of the fixed codes
-        save_style_grid(model, fixed_z[:10], out / "samples" / f"epoch_{epoch:03d}.png")
-        save_style_grid(model, fixed_z[:10], out / "samples.png")
-        x, y = common.float_images(data.x_test[:10].to(run.device)), data.y_test[:10].to(run.device)
-        common.save_grid(torch.cat([x, model.decode(model.encode(x), y)]), out / "reconstructions.png",
-                         nrow=len(x))
-        return
-    samples = model.decode(fixed_z)
-    common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
-    common.save_grid(samples, out / "samples.png")
+    for path in (out / "samples" / f"epoch_{epoch:03d}.png", out / "samples.png"):
+        if model.decoder_labels:
+            save_style_grid(model, fixed_z[:10], path)
+        else:
+            common.save_grid(model.decode(fixed_z), path)
     per_row = min(10, len(data.x_test))  # up to 5 rows of 10 test images, however small the test split
     x = common.float_images(data.x_test[:per_row * min(5, len(data.x_test) // per_row)].to(run.device))
     x_in = common.corrupt(x, model.sigma)
     rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
-    rows.append(model.decode(model.encode(x_in)))
+    rows.append(model.decode(model.encode(x_in), data.y_test[:len(x)].to(run.device) if model.decoder_labels else None))
     common.save_grid(torch.cat([r.view(-1, per_row, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
                      out / "reconstructions.png", nrow=per_row)
     if model.latent_dim == 2 and run.every_tenth(epoch):
-        save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
-        save_manifold(model, out / "manifold.png")
+        common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
+        common.save_manifold(model, out / "manifold.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,8 +396,8 @@ def save_pictures(model, run, fixed_z, epoch):
 
 
 def discriminator_labels(config, data):
-    """Section 2.3: the training labels that D sees (the first --labels images of a fixed shuffle
-    keep their class, the rest are "unlabelled", -1) and the one-hot's size; (y_train, 0) without."""
+    """Section 2.3: the labels D sees (--labels images of a fixed shuffle keep their class, the rest
+    are -1, "unlabelled") and the one-hot's size; (y_train, 0) without --labels."""
     if not config["labels"]:
         return data.y_train, 0
     if data.num_classes != MIXTURE_COMPONENTS:

@@ -1,24 +1,20 @@
 """What the model files share: the datasets, the corruption c(x~|x), the Parzen-window
-estimator, a few small helpers, and the run: its settings, its batches and its checkpoints.
+estimator, a few small helpers and pictures, and the run (common.Run): its settings, its loop's
+epochs and batches, its checkpoints. Nothing here is a model: each model's networks, losses,
+updates and training loop live in its own file (aae.py, daae.py, ...), whose loop reads
 
-Nothing here is a model. Each model's networks, losses, updates and training loop live in its own
-file (aae.py, daae.py, ...). A model file's loop reads
-
-    run = common.start_run("daae", args, DEFAULTS)           # settings, folder, seed, device, data
-    run.track(model, optimizers)                             # checkpointed; restored on --resume
-    for epoch in run.epochs():
-        for x, y in run.batches(run.data.x_train, run.data.y_train):
+    for epoch in run.epochs():                        # resumes where a checkpoint stopped
+        for x, y in run.batches(data.x_train, labels):  # shuffled, on the device, floats in [0, 1]
             with common.autocast(run):
                 losses = train_step(model, optimizers, x, ...)
-            run.record(losses)
-        if run.saving(epoch):
+            run.record(losses)                         # summed on the device: no host sync
+        if run.saving(epoch):                          # --save-every, the last epoch, Ctrl-C
             with common.drawing(model):
                 save_pictures(model, run, fixed_z, epoch)
             run.save_checkpoint()
-    run.done()
 
-What makes that safe (the folder's lock, atomic checkpoints, Ctrl-C, one-line errors, memory
-checks) is in machinery.py, which a reader of the models may skip.
+What makes that safe (the folder's lock, atomic files, Ctrl-C, one-line errors, memory checks)
+is in machinery.py, which a reader of the models may skip.
 """
 
 import importlib.util
@@ -531,6 +527,30 @@ def save_grid(images, path, nrow=10):
     picture = Image.fromarray(pixels[0].numpy() if images.shape[1] == 1 else pixels.permute(1, 2, 0).numpy())
     with machinery.atomic_path(path) as tmp:
         picture.save(tmp, format="png", compress_level=1)
+
+
+def save_code_space(model, x_test, y_test, path, n_prior=2000):
+    """The AAE paper's Figure 2 / 4(a,c), for any model with 2-D codes: test codes coloured by label,
+    over samples of the prior."""
+    z = common.map_batches(model.encode, x_test, 500, model.device())
+    prior = model.sample_prior(n_prior).cpu()
+    figure = common.plt_figure(figsize=(6, 6))
+    axes = figure.add_subplot(1, 1, 1)
+    axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
+    points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5)
+    figure.colorbar(points, ax=axes, ticks=range(10), label="label")
+    axes.set_title("test codes over the prior")
+    axes.set_aspect("equal")
+    common.save_figure(figure, path)
+
+
+def save_manifold(model, path, steps=20):
+    """The AAE paper's Figure 2(e) / 4(d): images decoded from a regular grid over the 2-D code space."""
+    lim = model.sample_prior(5000).abs().quantile(0.99).item()
+    axis = torch.linspace(-lim, lim, steps, device=model.device())
+    grid = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).view(-1, 2)
+    common.save_grid(model.decode(grid), path, nrow=steps)
+
 
 
 # ---------------------------------------------------------------------------------------------

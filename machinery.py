@@ -180,6 +180,8 @@ def cli(main):
         print(f"error: out of memory ({first_line(error, 100)}): lower --batch-size, or the sizes you raised "
               "(--latent-dim, --image-size, --M, --channels)", file=sys.stderr)
         sys.exit(2)
+    except NothingToDo as reason:
+        print(reason)
     except TrainingInterrupted as stop:
         print(stop, file=sys.stderr)
         sys.exit(130)
@@ -461,8 +463,10 @@ def run_folder(model, args, defaults, variant=None):
     try:
         checkpoint = None
         if config["resume"]:
-            checkpoint = load_checkpoint(out / "checkpoint.pt", model, "drop --resume to start a new run in another "
-                                         "--out (or delete the damaged checkpoint.pt)")
+            # A damaged checkpoint ends the advice here: without --resume the folder still "holds a run"
+            remedy = "start a new run in another --out, without --resume" if (out / "checkpoint.pt").exists() \
+                else "drop --resume to start a new run"
+            checkpoint = load_checkpoint(out / "checkpoint.pt", model, remedy)
             config = _resumed_config(out, given)
             done = checkpoint.get("epoch", 0)
             if config["epochs"] < done:  # refused before config.json is rewritten

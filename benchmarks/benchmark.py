@@ -7,7 +7,7 @@ One run on the current machine measures:
    (a) the usual PyTorch loop, written below: a Dataset that builds each image as a PIL image
        and applies ToTensor, a shuffling DataLoader, .to(device) per batch, torch.optim.Adam
        with its defaults, a separate encoder forward pass per phase; the same math as (b);
-   (b) this project: common.fit around daae.train_step (on-device tensors, batches are slices,
+   (b) this project: daae.py's loop (common.Run) around daae.train_step (on-device tensors, batches are slices,
        fused Adam), as daae.py runs it, without the pictures and checkpoints between epochs.
    Both against the ceiling that the machine's batch-64 matmul speed sets for the step's
    multiply-adds (counted with torch.utils.flop_counter).
@@ -21,7 +21,7 @@ One run on the current machine measures:
    save_image and torch.save after every epoch) against daae.py in fp32 and --precision bf16
    (forced on, and labelled emulated, where the hardware has no bfloat16). 1(b) is also timed
    in bf16.
-6. The epoch outside the step at the paper's MNIST and Omniglot epochs: fit's own work per
+6. The epoch outside the step at the paper's MNIST and Omniglot epochs: the loop's own work per
    step, pictures, checkpoint, log (each part timed once, added up).
 7. Peak memory of loading a .npz, its splits kept as uint8 against converted to float32.
 8. On CUDA, ms per step in fp32 and bf16 (skipped without a GPU).
@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import daae  # noqa: E402
 import idaae  # noqa: E402
+import machinery  # noqa: E402
 
 OMNIGLOT_TRAIN_IMAGES = 18316  # the paper's training set (drawers 1-19 of the background set)
 
@@ -176,28 +177,26 @@ def usual_epoch(model, optimizers, loader, sigma, device):
 
 
 def project_epoch(model, optimizers, config, x, y, device, precision="fp32"):
-    """One epoch of common.fit around daae.train_step, in common.autocast as daae.py runs it:
-    (wall seconds by fit's own clock, which stops before pictures, checkpoint and log; CPU seconds
-    from the first step to the end of the last; wall seconds inside the steps)."""
+    """One epoch of daae.py's loop (common.Run's epochs and batches around daae.train_step, in
+    common.autocast): (wall seconds by the run's own clock, which stops before pictures, checkpoint
+    and log; CPU seconds from the first step to the end of the last; wall seconds inside the steps)."""
     cpu, in_step = {}, []
-    run = common.Run("daae", {**config, "epochs": 1, "precision": precision}, None, device, None, None)
-
-    def step(xb, yb):
-        cpu.setdefault("first", time.process_time())
-        sync(device)
-        start = time.perf_counter()
-        with common.autocast(run):
-            losses = daae.train_step(model, optimizers, xb, config["sigma"])
-        sync(device)
-        in_step.append(time.perf_counter() - start)
-        cpu["last"] = time.process_time()
-        return losses
-
+    run = common.Run("daae", {**config, "epochs": 1, "precision": precision, "save_every": 1}, None, device, None)
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         run.out = Path(out)
-        history = common.fit(run, model, optimizers, step, x, y)
-    return history[-1]["seconds"], cpu["last"] - cpu["first"], sum(in_step)
+        for _ in run.epochs():
+            for xb, _ in run.batches(x, y):
+                cpu.setdefault("first", time.process_time())
+                sync(device)
+                start = time.perf_counter()
+                with common.autocast(run):
+                    losses = daae.train_step(model, optimizers, xb, config["sigma"])
+                sync(device)
+                in_step.append(time.perf_counter() - start)
+                cpu["last"] = time.process_time()
+                run.record(losses)
+    return run.history[-1]["seconds"], cpu["last"] - cpu["first"], sum(in_step)
 
 
 def matmul_gflops(device, seconds=0.25):
@@ -231,7 +230,7 @@ def same_math(config, device, x):
 
 
 def cuda_host_syncs(config, device, x):
-    """On CUDA: "none" if fit's inner loop (shuffle, slices, daae.train_step, loss sums) runs a few
+    """On CUDA: "none" if the inner loop (shuffle, slices, daae.train_step, loss sums) runs a few
     steps without the host waiting for the device, else the first sync found."""
     if device.type != "cuda":
         return "not checked (no CUDA device)"
@@ -242,7 +241,7 @@ def cuda_host_syncs(config, device, x):
     torch.cuda.set_sync_debug_mode("error")
     try:
         for precision in ("fp32", "bf16"):
-            run = common.Run("daae", {**config, "precision": precision}, None, device, None, None)
+            run = common.Run("daae", {**config, "precision": precision}, None, device, None)
             for i in range(3):
                 batch = common.float_images(x[perm[i * batch_size:(i + 1) * batch_size]].to(device))
                 with common.autocast(run):
@@ -426,7 +425,7 @@ def profile_step(config, sizes, device):
     model = daae.build_model(config).to(device)
     optimizers = daae.make_optimizers(model, config)
 
-    def steps():  # fit's inner loop: a shuffle, then batches as slices of the on-device tensor
+    def steps():  # the loop's inner part: a shuffle, then batches as slices of the on-device tensor
         perm = torch.randperm(len(x), device=device)
         for i in range(n_steps):
             daae.train_step(model, optimizers, x[perm[i * batch_size:(i + 1) * batch_size]], config["sigma"])
@@ -532,19 +531,21 @@ def benchmark_processes(sizes, device):
 
 
 def loop_seconds(config, device, steps=100):
-    """Seconds per step of common.fit's own work (shuffle, slices, uint8 -> float, loss sums), timed
-    around a step that does nothing."""
+    """Seconds per step of the loop's own work (common.Run: shuffle, slices, uint8 -> float, loss
+    sums), timed around a step that does nothing."""
     batch_size = config["batch_size"]
     x = torch.randint(256, (steps * batch_size, *config["image_shape"]), dtype=torch.uint8)
     x, y, loss = x.to(device), torch.zeros(len(x), dtype=torch.long, device=device), torch.zeros((), device=device)
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
-        run = common.Run("daae", {"batch_size": batch_size, "epochs": 1}, Path(out), device, None, None)
-        history = common.fit(run, torch.nn.Linear(1, 1), {}, lambda xb, yb: {"a": loss, "b": loss, "c": loss}, x, y)
-    return history[-1]["seconds"] / steps
+        run = common.Run("daae", {"batch_size": batch_size, "epochs": 1, "save_every": 1}, Path(out), device, None)
+        for _ in run.epochs():
+            for _ in run.batches(x, y):
+                run.record({"a": loss, "b": loss, "c": loss})
+    return run.history[-1]["seconds"] / steps
 
 
 def epoch_extras(config, step_seconds, steps, device):
-    """Seconds per epoch that common.fit spends outside the step at the paper's epoch of `steps`
+    """Seconds per epoch that the loop spends outside the step at the paper's epoch of `steps`
     steps: the loop's own work per step, daae.save_pictures (the chain and code histogram, drawn
     every tenth of the run, counted as a tenth), the checkpoint, log.csv, and losses.png (drawn
     at most once a minute). Each part is timed once; the step comes from sections 1 and 3."""
@@ -557,7 +558,7 @@ def epoch_extras(config, step_seconds, steps, device):
     history = [{"epoch": i + 1, "reconstruction": 0.1, "discriminator": 1.3, "encoder_adversarial": 0.7,
                 "seconds": 1.0} for i in range(100)]
     with tempfile.TemporaryDirectory() as out:
-        run = common.Run("daae", {**config, "epochs": 100}, Path(out), device, data, None)
+        run = common.Run("daae", {**config, "epochs": 100}, Path(out), device, data)
         fixed_z = model.sample_prior(100)
         model.eval()
         with torch.no_grad():
@@ -584,7 +585,6 @@ PEAK_RSS = """
 import re, sys, torch
 sys.path.insert(0, {root!r})
 import common
-import machinery
 
 def status(key):  # resident memory now (VmRSS) and at its peak (VmHWM), in bytes
     return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
@@ -637,7 +637,7 @@ def cuda_steps(config, sizes, device):
     for precision in ("fp32", "bf16"):
         model = daae.build_model(config).to(device)
         optimizers = daae.make_optimizers(model, config)
-        run = common.Run("daae", {**config, "precision": precision}, None, device, None, None)
+        run = common.Run("daae", {**config, "precision": precision}, None, device, None)
         x = digit_images(config["batch_size"], 28).to(device)
 
         def steps(n=50):
@@ -716,7 +716,7 @@ def report(results, start_load, device, mode):
         f"| ceiling at the median matmul speed | {t['ceiling_ips']:,.0f} images/s | |",
         f"| DAAE MNIST training, the usual PyTorch loop | {t['usual_ips']:,.0f} images/s "
         f"({t['usual_ips'] / t['ceiling_ips']:.0%} of the matmul peak) | |",
-        f"| DAAE MNIST training, this project (common.fit + daae.train_step) | {t['project_ips']:,.0f} images/s "
+        f"| DAAE MNIST training, this project (daae.py's loop + daae.train_step) | {t['project_ips']:,.0f} images/s "
         f"({t['project_ips'] / t['ceiling_ips']:.0%} of the matmul peak) | |",
         f"| speed-up over the usual loop | {ratio:.2f}x{cpu_ratio} | >= 2x {verdict(ratio >= 2)} |",
         f"| DAAE MNIST training, this project in bf16 (autocast){emulated} | {t['bf16_ips']:,.0f} images/s, "
@@ -737,7 +737,7 @@ def report(results, start_load, device, mode):
         "without a GPU) | |",
         f"| same math: one step from the same weights, largest difference | losses {t['loss_diff']:.1e}, "
         f"weights {t['weight_diff']:.1e} | |",
-        f"| CUDA: host-device syncs in fit's training steps | {t['cuda_syncs']} | none |",
+        f"| CUDA: host-device syncs in the training steps | {t['cuda_syncs']} | none |",
         f"| Parzen bandwidth search, scikit-learn KernelDensity{sklearn_timed} | {p['sklearn_seconds']:.2f} s, "
         f"max abs error {p['sklearn_error']:.1e} nats | |",
         f"| Parzen bandwidth search, common.select_bandwidth | {p['seconds'] * 1e3:.0f} ms, max abs error "

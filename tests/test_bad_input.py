@@ -221,7 +221,7 @@ CASES = {  # case: words the error line must have
     "--device cuda without CUDA": "no CUDA device",
     "resume with fewer --epochs": "--epochs 1 is fewer",
     "a second run on a run folder": "add --resume",
-    "checkpoint that would run code": "could run as code; it was not loaded); delete it, or drop --resume to start",
+    "checkpoint that would run code": "could run as code; it was not loaded); delete it, or start a new run in another --out, without --resume",
     "eval --table that cannot be written": "--table",
     "eval --samples 10^12": "--samples",
     "eval --max-train 1": "give a larger --max-train",
@@ -255,7 +255,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_saved_changes(case, tmp_path, 
 
 def test_a_refused_run_leaves_no_empty_run_folder(tmp_path):
     (tmp_path / "data.npz").write_text("not numpy")
-    assert run_script(aae.main, ["--dataset", "data.npz"]) == 2  # would have been runs/aae-data
+    assert run_script(aae.main, ["--dataset", "data.npz"]) == 2  # would have been runs/aae-npz-data
     assert not Path("runs").exists()
     (tmp_path / "runs").mkdir()
     assert run_script(aae.main, ["--dataset", "data.npz"]) == 2
@@ -318,7 +318,7 @@ def test_without_locks_a_run_goes_on_unprotected(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(fcntl, "flock", no_locks)  # a file system that cannot lock
     assert run_script(aae.main, ["--epochs", "1", "--out", str(tmp_path / "nfs")]) == 0
     assert "cannot be locked on this file system" in capsys.readouterr().err
-    monkeypatch.setattr(common, "fcntl", None)  # Windows
+    monkeypatch.setattr(machinery, "fcntl", None)  # Windows
     assert run_script(aae.main, ["--epochs", "1", "--out", str(tmp_path / "windows")]) == 0
 
 
@@ -409,10 +409,10 @@ def test_a_relative_npz_path_is_saved_absolute_and_eval_finds_it_from_elsewhere(
     save_npz(Path("data.npz"))
     assert run_script(aae.main, ["--dataset", "data.npz", "--epochs", "1", "--batch-size", "16"]) == 0
     assert "aae on data.npz (" in capsys.readouterr().out  # shown as given
-    config = json.loads(Path("runs/aae-data/config.json").read_text())
+    config = json.loads(Path("runs/aae-npz-data/config.json").read_text())
     assert config["dataset"] == str(tmp_path / "project" / "data.npz")
     monkeypatch.chdir(tmp_path)
-    assert run_script(evaluation.main, ["reconstruct", "project/runs/aae-data"]) == 0
+    assert run_script(evaluation.main, ["reconstruct", "project/runs/aae-npz-data"]) == 0
 
 
 def test_eval_says_when_a_run_is_unfinished(trained, tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import common
+import machinery
 import daae
 from helpers import assert_training_progresses
 from helpers import run_script as cli
@@ -24,7 +25,7 @@ SCRIPTS = ("aae", "daae", "idaae", "learned_prior_aae", "ali", "semi_supervised_
 def native_bf16(monkeypatch):
     """Take the CPU to have bfloat16 in hardware, whatever it has: the bf16 path runs either way
     (emulated where it is not native), only slower."""
-    monkeypatch.setattr(common, "native_bf16", lambda device: True)
+    monkeypatch.setattr(machinery, "native_bf16", lambda device: True)
 
 
 def weights(path):
@@ -52,18 +53,14 @@ def test_bf16_losses_fall_and_stay_float32_like_the_weights(native_bf16):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_script_trains_in_bf16_with_float32_losses(script, native_bf16, monkeypatch, tmp_path):
     module = importlib.import_module(script)
-    fit, dtypes = common.fit, set()
+    record, dtypes = common.Run.record, set()
 
-    def recording_fit(run, model, optimizers, train_step, *args, **kwargs):
+    def recording(run, losses):
         assert run.config["precision"] == "bf16"
+        dtypes.update(loss.dtype for loss in losses.values())
+        return record(run, losses)
 
-        def step(x, y):
-            losses = train_step(x, y)
-            dtypes.update(loss.dtype for loss in losses.values())
-            return losses
-        return fit(run, model, optimizers, step, *args, **kwargs)
-
-    monkeypatch.setattr(common, "fit", recording_fit)
+    monkeypatch.setattr(common.Run, "record", recording)
     assert cli(module.main, ["--epochs", "1", "--precision", "bf16", "--out", str(tmp_path)]) == 0
     assert dtypes == {torch.float32}
     assert json.loads((tmp_path / "config.json").read_text())["precision"] == "bf16"
@@ -83,7 +80,7 @@ def test_bf16_resume_equals_an_uninterrupted_run(native_bf16, tmp_path):
 
 
 def test_bf16_without_native_support_says_so_in_one_line_and_trains_in_fp32(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(common, "native_bf16", lambda device: False)
+    monkeypatch.setattr(machinery, "native_bf16", lambda device: False)
     assert cli(daae.main, ["--epochs", "1", "--sample-steps", "2", "--precision", "bf16",
                            "--out", str(tmp_path / "asked")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
@@ -119,14 +116,12 @@ def test_uint8_storage_gives_the_float_batches_bit_for_bit(tmp_path):
 
     def batches(x, out):
         seen = []
-        model = torch.nn.Linear(1, 1)
-        run = common.Run("daae", {"batch_size": 16, "epochs": 2}, out, torch.device("cpu"), None, None)
+        run = common.Run("daae", {"batch_size": 16, "epochs": 2, "save_every": 1}, out, torch.device("cpu"), None)
         torch.manual_seed(0)
-        def step(xb, yb):
-            seen.append((xb, yb))
-            return {"mean": xb.mean()}
-
-        common.fit(run, model, {}, step, x, data.y_train)
+        for _ in run.epochs():
+            for xb, yb in run.batches(x, data.y_train):
+                seen.append((xb, yb))
+                run.record({"mean": xb.mean()})
         return seen
 
     from_bytes, from_floats = batches(data.x_train, tmp_path / "a"), batches(as_float, tmp_path / "b")
@@ -163,4 +158,4 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch, caps
     assert cli(daae.main, ["--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume"]) == 0
     straight, resumed = weights(tmp_path / "straight/checkpoint.pt"), weights(tmp_path / "resumed/checkpoint.pt")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # fit gave the handler back
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # run.epochs() gave the handler back
