@@ -404,9 +404,9 @@ def corrupt(x, sigma):
     return x + sigma * torch.randn_like(x) if sigma > 0 else x
 
 
-def parzen_log_likelihoods(samples, data, sigmas, max_entries=2**24):
+def parzen_log_likelihoods(samples, data, bandwidths, max_entries=2**24):
     """log p(x) under a Gaussian Parzen window on `samples`, for every row of `data` and every
-    bandwidth in `sigmas`: a (len(sigmas), len(data)) float64 tensor.
+    bandwidth s in `bandwidths`: a (len(bandwidths), len(data)) float64 tensor.
 
         log p(x) = logsumexp_i(-|x - mu_i|^2 / (2 s^2)) - log N - D log(s sqrt(2 pi))
 
@@ -418,13 +418,13 @@ def parzen_log_likelihoods(samples, data, sigmas, max_entries=2**24):
     n, dims = mu.shape
     mu_sq = (mu * mu).sum(1)
     chunk = max(1, max_entries // n)
-    out = torch.empty(len(sigmas), len(data), dtype=torch.float64, device=mu.device)
+    out = torch.empty(len(bandwidths), len(data), dtype=torch.float64, device=mu.device)
     for start in range(0, len(data), chunk):
         x = float_images(data[start:start + chunk].to(mu.device)).flatten(1).double()
         sq_dist = ((x * x).sum(1, keepdim=True) + mu_sq - 2 * x @ mu.T).clamp_min_(0)
         nearest = sq_dist.amin(1, keepdim=True)
         sq_dist -= nearest  # logsumexp's shift: the nearest sample's term becomes exp(0) = 1, the largest
-        for i, s in enumerate(sigmas):
+        for i, s in enumerate(bandwidths):
             log_norm = math.log(n) + dims * math.log(s * math.sqrt(2 * math.pi))
             # Terms below e^-60 cannot change a float64 sum that holds a 1; clamping them keeps exp
             # off its slow underflow path (twice as fast at small bandwidths).
@@ -433,16 +433,16 @@ def parzen_log_likelihoods(samples, data, sigmas, max_entries=2**24):
     return out
 
 
-def parzen_log_likelihood(samples, data, sigma):
-    """log p(x) of every row of `data` under a Parzen window of bandwidth `sigma` on `samples`."""
-    return parzen_log_likelihoods(samples, data, [sigma])[0]
+def parzen_log_likelihood(samples, data, bandwidth):
+    """log p(x) of every row of `data` under a Parzen window of this bandwidth on `samples`."""
+    return parzen_log_likelihoods(samples, data, [bandwidth])[0]
 
 
-def select_bandwidth(samples, data, sigmas):
+def select_bandwidth(samples, data, bandwidths):
     """The bandwidth with the highest mean log-likelihood of `data` (the validation split),
-    and the mean log-likelihood for each bandwidth: (best_sigma, tensor of len(sigmas))."""
-    means = parzen_log_likelihoods(samples, data, sigmas).mean(1).cpu()
-    return float(sigmas[int(means.argmax())]), means
+    and the mean log-likelihood for each bandwidth: (best, tensor of len(bandwidths))."""
+    means = parzen_log_likelihoods(samples, data, bandwidths).mean(1).cpu()
+    return float(bandwidths[int(means.argmax())]), means
 
 
 def mean_and_standard_error(values):

@@ -466,9 +466,12 @@ def parzen(samples, choose_on, scored, label, scoring_samples=None):
 
 
 def draw_samples(model, n, device):
-    """n samples of the model, on the device (where the Parzen estimator then runs)."""
+    """n samples dec(z), z ~ p(z), on the device (where the Parzen estimator then runs). A model with
+    a Markov chain (a DAAE, whose sample() runs the chain) gives x_0 here: its chain is scored at
+    the steps asked for, by chain_samples."""
+    steps = {"steps": 0} if hasattr(model, "markov_chain_sample") else {}
     with torch.no_grad():
-        return torch.cat([model.sample(min(BATCH, n - i)).to(device)
+        return torch.cat([model.sample(min(BATCH, n - i), **steps).to(device)
                           for i in progress(range(0, n, BATCH), "sampling")])
 
 

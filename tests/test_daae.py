@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import common
 import daae
+import eval as evaluation
 import idaae
 from helpers import assert_training_progresses
 from helpers import run_script as cli
@@ -331,3 +332,18 @@ def test_the_scripts_main_block_prints_one_line_not_a_traceback(argv, monkeypatc
         runpy.run_path(str(ROOT / argv[0]), run_name="__main__")
     err = capsys.readouterr().err.strip()
     assert exit.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+
+
+def test_a_daae_samples_through_its_chain_and_eval_still_scores_x0_as_before():
+    model = tiny_model()
+    model.sample_steps = 3
+    torch.manual_seed(5)
+    chain = model.markov_chain_sample(4, 3)
+    torch.manual_seed(5)
+    torch.testing.assert_close(model.sample(4), chain[-1])  # the model's samples: the chain's last step
+    torch.manual_seed(5)
+    torch.testing.assert_close(model.sample(4, steps=0), chain[0])  # x_0 = dec(z), as named
+    torch.manual_seed(5)
+    # eval.py's plain "samples" row stays x_0 (its numbers do not change): the chain rows pass their steps
+    torch.testing.assert_close(evaluation.draw_samples(model, 4, torch.device("cpu")), chain[0])
+    assert idaae.build_model({**daae.DEFAULTS["digits"], "image_shape": [1, 8, 8], "sample_steps": 3}).sample_steps == 0

@@ -258,7 +258,7 @@ class FakeChainModel(torch.nn.Module):
 
     latent_dim, sigma = 2, 0.0
 
-    def sample(self, n):
+    def sample(self, n, steps=None):
         return torch.rand(n, 1, 8, 8)
 
     def markov_chain_sample(self, n, steps):
