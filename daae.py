@@ -161,17 +161,16 @@ def train_step(model, optimizers, x, sigma, fake_codes=corrupted_codes, clip=Fal
     order. Each update draws its own corruption, as the notebooks' separately compiled updates do.
     `fake_codes(encoder, x, sigma)` gives D's fake samples: corrupted_codes for the DAAE,
     idaae.integrated_codes for the iDAAE. Returns detached losses (no host sync)."""
-    losses = {}
     if update_order == "reconstruction-first":
-        losses["reconstruction"] = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip,
-                                                         l1_penalty, l2_penalty)
-    losses["discriminator"] = discriminator_update(model, optimizers["discriminator"], x, sigma, fake_codes, clip)
-    losses["encoder_adversarial"] = encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, sigma,
-                                                               fake_codes, clip)
+        reconstruction = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip, l1_penalty,
+                                               l2_penalty)
+    discriminator = discriminator_update(model, optimizers["discriminator"], x, sigma, fake_codes, clip)
+    encoder_adversarial = encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, sigma, fake_codes,
+                                                     clip)
     if update_order == "adversarial-first":
-        losses["reconstruction"] = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip,
-                                                         l1_penalty, l2_penalty)
-    return losses
+        reconstruction = reconstruction_update(model, optimizers["reconstruction"], x, sigma, clip, l1_penalty,
+                                               l2_penalty)
+    return {"reconstruction": reconstruction, "discriminator": discriminator, "encoder_adversarial": encoder_adversarial}
 
 
 def make_optimizers(model, config):

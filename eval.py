@@ -5,20 +5,25 @@
     python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
     python eval.py quality runs/aae-mnist runs/daae-mnist --steps 0 5 10
     python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
+    python eval.py compare runs/daae-mnist-s1 runs/daae-mnist-s2 --against runs/aae-mnist-s1 runs/aae-mnist-s2
 
 The first three studies follow the DAAE paper's evaluation protocol (arXiv:1703.01220: its
 experiments, and its appendix for the log-likelihood); the fourth measures the samples as later
 papers do:
 
   reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
-               squared error against the clean images, mean and standard error over the images.
+               squared error against the clean images, mean and standard error over the images
+               (and each image's error, for compare).
                A supervised AAE (aae.py --supervised) decodes with each test image's true label.
   classify     an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
                on the test split; the same SVC on raw pixels and on PCA to the code size as
-               baselines. With an evaluation set of drawers (Omniglot, the paper's test (b)): the
+               baselines, these two also with gamma "auto" (1 / dims), the default of the
+               authors' scikit-learn 0.18 (today's, "scale", gives the same for codes of unit
+               variance). With an evaluation set of drawers (Omniglot, the paper's test (b)): the
                first 20 evaluation-set characters, for each drawer a linear SVM trained on the
                other 19 drawers and tested on it; mean and max over the 20 drawers. With
-               attributes (CelebA): a linear classifier per attribute on the codes.
+               attributes (CelebA): a linear classifier per attribute on the codes. For compare:
+               whether each SVC was right on each test image, and each drawer's accuracy.
   likelihood   a Gaussian Parzen window on samples of the model; its bandwidth, from
                logspace(-1, 0, 10), is chosen on the validation split, and the mean
                log-likelihood (with its standard error) is reported on the test split and on the
@@ -40,10 +45,22 @@ papers do:
                accuracy is printed. The validation images, scored the same way, show what real
                images get. Markov chains are scored after each of --steps, in quality_steps.png.
   all          the four.
+  compare      two groups of evaluated runs, e.g. a DAAE's seeds (the RUN_DIRs) against an AAE's
+               (--against), from their eval.json alone: runs are paired by seed (else in the
+               order given), and every measure both groups have is tested paired. Accuracy:
+               image by image, McNemar's exact test on the discordant images of all pairs pooled;
+               Omniglot's test (b): drawer by drawer, a paired t-test over the drawers;
+               reconstruction: image by image, a paired t-test over the images; the Parzen
+               log-likelihood, FID and IS: one value per run, a paired t-test over the pairs
+               (none with one pair). The 95 % intervals of the per-image and per-drawer measures
+               are a paired bootstrap over the items and the pairs; those of the per-run ones the
+               t-test's. The first group's codes are also tested against the pixel and PCA
+               baselines on the same images. Printed as markdown, a sentence per measure.
 
 Each study prints a markdown table and merges its results into RUN_DIR/eval.json (a study
-replaces its own entry and keeps the others). Given several run folders, a comparison table
-across them follows (the paper's AAE vs DAAE vs iDAAE tables); --table writes it to a file.
+replaces its own entry and keeps the others, under a lock: several eval.py processes can evaluate
+one run at once). Given several run folders, a comparison table across them follows (the paper's
+AAE vs DAAE vs iDAAE tables); --table writes it to a file.
 """
 
 import argparse
@@ -55,6 +72,7 @@ import json
 import math
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
@@ -63,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.decomposition import PCA
 from sklearn.linear_model import SGDClassifier
 from sklearn.svm import SVC
@@ -131,11 +150,41 @@ def read_eval_json(run_dir):
     return results
 
 
+EVAL_LOCK = ".eval.lock"  # beside eval.json; not the training's .lock, so a run can be evaluated while it trains
+
+
 def merge_results(run_dir, study_key, result):
-    """RUN_DIR/eval.json with this study's entry replaced and the other studies' entries kept."""
-    results = read_eval_json(run_dir)
-    results[study_key] = result
-    machinery.write_json(Path(run_dir) / "eval.json", results)
+    """RUN_DIR/eval.json with this study's entry replaced and the other studies' entries kept.
+    Several eval.py processes may evaluate one run at once: the read, change and write are done
+    under RUN_DIR/.eval.lock, so that no process writes over a study another one merged after
+    its read; the write itself is atomic, so a reader never sees half a file."""
+    with machinery.exclusive_lock(Path(run_dir) / EVAL_LOCK):
+        results = read_eval_json(run_dir)
+        results[study_key] = result
+        machinery.write_json(Path(run_dir) / "eval.json", results)
+
+
+# Per-item results (one value per test image or drawer), kept in eval.json so that `compare` can
+# pair two runs image by image without evaluating either again. Each list is one string: eval.json
+# is written indented, one line per list element, and 10,000 elements would bury the results.
+
+
+def pack_bits(correct):
+    """[True, False, ...] -> "10...": one '0' or '1' character per test image, in the test split's order."""
+    return "".join("1" if c else "0" for c in correct)
+
+
+def unpack_bits(text):
+    return np.array([c == "1" for c in text], dtype=bool)
+
+
+def pack_numbers(values):
+    """Numbers -> one string of them, to 6 significant digits, separated by spaces."""
+    return " ".join(f"{float(v):.6g}" for v in values)
+
+
+def unpack_numbers(text):
+    return np.array(text.split(), dtype=float)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +194,8 @@ def merge_results(run_dir, study_key, result):
 
 def reconstruct(model, data, device):
     """Per-image MSE between the clean test images and dec(enc(x + sigma eps)), sigma the
-    training corruption (none for a model trained without it); mean and standard error.
+    training corruption (none for a model trained without it); mean and standard error, and each
+    image's error (squared_errors, in the test split's order).
     A supervised AAE (aae.py --supervised) decodes [label, z]: it is given each test image's
     true label, as in training."""
     supervised = bool(getattr(model, "decoder_labels", 0))
@@ -160,7 +210,8 @@ def reconstruct(model, data, device):
 
     errors = common.map_batches(squared_errors, torch.arange(len(data.x_test)), BATCH, device)
     mse, se = common.mean_and_standard_error(errors)
-    result = {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors)}
+    result = {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors),
+              "squared_errors": pack_numbers(errors.tolist())}  # per test image, for `compare`
     if supervised:
         result["notes"] = ["the supervised AAE's decoder was given each test image's true label, dec([y, enc(x)])"]
     return result
@@ -191,8 +242,13 @@ def pca(n_components, x_train, *others, seed=0):
     return [fitted.transform(x) for x in (x_train, *others)]
 
 
+def correct(classifier, x_train, y_train, x_test, y_test):
+    """The classifier fitted on the training features: for each test row, whether it predicts its label."""
+    return classifier.fit(x_train, y_train).predict(x_test) == y_test
+
+
 def accuracy(classifier, x_train, y_train, x_test, y_test):
-    return float(classifier.fit(x_train, y_train).score(x_test, y_test))
+    return float(np.mean(correct(classifier, x_train, y_train, x_test, y_test)))
 
 
 def subsample(n, max_n, seed):
@@ -215,24 +271,27 @@ def leave_one_drawer_out(drawers):
 
 
 def drawer_study(codes, images, y, drawers, n_components, seed):
-    """Test (b): linear SVMs, one per left-out drawer, on codes, pixels and PCA of the pixels."""
+    """Test (b): linear SVMs, one per left-out drawer, on codes, pixels and PCA of the pixels: the
+    mean, standard error and max over the drawers, and each drawer's accuracy (the _each keys)."""
     # "A linear SVM" in the paper: SVC(kernel="linear"), the same libsvm SVC as test (a) with the
     # kernel changed (hinge loss, C = 1), rather than liblinear's squared-hinge LinearSVC.
     accuracies = {"codes": [], "pixels": [], "pca": []}
     y = y.numpy()
-    for drawer, train, test in progress(leave_one_drawer_out(drawers), "leave one drawer out"):
+    folds = leave_one_drawer_out(drawers)
+    for drawer, train, test in progress(folds, "leave one drawer out"):
         train, test = train.numpy(), test.numpy()
         pca_train, pca_test = pca(n_components, images[train], images[test], seed=seed)  # fitted on the 19 drawers
         for features, (f_train, f_test) in (("codes", (codes[train], codes[test])),
                                             ("pixels", (images[train], images[test])),
                                             ("pca", (pca_train, pca_test))):
             accuracies[features].append(accuracy(SVC(kernel="linear"), f_train, y[train], f_test, y[test]))
-    result = {}
+    result, each = {}, {}
     for features, values in accuracies.items():
         suffix = "" if features == "codes" else f"_{features}"
         result[f"loo20_linear{suffix}"], result[f"loo20_linear{suffix}_se"] = common.mean_and_standard_error(values)
         result[f"loo20_linear{suffix}_max"] = float(np.max(values))
-    return result
+        each[f"loo20_linear{suffix}_each"] = {str(drawer): value for (drawer, _, _), value in zip(folds, values)}
+    return {**result, **each}
 
 
 def attribute_accuracies(codes_train, y_train, codes_test, y_test, names, seed):
@@ -250,7 +309,8 @@ def attribute_accuracies(codes_train, y_train, codes_test, y_test, names, seed):
 
 def svm_study(model, data, train, device, seed):
     """Test (a): RBF SVCs trained on the codes, the pixels and PCA of the pixels of the training
-    images `train`, scored on the test split."""
+    images `train`, scored on the test split: each one's accuracy, and whether it was right on each
+    test image (the _correct keys, for `compare`)."""
     x_train, y_train, y_test = data.x_train[train], data.y_train[train].numpy(), data.y_test.numpy()
     if len(np.unique(y_train)) < 2:
         raise common.CLIError(f"the {len(train)} training images drawn for the classifiers are all of one class; "
@@ -258,14 +318,22 @@ def svm_study(model, data, train, device, seed):
     features = {"": (encode(model, x_train, device), encode(model, data.x_test, device)),
                 "_pixels": (pixels(x_train), pixels(data.x_test))}
     features["_pca"] = tuple(pca(model.latent_dim, *features["_pixels"], seed=seed))
-    result = {}
-    for suffix, (f_train, f_test) in progress(features.items(), "RBF SVMs"):
-        # SVC() as the paper has it: today's defaults (C = 1, gamma = "scale"); the authors'
-        # scikit-learn of 2017 defaulted to gamma = "auto", 1 / dims, the same for codes of unit
-        # variance but a smaller gamma for pixels.
-        result[f"svm_rbf{suffix}"] = accuracy(SVC(), f_train, y_train, f_test, y_test)
-    return {**result, "train_images": len(train), "test_images": len(y_test), "code_dims": features[""][0].shape[1],
-            "pixel_dims": features["_pixels"][0].shape[1], "pca_dims": features["_pca"][0].shape[1]}
+    # SVC() as the paper has it, with today's defaults: C = 1, gamma = "scale", 1 / (dims x the
+    # features' variance). The authors' scikit-learn 0.18 defaulted to gamma = "auto", 1 / dims,
+    # another gamma wherever that variance is not 1 (pixels in [0, 1] have far less): the
+    # baselines of their tables are scored that way too (the _auto keys). The codes keep today's
+    # SVC only: codes matched to the N(0, I) prior of the paper's models have roughly unit
+    # variance, where the two gammas agree.
+    classifiers = {"": ("", "scale"), "_pixels": ("_pixels", "scale"), "_pixels_auto": ("_pixels", "auto"),
+                   "_pca": ("_pca", "scale"), "_pca_auto": ("_pca", "auto")}
+    accuracies, right = {}, {}
+    for key, (suffix, gamma) in progress(classifiers.items(), "RBF SVMs"):
+        f_train, f_test = features[suffix]
+        right[f"svm_rbf{key}_correct"] = correct(SVC(gamma=gamma), f_train, y_train, f_test, y_test)
+        accuracies[f"svm_rbf{key}"] = float(np.mean(right[f"svm_rbf{key}_correct"]))
+    return {**accuracies, "train_images": len(train), "test_images": len(y_test),
+            "code_dims": features[""][0].shape[1], "pixel_dims": features["_pixels"][0].shape[1],
+            "pca_dims": features["_pca"][0].shape[1], **{key: pack_bits(v) for key, v in right.items()}}
 
 
 def attribute_study(model, data, train, device, seed):
@@ -317,9 +385,13 @@ def classification_table(result, config):
     rows = []
     if "svm_rbf" in result:
         dims = {"": result["code_dims"], "_pixels": result["pixel_dims"], "_pca": result["pca_dims"]}
+        auto = ", gamma auto (the authors' sklearn 0.18 default)"
+        svcs = [("", "", "codes"), ("_pixels", "_pixels", "raw pixels"),
+                ("_pixels_auto", "_pixels", "raw pixels" + auto), ("_pca", "_pca", "PCA of the pixels"),
+                ("_pca_auto", "_pca", "PCA of the pixels" + auto)]
         rows += [[f"RBF SVC: {result['train_images']} training -> {result['test_images']} "
                   f"{split_name(config, 'test')} images", name,
-                  dims[suffix], percent(result[f"svm_rbf{suffix}"]), ""] for suffix, name in features]
+                  dims[suffix], percent(result[f"svm_rbf{key}"]), ""] for key, suffix, name in svcs]
     if "loo20_linear" in result:
         rows += [[f"linear SVM, leave one drawer out: {result['loo20_characters']} evaluation characters", name,
                   "", f"{percent(result[f'loo20_linear{suffix}'])} ± {percent(result[f'loo20_linear{suffix}_se'])}",
@@ -864,6 +936,378 @@ def quality_table(result, config):
 
 
 # ---------------------------------------------------------------------------------------------
+# compare: two groups of evaluated runs (e.g. the DAAE's seeds against the AAE's), paired tests
+# on what eval.json holds; nothing is evaluated again
+# ---------------------------------------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0  # the same intervals each time compare reads the same eval.json files
+BOOTSTRAP_COUNTS = 2**22  # resample counts held at once (32 MB)
+
+
+def mcnemar(a_correct, b_correct):
+    """McNemar's exact test on paired right (1) / wrong (0) outcomes, arrays of any shape (every
+    item of every pair pooled): of the discordant items, where one classifier is right and the
+    other wrong, is A the right one as often as B? The two-sided binomial test of the count where
+    only A is right among the discordant items, with probability 1/2 (scipy.stats.binomtest).
+    Returns (only A right, only B right, p); p = 1 when no item is discordant."""
+    a, b = np.asarray(a_correct, dtype=bool).ravel(), np.asarray(b_correct, dtype=bool).ravel()
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    if only_a + only_b == 0:
+        return only_a, only_b, 1.0
+    return only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def resample_counts(rng, n, resamples):
+    """How often each of n items is drawn in each of `resamples` draws of n with replacement: a
+    (resamples, n) array of counts."""
+    drawn = rng.integers(0, n, (resamples, n)) + n * np.arange(resamples)[:, None]
+    return np.bincount(drawn.ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+def bootstrap_interval(differences, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """The 95 % percentile interval of the mean of `differences`, a (pairs, items) array, under a
+    paired bootstrap: each resample draws the items with replacement, the same items for every
+    pair (the pairs score the same test images or drawers), and the pairs with replacement, and
+    takes the mean of the drawn differences."""
+    d = np.atleast_2d(np.asarray(differences, dtype=float))
+    pairs, items = d.shape
+    rng = np.random.default_rng(seed)
+    chunk = max(1, BOOTSTRAP_COUNTS // items)
+    means = []
+    for start in range(0, resamples, chunk):
+        n = min(chunk, resamples - start)
+        item_counts, pair_counts = resample_counts(rng, items, n), resample_counts(rng, pairs, n)
+        # The mean of the drawn differences from counts, not copies: each pair's sum over the
+        # drawn items, weighted by how often the pair was drawn.
+        means.append(((item_counts @ d.T) * pair_counts).sum(1) / (pairs * items))
+    low, high = np.percentile(np.concatenate(means), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired_t(a, b):
+    """The paired t-test of a against b (scipy.stats.ttest_rel): (p, (low, high)), the 95 % t
+    interval of the mean of a - b; None with fewer than two pairs. Differences that are all equal
+    have no spread to test: p is 1 if they are 0, else 0."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2:
+        return None
+    d = a - b
+    if np.all(d == d[0]):
+        return (1.0 if d[0] == 0 else 0.0), (float(d[0]), float(d[0]))
+    test = stats.ttest_rel(a, b)
+    interval = test.confidence_interval(0.95)
+    return float(test.pvalue), (float(interval.low), float(interval.high))
+
+
+@dataclass
+class Difference:
+    """A - B on one measure: the two groups' means, the mean difference, its 95 % interval and p
+    (None where there is no test), the test that gave p, and what was paired."""
+
+    a: float
+    b: float
+    difference: float
+    interval: tuple | None
+    p: float | None
+    test: str
+    extent: str
+    detail: str = ""
+
+
+def p_text(p):
+    """p to two significant digits; below 0.001 as "< 0.001", where smaller ones only say how sure."""
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def count(n, word):
+    return f"{n:,} {word}" + ("s" if n != 1 else "")
+
+
+def compare_correct(a, b, pair_word="pair"):
+    """Two classifiers on the same test images: a and b are (pairs, images) arrays of right (1) and
+    wrong (0). Accuracies and their difference in points; the interval by bootstrap_interval over
+    the images and the pairs; p by McNemar's exact test on the discordant images of all pairs
+    pooled (the detail gives each pair's own)."""
+    a, b = np.atleast_2d(a).astype(float), np.atleast_2d(b).astype(float)
+    accuracy_a, accuracy_b = 100 * float(a.mean()), 100 * float(b.mean())
+    low, high = bootstrap_interval(a - b)
+    each = ", ".join(p_text(mcnemar(a_i, b_i)[2]) for a_i, b_i in zip(a, b))
+    return Difference(accuracy_a, accuracy_b, accuracy_a - accuracy_b, (100 * low, 100 * high), mcnemar(a, b)[2],
+                      "McNemar", f"{count(len(a), pair_word)} x {count(a.shape[1], 'image')}",
+                      f"McNemar p of each {pair_word}: {each}" if len(a) > 1 else "")
+
+
+def compare_items(a, b, item_word, pair_word="pair"):
+    """Per-item values of both groups on the same items (test images, drawers): a and b are
+    (pairs, items) arrays. The mean difference; its interval by bootstrap_interval over the items
+    and the pairs; p by the paired t-test over the items of their means over the pairs."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    tested = paired_t(a.mean(0), b.mean(0))
+    return Difference(float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), bootstrap_interval(a - b),
+                      tested[0] if tested else None, f"paired t over the {item_word}s",
+                      f"{count(len(a), pair_word)} x {count(a.shape[1], item_word)}")
+
+
+def compare_runs(a, b, pair_word="pair"):
+    """One value per run (Parzen log-likelihood, FID, IS): a and b hold the pairs' values. The mean
+    difference, with p and the interval of the paired t-test over the pairs; no test with one."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    tested = paired_t(a, b)
+    p, interval = tested if tested else (None, None)
+    return Difference(float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), interval, p,
+                      "paired t over the pairs", count(len(a), pair_word))
+
+
+@dataclass
+class EvaluatedRun:
+    path: Path
+    config: dict
+    results: dict  # its eval.json
+
+
+def read_evaluated(run_dir):
+    """A run folder's config.json and eval.json (compare reads nothing else), or one CLIError line."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise common.CLIError(f"{run_dir} is not a folder: give run folders that eval.py has evaluated")
+    config = common.read_config(path)
+    results = read_eval_json(path)
+    if not results:
+        raise common.CLIError(f"{path} has no eval.json: evaluate it first (python eval.py all {path})")
+    return EvaluatedRun(path, config, results)
+
+
+def check_same_data(runs):
+    """compare pairs runs image by image: all of them trained and evaluated on one dataset at one
+    image size (common.py fixes the splits), or one CLIError line."""
+    def data(run):
+        size = run.config.get("image_size")
+        return f"{run.config.get('dataset')}" + (f" at {size} x {size}" if size else "")
+
+    other = next((run for run in runs if data(run) != data(runs[0])), None)
+    if other is not None:
+        raise common.CLIError(f"compare needs runs of one dataset: {runs[0].path} is {data(runs[0])}, {other.path} "
+                              f"is {data(other)}")
+
+
+def pair_runs(a_runs, b_runs):
+    """[(a, b)]: the two groups' runs paired by their training seed (config["seed"]) when both groups
+    have the same seeds, each once; else in the order given. And a line that says which."""
+    if len(a_runs) != len(b_runs):
+        raise common.CLIError(f"compare pairs the two groups' runs, but there are {len(a_runs)} before --against "
+                              f"and {len(b_runs)} after it; give as many in each")
+    seeds_a, seeds_b = ([run.config.get("seed") for run in runs] for runs in (a_runs, b_runs))
+    if None not in seeds_a + seeds_b and len(set(seeds_a)) == len(seeds_a) and sorted(seeds_a) == sorted(seeds_b):
+        by_seed = {run.config["seed"]: run for run in b_runs}
+        return [(a, by_seed[a.config["seed"]]) for a in a_runs], f"paired by seed: {', '.join(map(str, seeds_a))}"
+    return list(zip(a_runs, b_runs)), (f"note: the groups' seeds differ ({', '.join(map(str, seeds_a))} and "
+                                       f"{', '.join(map(str, seeds_b))}): runs paired in the order given")
+
+
+def group_names(a_runs, b_runs):
+    """The groups' labels: their model (config["model"]), with the corruption sigma when both are
+    one model; "A" and "B" when that does not tell them apart."""
+    def label(runs, with_sigma):
+        models = {run.config.get("model") for run in runs}
+        sigmas = {run.config.get("sigma") for run in runs}
+        if len(models) > 1 or None in models or (with_sigma and (len(sigmas) > 1 or None in sigmas)):
+            return None
+        return models.pop() + (f" σ {sigmas.pop():g}" if with_sigma else "")
+
+    names = [label(runs, False) for runs in (a_runs, b_runs)]
+    if names[0] == names[1]:
+        names = [label(runs, True) for runs in (a_runs, b_runs)]
+    return names if None not in names and names[0] != names[1] else ["A", "B"]
+
+
+def stored(run, study, *keys):
+    """run's eval.json entry study -> keys..., or None when it was not measured."""
+    value = run.results.get(study)
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def per_item_values(runs, study, key, unpack):
+    """The (runs, items) array of every run's per-item results study -> key, unpacked; one CLIError
+    line when a run lacks them (its eval.json is older than they are) or when the runs scored
+    different numbers of items (not the same test split)."""
+    values = []
+    for run in runs:
+        if stored(run, study, key) is None:
+            command = "reconstruct" if study == "reconstruction" else "classify"
+            raise common.CLIError(f"{run.path / 'eval.json'} has no {study} results per test image or drawer "
+                                  f"({key}), which compare pairs: re-run `python eval.py {command} {run.path}` "
+                                  "(or `all`)")
+        values.append(unpack(stored(run, study, key)))
+    counts = {len(v) for v in values}
+    if len(counts) > 1:
+        raise common.CLIError(f"the runs' {study} scored {' and '.join(map(str, sorted(counts)))} items: not the "
+                              "same test split; evaluate them all with the same data and options")
+    return np.stack(values)
+
+
+def drawer_values(each):
+    """loo20_linear_each ({drawer: accuracy}) as accuracies in the order of the drawers."""
+    return np.array([each[k] for k in sorted(each, key=int)])
+
+
+@dataclass
+class Compared:
+    """One row of compare's tables: its name, the measure (the name too, but for a baseline), the
+    difference, and how to show it."""
+
+    name: str
+    measure: str
+    difference: Difference
+    digits: int = 2
+    higher_is_better: bool = True
+    percent: bool = False  # an accuracy, in points
+
+
+def group_differences(pairs, config):
+    """A - B on every measure every run of both groups has: ([Compared], notes on what was left
+    out or differs)."""
+    a_runs, b_runs = [a for a, _ in pairs], [b for _, b in pairs]
+    runs, n = a_runs + b_runs, len(pairs)
+    rows, notes = [], []
+
+    def everyone_has(study, *keys):
+        having = [run for run in runs if stored(run, study, *keys) is not None]
+        if having and len(having) < len(runs):
+            notes.append(f"note: {'/'.join((study, *keys))} is not in every eval.json (not in "
+                         f"{', '.join(str(r.path) for r in runs if r not in having)}): left out")
+        return len(having) == len(runs)
+
+    def split(values):
+        return values[:n], values[n:]
+
+    drawers = everyone_has("classification", "loo20_linear")
+    if everyone_has("classification", "svm_rbf"):
+        a, b = split(per_item_values(runs, "classification", "svm_rbf_correct", unpack_bits))
+        measure = "test (a) accuracy" if drawers else "test accuracy"
+        rows.append(Compared(f"{measure} (%)", measure, compare_correct(a, b), percent=True))
+    if drawers:
+        a, b = split(100 * per_item_values(runs, "classification", "loo20_linear_each", drawer_values))
+        rows.append(Compared("test (b) accuracy (%)", "test (b) accuracy", compare_items(a, b, "drawer"), percent=True))
+    if everyone_has("reconstruction", "mse"):
+        a, b = split(per_item_values(runs, "reconstruction", "squared_errors", unpack_numbers))
+        rows.append(Compared("reconstruction MSE", "reconstruction MSE", compare_items(a, b, "image"), digits=5,
+                             higher_is_better=False))
+    for name in ("test", "evaluation"):
+        if everyone_has("likelihood", name, "mean"):
+            a, b = split([stored(run, "likelihood", name, "mean") for run in runs])
+            measure = f"Parzen LL, {split_name(config, name)}"
+            rows.append(Compared(measure, measure, compare_runs(a, b), digits=1))
+    if everyone_has("quality", "fid"):
+        if len({stored(run, "quality", "feature_network") for run in runs}) > 1:
+            notes.append("note: FID and IS were measured by different feature networks: left out")
+        else:
+            for key, name, higher_is_better in (("fid", "FID", False), ("inception_score", "Inception Score", True)):
+                a, b = split([stored(run, "quality", key) for run in runs])
+                rows.append(Compared(name, name, compare_runs(a, b), higher_is_better=higher_is_better))
+    for study, key, flag in (("classification", "train_images", "--max-train"), ("likelihood", "samples", "--samples"),
+                             ("quality", "samples", "--samples")):
+        if len({stored(run, study, key) for run in runs} - {None}) > 1:
+            notes.append(f"note: the runs' {study} studies differ in {key} ({flag}): their difference includes that")
+    return rows, notes
+
+
+def baseline_differences(a_runs):
+    """A's codes against the baselines on the same images, run by run: RBF SVCs on the raw pixels
+    and on PCA of them, with today's gamma and the authors' (gamma auto), and test (b)'s linear
+    SVMs on pixels and PCA. [Compared]."""
+    rows = []
+    drawers = all(stored(run, "classification", "loo20_linear") is not None for run in a_runs)
+    if all(stored(run, "classification", "svm_rbf") is not None for run in a_runs):
+        measure = "test (a) accuracy" if drawers else "test accuracy"
+        codes = per_item_values(a_runs, "classification", "svm_rbf_correct", unpack_bits)
+        for key, name in (("svm_rbf_pixels", "pixels, gamma scale"), ("svm_rbf_pixels_auto", "pixels, gamma auto"),
+                          ("svm_rbf_pca", "PCA, gamma scale"), ("svm_rbf_pca_auto", "PCA, gamma auto")):
+            baseline = per_item_values(a_runs, "classification", f"{key}_correct", unpack_bits)
+            rows.append(Compared(name, measure, compare_correct(codes, baseline, "run"), percent=True))
+    if drawers:
+        codes = 100 * per_item_values(a_runs, "classification", "loo20_linear_each", drawer_values)
+        for key, name in (("loo20_linear_pixels", "pixels, test (b)"), ("loo20_linear_pca", "PCA, test (b)")):
+            baseline = 100 * per_item_values(a_runs, "classification", f"{key}_each", drawer_values)
+            difference = compare_items(codes, baseline, "drawer", "run")
+            rows.append(Compared(name, "test (b) accuracy", difference, percent=True))
+    return rows
+
+
+def verdict(row, a_name, b_name):
+    """The table's word on a difference: who is better when its 95 % interval excludes 0."""
+    if row.difference.interval is None:
+        return "one seed: no test"
+    low, high = row.difference.interval
+    if low <= 0 <= high:
+        return "within noise"
+    return f"{a_name if (low > 0) == row.higher_is_better else b_name} better"
+
+
+def difference_table(rows, columns, winners):
+    """rows ([Compared]) as markdown under `columns` (what was measured, A, B, A − B: A's and B's
+    means and their difference), then the 95 % interval, p and the verdict, which names `winners`
+    (A's and B's)."""
+    body = []
+    for row in rows:
+        d, digits = row.difference, row.digits
+        interval = "–" if d.interval is None else f"{d.interval[0]:+.{digits}f} to {d.interval[1]:+.{digits}f}"
+        body.append([row.name, f"{d.a:.{digits}f}", f"{d.b:.{digits}f}",
+                     f"{d.difference:+.{digits}f}", interval, "–" if d.p is None else p_text(d.p),
+                     verdict(row, *winners)])
+    return markdown([*columns, "95 % interval", "p", "verdict"], body)
+
+
+def sentence(row, subject):
+    """A difference in words, as a markdown list item wrapped at 100 columns: its size, interval
+    and test, and whether it is larger than its uncertainty (its 95 % interval excludes 0)."""
+    d, digits = row.difference, row.digits
+    said = f"{subject} on {row.measure}: {d.difference:+.{digits}f}{' points' if row.percent else ''}"
+    if d.interval is None:
+        said += f" ({d.extent}): one seed: no test."
+    else:
+        low, high = d.interval
+        size = "within its uncertainty" if low <= 0 <= high else "larger than its uncertainty"
+        tested = ""
+        if d.p is not None:
+            tested = f", {d.test} p " + (p_text(d.p) if d.p < 0.001 else f"= {p_text(d.p)}")
+        if d.detail:
+            tested += f"; {d.detail}"
+        said += f", 95 % interval {low:+.{digits}f} to {high:+.{digits}f} ({d.extent}{tested}): {size}."
+    return textwrap.fill(said, 100, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+
+
+def compare(a_dirs, b_dirs, names=None):
+    """compare's report, markdown: how the runs were paired, notes, the table of A - B on every
+    measure both groups have with a sentence for each, and the table of A's codes against the
+    pixel and PCA baselines on the same images."""
+    a_runs, b_runs = [read_evaluated(d) for d in a_dirs], [read_evaluated(d) for d in b_dirs]
+    check_same_data(a_runs + b_runs)
+    pairs, pairing = pair_runs(a_runs, b_runs)
+    a_name, b_name = names or group_names(a_runs, b_runs)
+    rows, notes = group_differences(pairs, a_runs[0].config)
+    baselines = baseline_differences(a_runs)
+    if not rows and not baselines:
+        raise common.CLIError("the two groups' eval.json files have no measure in common: evaluate both with the "
+                              "same studies (python eval.py all RUN_DIR ...)")
+    lines = [pairing, *notes]
+    if rows:
+        columns = ["measure", a_name, b_name, f"{a_name} − {b_name}"]
+        lines += ["", f"## {a_name} vs {b_name}", "", difference_table(rows, columns, (a_name, b_name)), "",
+                  *(sentence(row, f"{a_name} − {b_name}") for row in rows)]
+    if baselines:
+        lines += ["", f"## {a_name}'s codes vs the baselines on the same images", "",
+                  difference_table(baselines, ["baseline (accuracy, %)", f"{a_name} codes", "baseline",
+                                               "codes − baseline"], ("codes", "baseline")), "",
+                  textwrap.fill("gamma scale: 1 / (dims x the features' variance), today's SVC() default; gamma "
+                                "auto: 1 / dims, the default of the authors' scikit-learn 0.18.", 100), "",
+                  *(sentence(row, f"{a_name} codes − baseline ({row.name})") for row in baselines)]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # Tables and main
 # ---------------------------------------------------------------------------------------------
 
@@ -894,7 +1338,9 @@ def comparison_table(runs, results):
     if "reconstruction" in studies:
         columns["reconstruction MSE"] = lambda r: plus_minus(results[r.name]["reconstruction"], "mse", 4)
     if "classification" in studies:
-        for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"), ("svm_rbf_pca", "SVC PCA"),
+        for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"),
+                           ("svm_rbf_pixels_auto", "SVC pixels (gamma auto)"), ("svm_rbf_pca", "SVC PCA"),
+                           ("svm_rbf_pca_auto", "SVC PCA (gamma auto)"),
                            ("loo20_linear", "LOO-20 codes (mean)"), ("loo20_linear_max", "LOO-20 codes (max)"),
                            ("loo20_linear_pixels", "LOO-20 pixels"), ("loo20_linear_pca", "LOO-20 PCA"),
                            ("attributes_linear", "attributes (mean)"), ("semi_supervised_error", "q(y|x) error"),
@@ -939,8 +1385,13 @@ def comparison_table(runs, results):
 def parse_args(argv):
     parser = machinery.ArgumentParser(prog="eval.py", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=[*STUDIES, "all"], help="which study to run")
+    parser.add_argument("study", choices=[*STUDIES, "all", "compare"],
+                        help="which study to run, or compare: the RUN_DIRs' results against those of --against")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
+    parser.add_argument("--against", nargs="+", metavar="RUN_DIR",
+                        help="compare: the second group of run folders, paired with the first by seed")
+    parser.add_argument("--names", nargs=2, metavar=("A", "B"),
+                        help="compare: the two groups' labels (default: their model, and sigma when both are one)")
     parser.add_argument("--data-dir", help="where the datasets are (default: the data_dir each run was trained with)")
     parser.add_argument("--samples", type=machinery.positive_int,
                         help="model samples for the Parzen window and for FID and IS (default 10,000 for MNIST and "
@@ -958,7 +1409,7 @@ def parse_args(argv):
                              "colour images, classifier for grey ones)")
     parser.add_argument("--max-train", type=machinery.positive_int,
                         help="train the classifiers on a random subset of this many training images")
-    parser.add_argument("--table", help="write the comparison table (markdown) to this file")
+    parser.add_argument("--table", help="write the comparison table (markdown; compare: its report) to this file")
     parser.add_argument("--seed", type=machinery.seed_value, default=0,
                         help="seeds corruption, sampling and subsets (default 0)")
     machinery.add_device_flags(parser)
@@ -986,8 +1437,33 @@ def non_negative_int(text):
     return value
 
 
+def write_table(path, text):
+    with machinery.atomic_path(path) as tmp:
+        Path(tmp).write_text(text + "\n")
+
+
+def compare_command(args):
+    """eval.py compare A1 A2 ... --against B1 B2 ...: compare's report, printed and written to --table."""
+    if not args.against:
+        raise common.CLIError("compare needs a second group of run folders: eval.py compare A1 A2 ... --against "
+                              "B1 B2 ...")
+    if args.names and args.names[0] == args.names[1]:
+        raise common.CLIError(f"--names {args.names[0]} {args.names[1]}: give the two groups different names")
+    if args.table:
+        check_writable(args.table)
+    report = compare(args.runs, args.against, args.names)
+    print(report)
+    if args.table:
+        write_table(args.table, report)
+        print(f"\ncomparison written to {args.table}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.study == "compare":
+        return compare_command(args)
+    if args.against or args.names:
+        raise common.CLIError("--against and --names are for eval.py compare")
     studies = STUDIES if args.study == "all" else (args.study,)
     device = machinery.choose_device(args.device)
     if args.table:  # checked now: the studies before the table is written can take hours
@@ -1047,8 +1523,7 @@ def main(argv=None):
     if len(runs) > 1:
         print(f"\n## comparison\n\n{table}")
     if args.table:
-        with machinery.atomic_path(args.table) as tmp:
-            Path(tmp).write_text(table + "\n")
+        write_table(args.table, table)
         print(f"\ncomparison table written to {args.table}")
 
 

@@ -323,6 +323,25 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+@contextmanager
+def exclusive_lock(path):
+    """Hold an exclusive lock (fcntl.flock) on the file `path`, made if need be, for the
+    body of the `with`; a second process that asks for it waits until the first lets go. Without
+    flock (Windows, some network file systems) the body runs unlocked."""
+    try:
+        handle = open(path, "a")
+    except OSError as error:
+        raise CLIError(f"cannot write {path} ({error.strerror or error}); evaluate a run folder you can "
+                       "write to") from None
+    with handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks
+                pass
+        yield  # closing the file lets go of the lock
+
+
 def write_json(path, obj):
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")

@@ -19,7 +19,7 @@ import eval as evaluation
 from helpers import run_eval as run_cli
 
 RECONSTRUCTION_KEYS = {"mse", "se"}
-SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pca"}
+SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pixels_auto", "svm_rbf_pca", "svm_rbf_pca_auto"}
 LOO_KEYS = {"loo20_linear", "loo20_linear_se", "loo20_linear_max", "loo20_linear_pixels", "loo20_linear_pca"}
 
 
@@ -134,6 +134,9 @@ def test_omniglot_protocol_end_to_end(omniglot_run, capsys):
     assert classification["loo20_characters"] == 20 and classification["loo20_images"] == 400
     assert classification["loo20_linear_max"] >= classification["loo20_linear"]
     assert classification["loo20_linear_pixels"] > 0.5  # 20 characters, each a distinct pattern
+    each = classification["loo20_linear_each"]  # per drawer, for eval.py compare
+    assert list(each) == [str(d) for d in range(1, 21)] and np.mean(list(each.values())) == pytest.approx(
+        classification["loo20_linear"])
     likelihood = results["likelihood"]
     assert {"mean", "se"} <= set(likelihood["test"]) and {"mean", "se"} <= set(likelihood["evaluation"])
     assert likelihood["evaluation"]["images"] == 22 * 20
