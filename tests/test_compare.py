@@ -14,6 +14,7 @@ from scipy import stats
 
 import aae
 import eval as evaluation
+import machinery
 from helpers import run_eval as run_cli
 
 RNG = np.random.default_rng(0)
