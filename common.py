@@ -611,7 +611,7 @@ class Run:
                 # matplotlib takes a third of a second (seconds on a busy CPU): once a minute is under 1 %
                 plot = self.epoch == self.config["epochs"] or self.ctrl_c.requested \
                     or time.perf_counter() - self.last_plot > 60
-                machinery.write_log(self.out, self.history, plot)
+                machinery.write_log(self.out, self.history, plot, self.name)
                 self.last_plot = time.perf_counter() if plot else self.last_plot
                 if self.ctrl_c.requested:
                     raise machinery.TrainingInterrupted(

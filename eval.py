@@ -1071,7 +1071,7 @@ def read_evaluated(run_dir):
     path = Path(run_dir)
     if not path.is_dir():
         raise common.CLIError(f"{run_dir} is not a folder: give run folders that eval.py has evaluated")
-    config = common.read_config(path)
+    config = machinery.read_config(path)
     results = read_eval_json(path)
     if not results:
         raise common.CLIError(f"{path} has no eval.json: evaluate it first (python eval.py all {path})")

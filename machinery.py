@@ -400,8 +400,15 @@ def save_figure(figure, path):
     plt.close(figure)
 
 
-def write_log(out, history, plot=True):
-    """log.csv, and losses.png when `plot` (drawing takes a third of a second)."""
+# The values of the code game's losses when D outputs 1/2 everywhere, drawn in losses.png for the
+# models whose D and encoder losses are the single cross-entropies of aae.py: 2 ln 2 and ln 2.
+EQUILIBRIA = {model: {"discriminator": 2 * math.log(2), "encoder_adversarial": math.log(2)}
+              for model in ("aae", "daae", "idaae")}
+
+
+def write_log(out, history, plot=True, model=None):
+    """log.csv, and losses.png when `plot` (drawing takes a third of a second), with the game's
+    equilibrium values dashed (EQUILIBRIA)."""
     keys = list(history[0])
     with atomic_path(out / "log.csv") as tmp:
         with open(tmp, "w", newline="") as f:
@@ -416,6 +423,10 @@ def write_log(out, history, plot=True):
     for i, key in enumerate(losses):
         axes = figure.add_subplot(1, len(losses), i + 1)
         axes.plot(epochs, [row[key] for row in history], marker="." if len(epochs) < 30 else None)
+        if key in EQUILIBRIA.get(model, {}):
+            level = EQUILIBRIA[model][key]
+            axes.axhline(level, color="grey", linestyle="--", linewidth=1, label=f"equilibrium {level:.3f}")
+            axes.legend(fontsize=8)
         axes.set_title(key)
         axes.set_xlabel("epoch")
     save_figure(figure, out / "losses.png")

@@ -434,3 +434,34 @@ def test_chain_steps_that_cannot_fit_are_refused_up_front():
     evaluation.check_sample_memory({k: v for k, v in daae_run.items() if k != "sample_steps"}, None, [10**12],
                                     torch.device("cpu"))
     evaluation.check_sample_memory(daae_run, None, [0, 10], torch.device("cpu"))
+
+
+def test_a_hand_edited_config_of_the_wrong_type_is_one_line_on_resume_and_in_eval(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "epochs": "ten"}))
+    before = fingerprint(out)
+    capsys.readouterr()
+    assert run_script(aae.main, ["--resume", "--out", str(out)]) == 2
+    assert run_script(evaluation.main, ["reconstruct", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all('epochs = "ten"' in line and "restore config.json" in line for line in err)
+    assert fingerprint(out) == before
+
+
+def test_resume_with_nothing_to_do_says_so_in_one_line_and_stops(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    capsys.readouterr()
+    assert run_script(aae.main, ["--resume", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("nothing to do: the run already has")
+
+
+def test_a_damaged_checkpoint_names_the_way_out_of_the_resume_loop(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert run_script(aae.main, ["--resume", "--out", str(out)]) == 2
+    assert "delete it, or start a new run in another --out, without --resume" in capsys.readouterr().err
