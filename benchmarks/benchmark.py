@@ -449,7 +449,7 @@ def profile_step(config, sizes, device):
 # 5. Whole processes: the usual program against daae.py, start to end
 # ---------------------------------------------------------------------------------------------
 
-FORCED_BF16 = "import common; machinery.native_bf16 = lambda device: True; import daae, sys; machinery.cli(daae.main)"
+FORCED_BF16 = "import machinery; machinery.native_bf16 = lambda device: True; import daae; machinery.cli(daae.main)"
 
 
 def write_npz(path, n, size=28, seed=0):
