@@ -36,6 +36,12 @@ def changed_networks(model, phase):
     return {k.split(".")[0] if "." in k else k for k in before if not torch.equal(before[k], after[k])}
 
 
+def regularisation(model, optimizers, x, discriminator_noise=0.0):
+    """Phase (2): the discriminators' update, then the encoder's against them, both on the same input."""
+    ssaae.discriminator_update(model, optimizers["discriminators"], x, discriminator_noise)
+    ssaae.encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, discriminator_noise)
+
+
 def changed_parameters(model, phase):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     phase()
@@ -50,13 +56,13 @@ def changed_parameters(model, phase):
 def test_each_phase_updates_only_its_networks():
     model, optimizers = tiny_model()
     x, x_l, y_l = torch.rand(16, 1, 8, 8), torch.rand(10, 1, 8, 8), torch.arange(10)
-    assert changed_networks(model, lambda: ssaae.reconstruction_phase(
-        model, optimizers["reconstruction"], x, 0.3)) == {"encoder", "decoder"}
-    assert changed_networks(model, lambda: ssaae.regularisation_phase(
-        model, optimizers, x, 0.3)) == {"encoder", "d_cat", "d_gauss"}
+    assert changed_networks(model, lambda: ssaae.reconstruction_update(
+        model, optimizers["reconstruction"], x, common.corrupt(x, 0.3))) == {"encoder", "decoder"}
+    assert changed_networks(model, lambda: regularisation(
+        model, optimizers, common.corrupt(x, 0.3))) == {"encoder", "d_cat", "d_gauss"}
     # The cross-entropy reaches the trunk and the y head, never the style head z.
-    changed = changed_parameters(model, lambda: ssaae.classification_phase(
-        model, optimizers["classification"], x_l, y_l, 0.3))
+    changed = changed_parameters(model, lambda: ssaae.classification_update(
+        model, optimizers["classification"], common.corrupt(x_l, 0.3), y_l))
     assert {k.rsplit(".", 1)[0].split(".")[1] for k in changed} == {"trunk", "y_head"}
 
 
@@ -66,14 +72,14 @@ def test_the_discriminators_see_noisy_inputs_only_with_discriminator_noise():
     for network in (model.d_cat, model.d_gauss):
         network.register_forward_pre_hook(lambda module, args: seen.append((module, args[0].detach().clone())))
     x = torch.rand(16, 1, 8, 8)
-    ssaae.regularisation_phase(model, optimizers, x, 0.0)
+    regularisation(model, optimizers, x)
     # D's update scores the prior's samples and the encoder's outputs in one call (32 rows); the
     # encoder's update scores its own (16). D_cat sees one-hot samples and the softmax y: rows summing to 1.
     assert [(m, len(v)) for m, v in seen] == [(model.d_cat, 32), (model.d_gauss, 32), (model.d_cat, 16),
                                               (model.d_gauss, 16)]
     assert all(torch.allclose(v.sum(1), torch.ones(len(v))) for m, v in seen if m is model.d_cat)
     seen.clear()
-    ssaae.regularisation_phase(model, optimizers, x, 0.0, discriminator_noise=0.3)
+    regularisation(model, optimizers, x, discriminator_noise=0.3)
     assert not any(torch.allclose(v.sum(1), torch.ones(len(v)), atol=1e-2) for m, v in seen if m is model.d_cat)
     plain = model.encoder(x)[1]
     gauss_fake = [v for m, v in seen if m is model.d_gauss][0][16:]  # the encoder's z, as D_gauss saw it
@@ -83,8 +89,8 @@ def test_the_discriminators_see_noisy_inputs_only_with_discriminator_noise():
 def test_section7_heads_move_in_the_reconstruction_phase_and_are_pushed_apart():
     model, optimizers = tiny_model(reduce_dim=2)
     assert model.decoder.net[0].in_features == 2  # the decoder sees y W_C + z, 2-D
-    changed = changed_networks(model, lambda: ssaae.reconstruction_phase(
-        model, optimizers["reconstruction"], torch.rand(16, 1, 8, 8), 0.0))
+    x = torch.rand(16, 1, 8, 8)
+    changed = changed_networks(model, lambda: ssaae.reconstruction_update(model, optimizers["reconstruction"], x, x))
     assert changed == {"encoder", "decoder", "cluster_heads"}
     heads = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])
     # pairs (0,1): 4 - 1 = 3; (0,2) and (1,2) are farther than eta = 4: 0
@@ -206,7 +212,7 @@ def test_cli_writes_the_run_folder(digits_runs):
     config = json.loads((digits_runs / "semi/config.json").read_text())
     assert (config["labels"], config["clusters"], config["style_dim"], config["latent_dim"]) == (100, 10, 10, 20)
     log = (digits_runs / "semi/log.csv").read_text().splitlines()[0].split(",")
-    assert {"reconstruction", "d_cat", "d_gauss", "generator", "cross_entropy"} <= set(log)
+    assert {"reconstruction", "d_cat", "d_gauss", "encoder_adversarial", "cross_entropy"} <= set(log)
     reduce = json.loads((digits_runs / "reduce/config.json").read_text())
     assert (reduce["labels"], reduce["clusters"], reduce["style_dim"], reduce["latent_dim"]) == (0, 5, 2, 2)
     assert reduce["batch_norm"] and reduce["input_dropout"] == 0.2 and not config["batch_norm"]  # Section 6's encoder
