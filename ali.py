@@ -7,32 +7,23 @@ Two joint distributions over images x and codes z (Section 2):
     decoder  p(x, z) = p(z) p(x|z):   z ~ N(0, I),      x~ = G_x(z)
 
 A discriminator sees PAIRS, (x, z^) from the encoder against (x~, z) from the decoder; the
-encoder and the decoder together learn to fool it (Eq. 1):
+encoder and the decoder together, Algorithm 1's "generator" G (the paper's word, which this file
+keeps for that pair: its loss, update, optimiser and log column), learn to fool it (Eq. 1):
 
     min_G max_D  E_q(x)[log D(x, G_z(x))] + E_p(z)[log(1 - D(G_x(z), z))]
 
-When the two joints match, G_x and G_z invert each other (the paper's invertibility result), yet no
-reconstruction error is ever minimised: G_x(G_z(x)) is only as faithful as the game makes it,
-which is the DAAE paper's point against ALI. The encoder is stochastic, q(z|x) = N(mu(x),
-sigma(x)^2 I), sampled with the reparametrisation trick so that D's gradient reaches mu and
-log sigma (Eq. 2):
+G minimises the non-saturating V' of Eq. 4 (D's labels swapped); the ENCODER's pairs are D's "real"
+side. When the two joints match, G_x and G_z invert each other (the paper's invertibility result),
+yet no reconstruction error is ever minimised: G_x(G_z(x)) is only as faithful as the game makes
+it, which is the DAAE paper's point against ALI. The encoder is stochastic, sampled by
+reparametrisation so that D's gradient reaches mu and log sigma (Eq. 2; the code calls sigma(x)
+`std`, as `sigma` is the std of a corruption in these files):
 
     z^ = mu(x) + sigma(x) * eps,   eps ~ N(0, I)
 
-With l = the logit of D, the losses of Algorithm 1, the generators' in the non-saturating form
-V' of Eq. 4 (the same labels swapped):
-
-    L_D = softplus(-l(x, z^)) + softplus(l(x~, z))    = -log D(x, z^) - log(1 - D(x~, z))
-    L_G = softplus(l(x, z^)) + softplus(-l(x~, z))    = -log(1 - D(x, z^)) - log D(x~, z)
-
-so the ENCODER's pairs are D's "real" side (label 1). Each is a sum of two batch means: when the
-game is balanced, D says 1/2 everywhere and both losses are 2 ln 2 = 1.386.
-
-The paper has no fully connected networks: for digits, MNIST, Omniglot and Sprites this file
-uses the DAAE's layer sizes (aae.DEFAULTS), so that eval.py compares the two objectives on
-networks of the same size, with the batch norm of the authors' own fully connected ALI in the
-generators. CIFAR-10, SVHN and CelebA get the paper's convolutional networks (appendix Tables
-3-5). reconstructions.png shows test images, each beside G_x(mu(x)), as the paper's figures do.
+The paper's networks are convolutional (Tables 3-5: CIFAR-10, SVHN, CelebA); digits, MNIST,
+Omniglot and Sprites get the DAAE's fully connected sizes, so that eval.py compares the two
+objectives on networks of the same size.
 
     python ali.py                                  # digits, offline, about a minute on a CPU
     python ali.py --dataset mnist                  # the DAAE's MNIST sizes, ALI's game
@@ -47,10 +38,11 @@ import torch.nn.functional as F
 
 import aae
 import common
+import machinery
 
-# Per dataset: the DAAE's fully connected sizes with ALI's optimiser (Adam 1e-4, beta1 0.5,
-# batch 100), or the paper's convolutional networks with their latent size and epochs
-# (Tables 3-5). digits (8x8, offline) is a small setting of ours, tuned to train in minutes.
+# Per dataset: the DAAE's fully connected sizes, or the paper's convolutional networks (CONV_NETWORKS)
+# with its latent size and epochs; ALI's Adam 1e-4, batch 100 (Tables 3-5). digits (8x8) is ours.
+NO_HIDDEN = dict(encoder_hidden=[], decoder_hidden=[], discriminator_hidden=[])  # conv sizes: CONV_NETWORKS
 DEFAULTS = {
     "digits": dict(network="mlp", encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
                    latent_dim=10, lr=1e-4, batch_size=100, epochs=200),
@@ -60,53 +52,23 @@ DEFAULTS = {
                      discriminator_hidden=[1000, 1000], latent_dim=200, lr=1e-4, batch_size=100, epochs=1000),
     "sprites": dict(network="mlp", encoder_hidden=[1000, 1000], decoder_hidden=[1000, 500, 500],
                     discriminator_hidden=[1000, 1000], latent_dim=200, lr=1e-4, batch_size=100, epochs=5),
-    "cifar10": dict(network="cifar10", latent_dim=64, lr=1e-4, batch_size=100, epochs=6475),
-    "svhn": dict(network="svhn", latent_dim=256, lr=1e-4, batch_size=100, epochs=100),
-    "celeba": dict(network="celeba", latent_dim=256, lr=1e-4, batch_size=100, epochs=123),
+    "cifar10": dict(network="cifar10", **NO_HIDDEN, latent_dim=64, lr=1e-4, batch_size=100, epochs=6475),
+    "svhn": dict(network="svhn", **NO_HIDDEN, latent_dim=256, lr=1e-4, batch_size=100, epochs=100),
+    "celeba": dict(network="celeba", **NO_HIDDEN, latent_dim=256, lr=1e-4, batch_size=100, epochs=123),
 }
-
-# The paper's appendix Tables 3 (CIFAR-10), 4 (SVHN) and 5 (CelebA), checked against the
-# authors' Blocks code (github.com/IshmaelBelghazi/ALI, experiments/ali_*.py). Layers are
-# (kernel, stride, feature maps), unpadded ("valid"), down to a 1x1 map and back; the generators
-# use batch normalisation and leaky ReLU on every hidden layer. Dropout is applied to the input of
-# every discriminator layer: `dropout` = (first layer of D(x) and of D(z), every other layer).
-# Where Table 5 and the code disagree (D(x) of CelebA: BN and no dropout on every layer in the
-# table), we follow the code: no BN on the first layer, dropout 0.2 everywhere, like SVHN.
-CONV_NETWORKS = {
-    "cifar10": dict(
-        image_size=32, leak=0.1, maxout=True, discriminator_bn=False, dropout=(0.2, 0.5),
-        encoder=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512), (1, 1, 512)],
-        decoder=[(4, 1, 256), (4, 2, 128), (4, 1, 64), (4, 2, 32), (5, 1, 32), (1, 1, 32)],
-        x_discriminator=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512)],
-        z_discriminator=[512, 512], joint_discriminator=[1024, 1024]),
-    "svhn": dict(
-        image_size=32, leak=0.01, maxout=False, discriminator_bn=True, dropout=(0.2, 0.2),
-        encoder=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512), (1, 1, 512)],
-        decoder=[(4, 1, 256), (4, 2, 128), (4, 1, 64), (4, 2, 32), (5, 1, 32), (1, 1, 32)],
-        x_discriminator=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512)],
-        z_discriminator=[512, 512], joint_discriminator=[1024, 1024]),
-    "celeba": dict(
-        image_size=64, leak=0.02, maxout=False, discriminator_bn=True, dropout=(0.2, 0.2),
-        encoder=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
-        decoder=[(4, 1, 512), (7, 2, 256), (5, 2, 256), (7, 2, 128), (2, 1, 64)],
-        x_discriminator=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
-        z_discriminator=[1024, 1024], joint_discriminator=[2048, 2048]),
-}
-MAXOUT_PIECES = 2  # Table 3
-INIT_STD = 0.01  # Tables 3-5: weights N(0, 0.01^2), biases 0
-# The fully connected D(x, z): leaky ReLU (0.2, a choice of ours: the paper has no such network)
-# and Table 3's dropout pattern, 0.2 on the input pair and 0.5 on every hidden layer.
-MLP_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.2, 0.5))
+ADAM_BETAS = (0.5, 0.999)  # Tables 3-5: beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2)
+MLP_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.2, 0.5))  # see Discriminator
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: the encoder G_z(x), the decoder G_x(z), the joint discriminator D(x, z)
+# Networks G_z(x), G_x(z), D(x, z): fully connected (digits, MNIST, Omniglot, Sprites), then the
+# paper's convolutional ones (CIFAR-10, SVHN, CelebA); the model ALI, which holds either
 # ---------------------------------------------------------------------------------------------
 
 
 def generator_mlp(sizes):
-    """Linear layers of the given sizes with batch norm and ReLU between them, linear last: the
-    generators of the authors' fully connected ALI (experiments/ali_mixture.py)."""
+    """Linear layers of the given sizes with batch norm and ReLU between them, linear last: G_z and
+    G_x of the authors' fully connected ALI (experiments/ali_mixture.py)."""
     layers = []
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
         layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
@@ -114,8 +76,7 @@ def generator_mlp(sizes):
 
 
 class Encoder(nn.Module):
-    """G_z(x) -> (mu, log sigma) of q(z|x), fully connected (784-1000-1000-2z for MNIST): the
-    DAAE's encoder sizes with twice the outputs, as the authors' encoders output mu and log sigma."""
+    """G_z(x) -> (mu, log std) of q(z|x), fully connected: the DAAE's sizes, twice the outputs."""
 
     def __init__(self, image_shape, hidden, latent_dim):
         super().__init__()
@@ -137,6 +98,58 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
 
 
+def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
+    """A hidden layer of D: dropout on its input, the layer (make_layer(outputs)), optional BN,
+    then leaky ReLU, or maxout over MAXOUT_PIECES linear pieces per unit."""
+    pieces = MAXOUT_PIECES if spec["maxout"] else 1
+    layers = [nn.Dropout(dropout), make_layer(units * pieces)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(units * pieces))
+    layers.append(Maxout(pieces) if spec["maxout"] else nn.LeakyReLU(spec["leak"]))
+    return layers
+
+
+class Discriminator(nn.Module):
+    """D(x, z) for the fully connected models: one MLP on the concatenated pair, as the authors'
+    FullyConnectedALI, with the DAAE discriminator's sizes, leaky ReLU (0.2, ours) and Table 3's
+    dropout, 0.2 on the input pair and 0.5 on every hidden layer. Returns the logit."""
+
+    def __init__(self, image_shape, latent_dim, hidden, spec=MLP_DISCRIMINATOR):
+        super().__init__()
+        sizes, layers = [math.prod(image_shape) + latent_dim, *hidden], []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += discriminator_layer(lambda n: nn.Linear(n_in, n), n_out, spec["dropout"][i > 0], spec)
+        self.net = nn.Sequential(*layers, nn.Dropout(spec["dropout"][1]), nn.Linear(sizes[-1], 1))
+
+    def forward(self, x, z):
+        return self.net(torch.cat([x.flatten(1), z], 1)).squeeze(1)
+
+
+# Tables 3 (CIFAR-10), 4 (SVHN) and 5 (CelebA), checked against the authors' Blocks code
+# (github.com/IshmaelBelghazi/ALI, experiments/ali_*.py). Layers are (kernel, stride, feature maps),
+# unpadded, down to a 1x1 map and back; G_z and G_x have BN and leaky ReLU on every hidden layer.
+# Dropout is on the input of every layer of D: `dropout` = (first layer of D(x) and of D(z), every
+# other). Where Table 5 and the code disagree (D(x) of CelebA: BN and no dropout on every layer in
+# the table), we follow the code: no BN on the first layer, dropout 0.2 everywhere, like SVHN.
+TABLES_3_AND_4 = dict(  # CIFAR-10's and SVHN's networks have the same layers
+    encoder=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512), (1, 1, 512)],
+    decoder=[(4, 1, 256), (4, 2, 128), (4, 1, 64), (4, 2, 32), (5, 1, 32), (1, 1, 32)],
+    x_discriminator=[(5, 1, 32), (4, 2, 64), (4, 1, 128), (4, 2, 256), (4, 1, 512)],
+    z_discriminator=[512, 512], joint_discriminator=[1024, 1024])
+CONV_NETWORKS = {
+    "cifar10": dict(image_size=32, leak=0.1, maxout=True, discriminator_bn=False, dropout=(0.2, 0.5), **TABLES_3_AND_4),
+    "svhn": dict(image_size=32, leak=0.01, maxout=False, discriminator_bn=True, dropout=(0.2, 0.2), **TABLES_3_AND_4),
+    "celeba": dict(
+        image_size=64, leak=0.02, maxout=False, discriminator_bn=True, dropout=(0.2, 0.2),
+        encoder=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
+        decoder=[(4, 1, 512), (7, 2, 256), (5, 2, 256), (7, 2, 128), (2, 1, 64)],
+        x_discriminator=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
+        z_discriminator=[1024, 1024], joint_discriminator=[2048, 2048]),
+}
+MAXOUT_PIECES = 2  # Table 3
+INIT_STD = 0.01  # Tables 3-5: weights N(0, 0.01^2), biases 0
+
+
 def generator_layer(n_in, n_out, kernel, stride, leak, transposed=False):
     """A hidden layer of G_z or G_x (Tables 3-5): unpadded (transposed) convolution, BN, leaky ReLU."""
     conv = nn.ConvTranspose2d if transposed else nn.Conv2d
@@ -144,8 +157,7 @@ def generator_layer(n_in, n_out, kernel, stride, leak, transposed=False):
 
 
 class ConvEncoder(nn.Module):
-    """G_z(x) of Tables 3-5: convolutions down to a 1x1 map, then a linear 1x1 convolution to
-    (mu, log sigma)."""
+    """G_z(x) of Tables 3-5: convolutions down to a 1x1 map, a linear 1x1 convolution to (mu, log std)."""
 
     def __init__(self, image_shape, latent_dim, spec):
         super().__init__()
@@ -160,9 +172,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """G_x(z) of Tables 3-5: z as a 1x1 map, transposed convolutions up to the image size (a 1x1
-    one, Table 3's last "convolution", is the same thing), a 1x1 convolution to the image's
-    channels, sigmoid. As in the authors' code, the output bias is one per pixel."""
+    """G_x(z) of Tables 3-5: z as a 1x1 map, transposed convolutions up to the image size (Table 3's
+    last 1x1 "convolution" is one), a 1x1 convolution to the channels, a bias per pixel, sigmoid."""
 
     def __init__(self, image_shape, latent_dim, spec):
         super().__init__()
@@ -188,36 +199,9 @@ class Maxout(nn.Module):
         return x.unflatten(1, (-1, self.pieces)).amax(2)
 
 
-def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
-    """A hidden layer of D: dropout on its input, the layer (make_layer(outputs)), optional BN,
-    then leaky ReLU, or maxout over MAXOUT_PIECES linear pieces per unit."""
-    pieces = MAXOUT_PIECES if spec["maxout"] else 1
-    layers = [nn.Dropout(dropout), make_layer(units * pieces)]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(units * pieces))
-    layers.append(Maxout(pieces) if spec["maxout"] else nn.LeakyReLU(spec["leak"]))
-    return layers
-
-
-class Discriminator(nn.Module):
-    """D(x, z) for the fully connected models: one MLP on the concatenated pair, as the authors'
-    FullyConnectedALI, with the DAAE discriminator's hidden sizes. Returns the logit."""
-
-    def __init__(self, image_shape, latent_dim, hidden, spec=MLP_DISCRIMINATOR):
-        super().__init__()
-        sizes, layers = [math.prod(image_shape) + latent_dim, *hidden], []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers += discriminator_layer(lambda n: nn.Linear(n_in, n), n_out, spec["dropout"][i > 0], spec)
-        self.net = nn.Sequential(*layers, nn.Dropout(spec["dropout"][1]), nn.Linear(sizes[-1], 1))
-
-    def forward(self, x, z):
-        return self.net(torch.cat([x.flatten(1), z], 1)).squeeze(1)
-
-
 class ConvDiscriminator(nn.Module):
-    """D(x, z) of Tables 3-5: D(x), convolutions down to a 1x1 map; D(z) on the code; their
-    outputs concatenated along the channels and passed through D(x, z) to one logit. On a 1x1 map
-    a 1x1 convolution is a linear layer, which is how D(z) and D(x, z) are written here."""
+    """D(x, z) of Tables 3-5: D(x), convolutions down to a 1x1 map, and D(z), concatenated into
+    D(x, z), one logit. On a 1x1 map a 1x1 convolution is a linear layer: D(z), D(x, z) are written so."""
 
     def __init__(self, image_shape, latent_dim, spec):
         super().__init__()
@@ -254,17 +238,15 @@ def init_weights(module, std=INIT_STD):
 
 
 class ALI(nn.Module):
-    """The three networks, and what eval.py uses: encode (the mean of q(z|x)), decode, sample,
-    latent_dim, and sigma = 0.0 (ALI corrupts no input; q(z|x)'s own sigma is per image)."""
+    """The three networks, and what eval.py uses: encode (the mean of q(z|x)), decode, sample, latent_dim, sigma."""
 
     def __init__(self, image_shape, latent_dim, network="mlp", encoder_hidden=(), decoder_hidden=(),
                  discriminator_hidden=()):
         super().__init__()
-        self.latent_dim, self.sigma = latent_dim, 0.0
+        self.latent_dim, self.sigma = latent_dim, 0.0  # eval.py's reconstruct corrupts with sigma; ALI: none
         if network == "mlp":
-            # The DAAE's sizes with PyTorch's default initialisation (aae.py and daae.py use Glorot's,
-            # the DAAE authors' lasagne default), plus the batch norm of the authors' fully connected
-            # generators: without it, on digits the decoder collapsed to one image for every z in our runs.
+            # PyTorch's default initialisation (aae.py and daae.py use Glorot's, the DAAE authors'), and
+            # the batch norm of the authors' fully connected G_z and G_x (docs/ali.md: what happens without it)
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
             self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
             self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden)
@@ -276,13 +258,13 @@ class ALI(nn.Module):
             init_weights(self)
 
     def posterior(self, x):
-        """(mu, log sigma) of q(z|x) = N(mu, sigma^2 I)."""
+        """(mu, log std) of q(z|x) = N(mu, std^2 I), std the paper's sigma(x)."""
         return self.encoder(x)
 
     def sample_posterior(self, x):
-        """z^ ~ q(z|x) by the reparametrisation trick, Eq. 2: z^ = mu + sigma * eps."""
-        mu, log_sigma = self.posterior(x)
-        return mu + log_sigma.exp() * torch.randn_like(mu)
+        """z^ ~ q(z|x) by the reparametrisation trick, Eq. 2: z^ = mu + std * eps."""
+        mu, log_std = self.posterior(x)
+        return mu + log_std.exp() * torch.randn_like(mu)
 
     def encode(self, x):
         """The mean of q(z|x): a deterministic code for eval.py (the paper observes that its
@@ -293,14 +275,14 @@ class ALI(nn.Module):
         return self.decoder(z)
 
     def sample_prior(self, n):
-        return torch.randn(n, self.latent_dim, device=self.decoder_device())
+        return torch.randn(n, self.latent_dim, device=self.device())
 
     def sample(self, n):
         """x~ = G_x(z), z ~ p(z) = N(0, I)."""
         return self.decode(self.sample_prior(n))
 
-    def decoder_device(self):
-        return next(self.decoder.parameters()).device
+    def device(self):
+        return next(self.parameters()).device
 
     @torch.no_grad()
     def start_at_the_mean_image(self, x_train):
@@ -314,36 +296,33 @@ class ALI(nn.Module):
 
 def build_model(config):
     """The model a run's config.json describes (eval.py rebuilds runs with this)."""
-    return ALI(config["image_shape"], config["latent_dim"], config["network"], config.get("encoder_hidden", ()),
-               config.get("decoder_hidden", ()), config.get("discriminator_hidden", ()))
+    return ALI(config["image_shape"], config["latent_dim"], config["network"], config["encoder_hidden"],
+               config["decoder_hidden"], config["discriminator_hidden"])
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses and the training step
+# Losses, and the two updates of Algorithm 1 and the step that orders them
 # ---------------------------------------------------------------------------------------------
 
 
 def discriminator_loss(data_logits, sample_logits):
-    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)) on D's logits: the encoder's pairs
-    are "real". 2 ln 2 = 1.386 at equilibrium. In float32 also under --precision bf16, where
-    autocast leaves softplus in D's bfloat16 (it keeps the cross-entropies of the other files
-    in float32 itself)."""
+    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)), as softplus of D's logits l: the
+    encoder's pairs are "real"; 2 ln 2 = 1.386 at equilibrium. In float32 also under --precision
+    bf16, where autocast would leave softplus in bfloat16."""
     data_logits, sample_logits = data_logits.float(), sample_logits.float()
     return F.softplus(-data_logits).mean() + F.softplus(sample_logits).mean()
 
 
 def generator_loss(data_logits, sample_logits):
-    """Algorithm 1's L_g = -log(1 - D(x, z^)) - log D(x~, z), the labels swapped (Eq. 4's V'):
-    the encoder pushes its pairs towards "fake", the decoder its pairs towards "real". In float32,
-    as discriminator_loss."""
+    """Algorithm 1's L_g = -log(1 - D(x, z^)) - log D(x~, z), the labels swapped (Eq. 4's V'): the
+    encoder pushes its pairs towards "fake", the decoder its towards "real"; 2 ln 2 balanced. In float32."""
     data_logits, sample_logits = data_logits.float(), sample_logits.float()
     return F.softplus(data_logits).mean() + F.softplus(-sample_logits).mean()
 
 
 def draw_pairs(model, x):
     """Algorithm 1's sampling lines on a fresh draw: z^ ~ q(z|x), z ~ p(z), x~ = G_x(z)."""
-    z_hat = model.sample_posterior(x)
-    z = model.sample_prior(len(x))
+    z_hat, z = model.sample_posterior(x), model.sample_prior(len(x))
     return z_hat, model.decoder(z), z
 
 
@@ -354,7 +333,7 @@ def joint_logits(discriminator, x, z_hat, x_tilde, z):
     return logits[:len(x)], logits[len(x):]
 
 
-def discriminator_step(model, optimizer, x):
+def discriminator_update(model, optimizer, x):
     """theta_d <- theta_d - grad L_d. The encoder and decoder only sample here (no graph)."""
     with torch.no_grad():
         pairs = draw_pairs(model, x)
@@ -365,7 +344,7 @@ def discriminator_step(model, optimizer, x):
     return loss.detach()
 
 
-def generator_step(model, optimizer, x):
+def generator_update(model, optimizer, x):
     """theta_g <- theta_g - grad L_g: encoder and decoder together, on new pairs, through the
     updated D, whose own weights are frozen for this backward pass (no gradient is wasted on them)."""
     with common.frozen(model.discriminator):
@@ -377,22 +356,19 @@ def generator_step(model, optimizer, x):
 
 
 def train_step(model, optimizers, x):
-    """One iteration of Algorithm 1. The algorithm computes L_d and L_g from the same predictions
-    and updates theta_d and theta_g at once (so does the authors' code); here the two updates
-    alternate, D first, each from its own fresh forward pass, the usual PyTorch reading: a
-    generator loss computed before D's step would backpropagate through D weights that step has
-    since changed in place."""
-    d_loss = discriminator_step(model, optimizers["discriminator"], x)
-    g_loss = generator_step(model, optimizers["generator"], x)
-    return {"discriminator": d_loss, "generator": g_loss}
+    """One iteration of Algorithm 1, which updates theta_d and theta_g at once from the same
+    predictions (as does the authors' code). Here the updates alternate, D first, each from its own
+    forward pass: an L_g computed before D's step would backpropagate through D weights changed since."""
+    return {"discriminator": discriminator_update(model, optimizers["discriminator"], x),
+            "generator": generator_update(model, optimizers["generator"], x)}
 
 
 def make_optimizers(model, lr):
-    """Tables 3-5: Adam, lr 1e-4, beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2),
-    one for D and one for the encoder and decoder together, which Algorithm 1 updates as one."""
+    """Tables 3-5: Adam, lr 1e-4, beta1 0.5, one for D and one for the encoder and decoder
+    together, which Algorithm 1 updates as one."""
     return {
-        "discriminator": common.adam(model.discriminator.parameters(), lr, betas=(0.5, 0.999)),
-        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr, betas=(0.5, 0.999)),
+        "discriminator": common.adam(model.discriminator.parameters(), lr, betas=ADAM_BETAS),
+        "generator": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr, betas=ADAM_BETAS),
     }
 
 
@@ -412,6 +388,7 @@ def save_interpolations(model, x_val, path, pairs=10, steps=8):
 
 
 def save_pictures(model, run, fixed_z, epoch):
+    """samples.png, reconstructions.png; every tenth of the run interpolations.png (and the 2-D code space)."""
     out, data, device = run.out, run.data, run.device
     samples = model.decode(fixed_z)
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
@@ -420,7 +397,7 @@ def save_pictures(model, run, fixed_z, epoch):
     x = common.float_images(data.x_test[:50].to(device))
     common.save_grid(torch.stack([x, model.decode(model.encode(x))], 1).flatten(0, 1),
                      out / "reconstructions.png", nrow=10)
-    if epoch % max(1, run.config["epochs"] // 10) == 0 or epoch == run.config["epochs"]:
+    if run.every_tenth(epoch):
         if len(data.x_val) >= 20:
             save_interpolations(model, common.float_images(data.x_val[:20].to(device)), out / "interpolations.png")
         if model.latent_dim == 2:
@@ -429,37 +406,43 @@ def save_pictures(model, run, fixed_z, epoch):
 
 
 # ---------------------------------------------------------------------------------------------
-# main
+# Training, flags and main
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv=None):
-    parser = common.model_parser("ali", __doc__)
-    args = common.describe_defaults(parser, DEFAULTS).parse_args(argv)
-    run = common.start_run("ali", args, DEFAULTS)
-    config, device, data = run.config, run.device, run.data
-    if config["network"] != "mlp":
-        size = CONV_NETWORKS[config["network"]]["image_size"]
-        if config["image_shape"][1:] != [size, size]:
-            raise common.CLIError(f"the paper's {config['network']} networks take {size}x{size} images; "
-                                  f"use --image-size {size}")
-
-    model = common.build_model(build_model, config, device)
+def train(run):
+    config, data = run.config, run.data
+    machinery.check_networks_fit(build_model, config, run.device)
+    model = build_model(config).to(run.device)
     model.start_at_the_mean_image(data.x_train)
     optimizers = make_optimizers(model, config["lr"])
+    run.track(model, optimizers)
     fixed_z = model.sample_prior(100)
 
-    def step(x, y):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
-            return train_step(model, optimizers, x)
+    for epoch in run.epochs():
+        for x, _ in run.batches(data.x_train, data.y_train):
+            with common.autocast(run):
+                losses = train_step(model, optimizers, x)
+            run.record(losses)
+        if run.saving(epoch):
+            with common.drawing(model):
+                save_pictures(model, run, fixed_z, epoch)
+            run.save_checkpoint()
+    run.done()
 
-    common.fit(
-        run, model, optimizers, step,
-        data.x_train, data.y_train,
-        on_epoch_end=lambda epoch: save_pictures(model, run, fixed_z, epoch),
-    )
-    common.print_done(run)
+
+def parse_args(argv):
+    return machinery.describe_defaults(machinery.model_parser("ali", __doc__), DEFAULTS).parse_args(argv)
+
+
+def main(argv=None):
+    run = common.start_run("ali", parse_args(argv), DEFAULTS)
+    network = run.config["network"]
+    size = CONV_NETWORKS[network]["image_size"] if network != "mlp" else None
+    if size and run.config["image_shape"][1:] != [size, size]:  # known once the data is loaded
+        raise machinery.CLIError(f"the paper's {network} networks take {size}x{size} images; use --image-size {size}")
+    train(run)
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    machinery.cli(main)

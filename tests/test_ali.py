@@ -45,8 +45,8 @@ def test_network_shapes(network, shape, latent_dim):
     torch.manual_seed(0)
     model = ali.ALI(shape, latent_dim, network, [32, 32], [32, 32], [32, 32]).eval()
     x = torch.rand(3, *shape)
-    mu, log_sigma = model.posterior(x)
-    assert mu.shape == log_sigma.shape == (3, latent_dim)
+    mu, log_std = model.posterior(x)
+    assert mu.shape == log_std.shape == (3, latent_dim)
     assert torch.equal(model.encode(x), mu)
     x_tilde = model.decode(mu)
     assert x_tilde.shape == (3, *shape) and 0 <= x_tilde.min() and x_tilde.max() <= 1
@@ -81,9 +81,9 @@ def test_the_encoder_samples_by_reparametrisation():
     x = torch.rand(6, 1, 8, 8)
     torch.manual_seed(1)
     z_hat = model.sample_posterior(x)
-    mu, log_sigma = model.posterior(x)
+    mu, log_std = model.posterior(x)
     torch.manual_seed(1)
-    torch.testing.assert_close(z_hat, mu + log_sigma.exp() * torch.randn_like(mu))  # Eq. 2
+    torch.testing.assert_close(z_hat, mu + log_std.exp() * torch.randn_like(mu))  # Eq. 2
     # The discriminator's gradient reaches both heads of the encoder: mu and log sigma.
     model.discriminator(x, z_hat).sum().backward()
     head = model.encoder.net[-1][-1]
@@ -127,10 +127,10 @@ def test_each_phase_changes_only_its_own_networks():
     optimizers = optimizers_for(model)
     x = torch.rand(16, 1, 8, 8)
     before = parameters(model)
-    ali.discriminator_step(model, optimizers["discriminator"], x)
+    ali.discriminator_update(model, optimizers["discriminator"], x)
     assert changed_networks(before, model) == {"discriminator"}
     before, d_grads = parameters(model), [p.grad.clone() for p in model.discriminator.parameters()]
-    ali.generator_step(model, optimizers["generator"], x)
+    ali.generator_update(model, optimizers["generator"], x)
     assert changed_networks(before, model) == {"encoder", "decoder"}
     # D was frozen during the generators' backward pass (its gradients are still D's phase's), then thawed.
     assert all(torch.equal(p.grad, g) for p, g in zip(model.discriminator.parameters(), d_grads))
