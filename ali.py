@@ -401,8 +401,8 @@ def save_pictures(model, run, fixed_z, epoch):
         if len(data.x_val) >= 20:
             save_interpolations(model, common.float_images(data.x_val[:20].to(device)), out / "interpolations.png")
         if model.latent_dim == 2:
-            aae.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
-            aae.save_manifold(model, out / "manifold.png")
+            common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
+            common.save_manifold(model, out / "manifold.png")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -442,7 +442,7 @@ def nn_baseline_error(module, config, x, y, x_test, y_test, device, seed):
     batch = min(len(x), config["batch_size"])
     for _ in progress(range(NN_BASELINE_STEPS), "NN baseline"):
         index = torch.randint(len(x), (batch,), device=device)
-        logits, _ = encoder(module.corrupt(x[index], config["input_noise"]))
+        logits, _ = encoder(common.corrupt(x[index], config["input_noise"]))
         loss = torch.nn.functional.cross_entropy(logits, y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -46,7 +46,6 @@ import aae
 import common
 import machinery
 
-corrupt = common.corrupt  # eval.py's NN baseline (the paper's) adds the run's input noise with module.corrupt
 
 # Section 5's appendix (recalled): 2 x 1000 ReLU units in every network, y and z 10-D, z ~ N(0, I), noise
 # of std 0.3 on the autoencoder's input; SGD with momentum (reconstruction lr 0.01, cross-entropy and
