@@ -36,7 +36,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import aae
 import common
 import machinery
 

@@ -532,16 +532,16 @@ def save_grid(images, path, nrow=10):
 def save_code_space(model, x_test, y_test, path, n_prior=2000):
     """The AAE paper's Figure 2 / 4(a,c), for any model with 2-D codes: test codes coloured by label,
     over samples of the prior."""
-    z = common.map_batches(model.encode, x_test, 500, model.device())
+    z = map_batches(model.encode, x_test, 500, model.device())
     prior = model.sample_prior(n_prior).cpu()
-    figure = common.plt_figure(figsize=(6, 6))
+    figure = plt_figure(figsize=(6, 6))
     axes = figure.add_subplot(1, 1, 1)
     axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
     points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5)
     figure.colorbar(points, ax=axes, ticks=range(10), label="label")
     axes.set_title("test codes over the prior")
     axes.set_aspect("equal")
-    common.save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def save_manifold(model, path, steps=20):
@@ -549,7 +549,7 @@ def save_manifold(model, path, steps=20):
     lim = model.sample_prior(5000).abs().quantile(0.99).item()
     axis = torch.linspace(-lim, lim, steps, device=model.device())
     grid = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).view(-1, 2)
-    common.save_grid(model.decode(grid), path, nrow=steps)
+    save_grid(model.decode(grid), path, nrow=steps)
 
 
 

@@ -51,7 +51,7 @@ import machinery
 # of std 0.3 on the autoencoder's input; SGD with momentum (reconstruction lr 0.01, cross-entropy and
 # adversarial 0.1, divided by 10 after epoch 50, 5000 epochs). The re-implementations converge on Adam,
 # which learns in tens of epochs, not thousands: we take that reading, at 1e-3. Most give the adversarial
-# networks 1e-4, with which our D_gauss won and z kept the class (docs/semi_supervised_aae.md); the
+# networks 1e-4, with which our D_gauss won and z kept the class (docs/aae.md, Sections 5-6); the
 # paper's adversarial rate is not below its reconstruction rate, so ours is 1e-3 too. Batch size: not
 # recorded, 100. digits is a small setting of ours.
 SECTION_5 = dict(style_dim=10, input_noise=0.3, input_dropout=0.0, batch_norm=False, discriminator_noise=0.0,
@@ -61,7 +61,7 @@ SEMI_SUPERVISED = {
     "mnist": dict(hidden=[1000, 1000], discriminator_hidden=[1000, 1000], labels=1000, batch_size=100, **SECTION_5),
 }
 # Section 6's appendix (recalled): 2 x 3000 ReLU, z 5-D, 20 % dropout on the input, BatchNorm in the
-# encoder (without it most clusters went unused: docs/semi_supervised_aae.md), 1500 epochs. The
+# encoder (without it most clusters went unused: docs/aae.md, Sections 5-6), 1500 epochs. The
 # discriminators keep Section 5's 1000 units (the record gives 3000 for "the networks" of the autoencoder;
 # 3000-unit ones on 5- and 16-D inputs would triple a step's cost). discriminator_noise: not the paper's.
 SECTION_6 = dict(style_dim=5, clusters=16, input_noise=0.0, input_dropout=0.2, batch_norm=True,
