@@ -385,7 +385,7 @@ def save_pictures(model, run, fixed_z, epoch):
     rows.append(model.decode(model.encode(x_in), data.y_test[:len(x)].to(run.device) if model.decoder_labels else None))
     common.save_grid(torch.cat([r.view(-1, per_row, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
                      out / "reconstructions.png", nrow=per_row)
-    if model.latent_dim == 2 and run.every_tenth(epoch):
+    if model.latent_dim == 2 and not model.decoder_labels and run.every_tenth(epoch):  # Figure 7 has its own
         common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
         common.save_manifold(model, out / "manifold.png")
 
