@@ -409,10 +409,10 @@ EQUILIBRIA = {model: {"discriminator": 2 * math.log(2), "encoder_adversarial": m
 def write_log(out, history, plot=True, model=None):
     """log.csv, and losses.png when `plot` (drawing takes a third of a second), with the game's
     equilibrium values dashed (EQUILIBRIA)."""
-    keys = list(history[0])
+    keys = list(dict.fromkeys(key for row in history for key in row))  # a renamed loss of an older run: both
     with atomic_path(out / "log.csv") as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
+            writer = csv.DictWriter(f, fieldnames=keys, restval="")
             writer.writeheader()
             writer.writerows(history)
     if not plot:
@@ -422,7 +422,7 @@ def write_log(out, history, plot=True, model=None):
     epochs = [row["epoch"] for row in history]
     for i, key in enumerate(losses):
         axes = figure.add_subplot(1, len(losses), i + 1)
-        axes.plot(epochs, [row[key] for row in history], marker="." if len(epochs) < 30 else None)
+        axes.plot(epochs, [row.get(key, math.nan) for row in history], marker="." if len(epochs) < 30 else None)
         if key in EQUILIBRIA.get(model, {}):
             level = EQUILIBRIA[model][key]
             axes.axhline(level, color="grey", linestyle="--", linewidth=1, label=f"equilibrium {level:.3f}")
@@ -720,7 +720,8 @@ def set_rng_state(state):
 
 # Names of optimisers and losses that have changed: a checkpoint of an older run is read with today's.
 OLD_NAMES = {"aae": {"encoder": "encoder_adversarial"}, "daae": {"encoder": "encoder_adversarial"},
-             "idaae": {"encoder": "encoder_adversarial"}, "semi_supervised_aae": {"generator": "encoder_adversarial"}}
+             "idaae": {"encoder": "encoder_adversarial"}, "semi_supervised_aae": {"generator": "encoder_adversarial"},
+             "learned_prior_aae": {"encoder": "encoder_adversarial"}}
 
 
 def upgrade_checkpoint(checkpoint):
