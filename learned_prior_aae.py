@@ -1,29 +1,26 @@
 """Learning Priors for Adversarial Autoencoders (Wang, Peng, Ko), APSIPA Transactions on Signal and
-Information Processing, Cambridge University Press, 2020.
+Information Processing, 2020, arXiv:1909.04443.
 
-An AAE whose prior is learned. A code generator CG turns simple noise z ~ N(0, I) (and, in
-the conditional settings, a label s) into a latent code z_c = CG(z[, s]); the decoder draws
-images from those codes. Two discriminators: D_C in code space (codes z_c are "real",
-encodings enc(x) "fake") and D_I in image space (real images against decoded codes dec(z_c)
-and reconstructions dec(enc(x))). Each mini-batch has two phases (Algorithm 1, Figure 3):
+An AAE whose prior is learned. A code generator CG (the paper's word) turns simple noise z ~ N(0, I),
+and in the conditional settings a label s, into a latent code z_c = CG(z[, s]) that the decoder
+draws images from. Two discriminators: D_C in code space (codes z_c "real", encodings enc(x)
+"fake") and D_I in image space (real images against decoded codes dec(z_c) and reconstructions
+dec(enc(x))). Each mini-batch has two phases (Algorithm 1, Figure 3):
 
   AAE phase (CG fixed), trained as an AAE:
     min_{enc, dec}  L_rec = || F(dec(enc(x))) - F(x) ||^2,  F = D_I's last conv layer  (Eq. 6)
     max_{D_C}  log D_C(z_c) + log(1 - D_C(enc(x)))                                    (Eq. 5)
     min_enc    -log D_C(enc(x))
-
   Prior-improvement phase (encoder fixed):
     max_{D_I}  log D_I(x) + log(1 - D_I(dec(z_c))) + log(1 - D_I(dec(enc(x))))    (Eq. 4, Alg. 1)
     min_{CG, dec}  -log D_I(dec(z_c)) - log D_I(dec(enc(x)))   (the decoder too: footnote 2)
 
-Conditional priors (Section 3.B). Supervised: CG(z, s) takes the image's label s, D_C sees
-(code, s) (Eq. 8), and a classifier Q on D_I's hidden layer recovers s from dec(z_c); its
-cross-entropy, the variational bound on I(s; dec(z_c)) of InfoGAN,
-
-    L_I = -E_{z, s} [ log Q(s | dec(CG(z, s))) ]                                       (Eq. 7)
-
-trains CG, the decoder and Q. Categorical (the paper's "unsupervised setting", Figure 5): s
-is drawn uniformly from K categories, D_C is class-agnostic, L_I as above.
+L_rec is the paper's perceptual loss: the log's perceptual_reconstruction (pixel_reconstruction
+with --pixel-loss). Conditional priors (Section 3.B). Supervised: CG(z, s) takes the image's label
+s, D_C sees (code, s) (Eq. 8), and a classifier Q on D_I's hidden layer recovers s from dec(z_c);
+its cross-entropy, InfoGAN's bound on I(s; dec(z_c)), L_I = -E_{z,s}[log Q(s | dec(CG(z, s)))]
+(Eq. 7), trains CG, the decoder and Q. Categorical (the paper's "unsupervised setting", Figure 5):
+s is uniform over K categories, D_C class-agnostic, L_I as above.
 
 Ablation switches (Table 3): --no-learned-prior (no CG: z_c = z, or [one-hot s, z]),
 --pixel-loss (pixel MSE instead of Eq. 6), --no-decoder-in-prior-phase. Table 3's rows:
@@ -32,16 +29,7 @@ Ablation switches (Table 3): --no-learned-prior (no CG: z_c = z, or [one-hot s, 
   A + B           --no-decoder-in-prior-phase
   A + B + C       (no switch: the full model)
 
-Images are in [0, 1] outside the networks (the project's contract); the 32x32 networks work
-on the paper's [-1, 1] scale inside (x -> 2x - 1 on the way in, (tanh + 1) / 2 on the way
-out), and pad smaller images (MNIST's 28x28) to 32x32 with background, cropping on output.
-
-Pictures: samples.png (in the conditional settings the layout of Figures 10 and 12: each row
-one noise vector, each column one label), reconstructions.png, and code_space.png (Figures 11
-and 13: encoder outputs and CG outputs projected to 2-D by one PCA).
-
     python learned_prior_aae.py                                   # digits, offline, about a minute on a CPU
-    python learned_prior_aae.py --setting supervised
     python learned_prior_aae.py --dataset mnist --setting supervised --channels 8  # 1/8 of the width
 """
 
@@ -53,158 +41,47 @@ import torch.nn.functional as F
 
 import aae
 import common
+import machinery
 
 SETTINGS = ("unsupervised", "supervised", "categorical")
-
-# The paper gives no optimiser settings, batch size or epochs in its text (its appendix
-# tables are images): Adam with the DCGAN settings (lr 2e-4, beta1 0.5), batch 64, for every
-# network. digits (8x8, offline) is a small fully connected setting of ours.
-PAPER_NETWORKS = dict(conv=True, channels=64, image_discriminator_hidden=1000,
+# The paper gives no optimiser settings, batch size or epochs in its text (its appendix tables are
+# images): Adam with the DCGAN settings, batch 64. digits (8x8, offline) is a small setting of ours.
+PAPER_NETWORKS = dict(conv=True, channels=64, hidden=None, image_discriminator_hidden=1000,
                       code_discriminator_hidden=[1000, 500, 200], lr=2e-4, batch_size=64)
-DEFAULTS = {
-    "digits": dict(conv=False, hidden=[256, 256], image_discriminator_hidden=256, code_discriminator_hidden=[256, 256],
-                   lr=1e-3, batch_size=64, epochs=100),
-    "mnist": dict(PAPER_NETWORKS, epochs=50),
-    "cifar10": dict(PAPER_NETWORKS, epochs=100),
-    "svhn": dict(PAPER_NETWORKS, epochs=100),
-}
+DEFAULTS = {"digits": dict(conv=False, hidden=[256, 256], image_discriminator_hidden=256,
+                           code_discriminator_hidden=[256, 256], lr=1e-3, batch_size=64, epochs=100),
+            "mnist": dict(PAPER_NETWORKS, epochs=50), "cifar10": dict(PAPER_NETWORKS, epochs=100),
+            "svhn": dict(PAPER_NETWORKS, epochs=100)}
 SHARED_DEFAULTS = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
                        decoder_in_prior_phase=True)
-# (latent_dim, noise_dim) per setting: Figure 8 (8-D MNIST, 64-D CIFAR-10 codes; the paper
-# gives no CG input size, so the noise is as large as the code), Figure 10 (10-D one-hot +
-# 54-D noise -> 64-D code), Figure 12 (10 categories + 90-D noise -> 100-D code).
-CODE_SIZES = {
-    "unsupervised": {"digits": (8, 8), "mnist": (8, 8), "cifar10": (64, 64), "svhn": (64, 64)},
-    "supervised": {name: (64, 54) for name in DEFAULTS},
-    "categorical": {name: (100, 90) for name in DEFAULTS},
-}
+# (latent_dim, noise_dim) per setting: Figure 8 (8-D MNIST, 64-D CIFAR-10 codes; the paper gives no
+# CG input size, so the noise is as large as the code), Figure 10 (10-D one-hot + 54-D noise -> 64-D
+# code), Figure 12 (10 categories + 90-D noise -> 100-D code).
+CODE_SIZES = {"unsupervised": {"digits": (8, 8), "mnist": (8, 8), "cifar10": (64, 64), "svhn": (64, 64)},
+              "supervised": {name: (64, 54) for name in DEFAULTS},
+              "categorical": {name: (100, 90) for name in DEFAULTS}}
 CATEGORIES = 10
-ADAM_BETAS = (0.5, 0.999)
+ADAM_BETAS = (0.5, 0.999)  # DCGAN's (Radford et al.): the paper gives none
 LEAKY_SLOPE = 0.2  # the paper says LeakyReLU, not its slope; DCGAN's
 CONV_SIZE = 32  # the appendix networks are for 32x32 images
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: the appendix's 32x32 convolutional networks (Tables A1-A3, as transcribed by the
-# reproduction report) and a small fully connected variant for 8x8 digits
+# Networks: D_I, CG and D_C (Tables A2-A3) and the model; for 8x8 digits the AAE's fully
+# connected encoder and decoder, and fully connected features in D_I
 # ---------------------------------------------------------------------------------------------
-
-
-def pad_to(x, size):
-    """Pad H x W images with background (0) to size x size, centred (MNIST 28 -> 32)."""
-    dh, dw = size - x.shape[-2], size - x.shape[-1]
-    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)) if dh or dw else x
-
-
-def crop_to(x, height, width):
-    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
-    return x[..., top:top + height, left:left + width]
-
-
-def to_conv_scale(x):
-    """[0, 1] images of any size up to 32x32 -> the paper's [-1, 1] images at 32x32."""
-    return 2 * pad_to(x, CONV_SIZE) - 1
-
-
-class ToConvScale(nn.Module):
-    def forward(self, x):
-        return to_conv_scale(x)
-
-
-# The tables name residual blocks without their insides: ours are He et al.'s (two 3x3
-# convolutions with BatchNorm, a 1x1 projection on the shortcut when the shape changes).
-class DownBlock(nn.Module):
-    """Residual block, 3x3 convolutions; stride 2 halves the size (a "down-sampling" block)."""
-
-    def __init__(self, n_in, n_out, stride=1):
-        super().__init__()
-        self.residual = nn.Sequential(
-            nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False), nn.BatchNorm2d(n_out), nn.ReLU(),
-            nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False), nn.BatchNorm2d(n_out))
-        self.shortcut = nn.Identity() if n_in == n_out and stride == 1 else nn.Sequential(
-            nn.Conv2d(n_in, n_out, 1, stride, bias=False), nn.BatchNorm2d(n_out))
-
-    def forward(self, x):
-        return F.relu(self.residual(x) + self.shortcut(x))
-
-
-class UpBlock(nn.Module):
-    """Up-sampling residual block: a 4x4 stride-2 transposed convolution doubles the size."""
-
-    def __init__(self, n_in, n_out):
-        super().__init__()
-        self.residual = nn.Sequential(
-            nn.ConvTranspose2d(n_in, n_out, 4, 2, 1, bias=False), nn.BatchNorm2d(n_out), nn.ReLU(),
-            nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False), nn.BatchNorm2d(n_out))
-        self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(n_in, n_out, 1, bias=False),
-                                      nn.BatchNorm2d(n_out))
-
-    def forward(self, x):
-        return F.relu(self.residual(x) + self.shortcut(x))
-
-
-class ConvEncoder(nn.Module):
-    """Table A1: 3x3 conv 64 stride 2; residual block 64; down-sampling residual blocks 128,
-    256, 512; average pool; FC 2 x code + BN + ReLU; FC code (linear). `channels` = 64 is the
-    paper's width; smaller values scale every layer (for CPU runs)."""
-
-    def __init__(self, image_shape, latent_dim, channels=64):
-        super().__init__()
-        c = channels
-        # With the transcribed strides a 32x32 image is 2x2 after the last block, where the table
-        # says "4x4 average pooling": we average over whatever is left (the same on a 4x4 map).
-        self.net = nn.Sequential(
-            nn.Conv2d(image_shape[0], c, 3, 2, 1), nn.ReLU(),
-            DownBlock(c, c), DownBlock(c, 2 * c, 2), DownBlock(2 * c, 4 * c, 2), DownBlock(4 * c, 8 * c, 2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(8 * c, 2 * latent_dim), nn.BatchNorm1d(2 * latent_dim), nn.ReLU(),
-            nn.Linear(2 * latent_dim, latent_dim))
-
-    def forward(self, x):
-        return self.net(to_conv_scale(x))
-
-
-class ConvDecoder(nn.Module):
-    """Table A1: 4x4 transposed conv 512 + BN + ReLU (1x1 -> 4x4); up-sampling residual blocks
-    256, 128, 64 (8, 16, 32); 3x3 conv to the image channels, tanh. Returns [0, 1] images of
-    image_shape (the centre of the 32x32 output)."""
-
-    def __init__(self, image_shape, latent_dim, channels=64):
-        super().__init__()
-        c, self.image_shape = channels, tuple(image_shape)
-        self.net = nn.Sequential(
-            nn.Unflatten(1, (latent_dim, 1, 1)),
-            nn.ConvTranspose2d(latent_dim, 8 * c, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * c), nn.ReLU(),
-            UpBlock(8 * c, 4 * c), UpBlock(4 * c, 2 * c), UpBlock(2 * c, c),
-            nn.Conv2d(c, image_shape[0], 3, 1, 1), nn.Tanh())
-
-    def forward(self, z):
-        return crop_to((self.net(z) + 1) / 2, *self.image_shape[1:])
-
-
-def conv_image_features(image_shape, channels=64):
-    """Table A3, D_I's convolutional layers: 4x4 stride-2 convs 64 (LeakyReLU), 128 and 256
-    (BN + LeakyReLU). Their output is F of the perceptual loss (Eq. 6)."""
-    c = channels
-
-    def block(n_in, n_out, norm):
-        return [nn.Conv2d(n_in, n_out, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(n_out)] if norm else []),
-                nn.LeakyReLU(LEAKY_SLOPE)]
-
-    net = nn.Sequential(*block(image_shape[0], c, False), *block(c, 2 * c, True), *block(2 * c, 4 * c, True))
-    return nn.Sequential(ToConvScale(), net), 4 * c * (CONV_SIZE // 8) ** 2
 
 
 def fc_image_features(image_shape, hidden):
     """D_I's feature layers for small images: LeakyReLU layers; the last one is F (Eq. 6)."""
     sizes = [math.prod(image_shape), *hidden]
-    layers = aae.mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE))
-    return nn.Sequential(nn.Flatten(), layers, nn.LeakyReLU(LEAKY_SLOPE)), sizes[-1]
+    return nn.Sequential(nn.Flatten(), aae.mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE)),
+                         nn.LeakyReLU(LEAKY_SLOPE)), sizes[-1]
 
 
 class ImageDiscriminator(nn.Module):
-    """D_I (Table A3): feature layers F, then FC `hidden` + LeakyReLU, then FC 1 (the logit;
-    the sigmoid is inside the loss). Returns (logit, hidden layer); Q reads the hidden layer."""
+    """D_I (Table A3): feature layers F, then FC `hidden` + LeakyReLU, then FC 1 (the logit; the
+    sigmoid is inside the loss). Returns (logit, hidden layer); Q reads the hidden layer."""
 
     def __init__(self, features, feature_size, hidden):
         super().__init__()
@@ -242,16 +119,16 @@ class CodeDiscriminator(nn.Module):
 
 
 class LearnedPriorAAE(nn.Module):
-    """Encoder, decoder, CG, D_C, D_I and Q, and what eval.py uses: encode, decode, sample."""
+    """Encoder, decoder, CG, D_C, D_I and Q, and what eval.py uses: encode, decode, sample, and
+    sigma (0: nothing corrupts the encoder's input)."""
 
-    def __init__(self, image_shape, latent_dim, noise_dim, setting="unsupervised", num_labels=0,
-                 learned_prior=True, conv=False, channels=64, hidden=(256, 256), image_discriminator_hidden=1000,
+    def __init__(self, image_shape, latent_dim, noise_dim, setting="unsupervised", num_labels=0, learned_prior=True,
+                 conv=False, channels=64, hidden=(256, 256), image_discriminator_hidden=1000,
                  code_discriminator_hidden=(1000, 500, 200)):
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}")
-        self.setting, self.learned_prior = setting, learned_prior
-        self.num_labels = num_labels if setting != "unsupervised" else 0
+        self.setting, self.num_labels = setting, num_labels if setting != "unsupervised" else 0
         self.latent_dim, self.noise_dim, self.sigma = latent_dim, noise_dim, 0.0
         if not learned_prior and noise_dim + self.num_labels != latent_dim:
             raise ValueError("without a code generator the code is [one-hot label, noise]")
@@ -260,7 +137,7 @@ class LearnedPriorAAE(nn.Module):
             self.decoder = ConvDecoder(image_shape, latent_dim, channels)
             features, feature_size = conv_image_features(image_shape, channels)
         else:
-            self.encoder = aae.Encoder(image_shape, hidden, latent_dim)  # the AAE's fully connected networks
+            self.encoder = aae.Encoder(image_shape, hidden, latent_dim)
             self.decoder = aae.Decoder(image_shape, hidden[::-1], latent_dim)
             features, feature_size = fc_image_features(image_shape, hidden)
         self.code_generator = CodeGenerator(noise_dim, self.num_labels, latent_dim) if learned_prior else None
@@ -272,6 +149,10 @@ class LearnedPriorAAE(nn.Module):
 
     def onehot(self, labels):
         return None if labels is None else F.one_hot(labels, self.num_labels).float()
+
+    def code_label(self, labels):
+        """D_C's label input: one-hot s in the supervised setting (Eq. 8), else None (Eq. 5)."""
+        return self.onehot(labels) if self.setting == "supervised" else None
 
     def prior_code(self, z, labels=None):
         """z_c = CG(z[, s]); the AAE baseline uses the simple prior itself, [one-hot s, z]."""
@@ -298,7 +179,7 @@ class LearnedPriorAAE(nn.Module):
         return self.decode(self.prior_code(self.sample_noise(n), self.sample_labels(n)))
 
     def device(self):
-        return next(self.decoder.parameters()).device
+        return next(self.parameters()).device
 
 
 def num_labels(config):
@@ -310,8 +191,105 @@ def build_model(config):
     """The model a run's config.json describes (eval.py rebuilds runs with this)."""
     return LearnedPriorAAE(
         config["image_shape"], config["latent_dim"], config["noise_dim"], config["setting"], num_labels(config),
-        config["learned_prior"], config["conv"], config.get("channels", 64), config.get("hidden", (256, 256)),
+        config["learned_prior"], config["conv"], config["channels"], config["hidden"],
         config["image_discriminator_hidden"], config["code_discriminator_hidden"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The 32x32 convolutional networks (MNIST, CIFAR-10, SVHN): Tables A1 and A3, as transcribed by
+# the reproduction report. Images are in [0, 1] outside them, on the paper's [-1, 1] scale inside
+# ---------------------------------------------------------------------------------------------
+
+
+def pad_to(x, size):
+    """Pad H x W images with background (0) to size x size, centred (MNIST 28 -> 32)."""
+    dh, dw = size - x.shape[-2], size - x.shape[-1]
+    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)) if dh or dw else x
+
+
+def crop_to(x, height, width):
+    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+    return x[..., top:top + height, left:left + width]
+
+
+class ToConvScale(nn.Module):
+    """[0, 1] images of any size up to 32x32 -> the paper's [-1, 1] images at 32x32."""
+
+    def forward(self, x):
+        return 2 * pad_to(x, CONV_SIZE) - 1
+
+
+class ResidualBlock(nn.Module):
+    """The tables name residual blocks without their insides: ours are He et al.'s, two 3x3
+    convolutions with BatchNorm, a 1x1 projection on the shortcut when the shape changes. Stride 2
+    halves the size (a "down-sampling" block); `up` doubles it, the first convolution then a 4x4
+    stride-2 transposed one (an "up-sampling" block)."""
+
+    def __init__(self, n_in, n_out, stride=1, up=False):
+        super().__init__()
+        first = nn.ConvTranspose2d(n_in, n_out, 4, 2, 1, bias=False) if up else \
+            nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False)
+        self.residual = nn.Sequential(first, nn.BatchNorm2d(n_out), nn.ReLU(),
+                                      nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False), nn.BatchNorm2d(n_out))
+        if up:
+            self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(n_in, n_out, 1, bias=False),
+                                          nn.BatchNorm2d(n_out))
+        else:
+            self.shortcut = nn.Identity() if n_in == n_out and stride == 1 else nn.Sequential(
+                nn.Conv2d(n_in, n_out, 1, stride, bias=False), nn.BatchNorm2d(n_out))
+
+    def forward(self, x):
+        return F.relu(self.residual(x) + self.shortcut(x))
+
+
+class ConvEncoder(nn.Module):
+    """Table A1: 3x3 conv 64 stride 2; residual block 64; down-sampling residual blocks 128, 256,
+    512; average pool; FC 2 x code + BN + ReLU; FC code (linear). `channels` = 64 is the paper's
+    width; smaller values scale every layer (for CPU runs)."""
+
+    def __init__(self, image_shape, latent_dim, channels=64):
+        super().__init__()
+        c, self.scale = channels, ToConvScale()
+        # With the transcribed strides a 32x32 image is 2x2 after the last block, where the table
+        # says "4x4 average pooling": we average over whatever is left (the same on a 4x4 map).
+        self.net = nn.Sequential(
+            nn.Conv2d(image_shape[0], c, 3, 2, 1), nn.ReLU(), ResidualBlock(c, c), ResidualBlock(c, 2 * c, 2),
+            ResidualBlock(2 * c, 4 * c, 2), ResidualBlock(4 * c, 8 * c, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(8 * c, 2 * latent_dim), nn.BatchNorm1d(2 * latent_dim), nn.ReLU(),
+            nn.Linear(2 * latent_dim, latent_dim))
+
+    def forward(self, x):
+        return self.net(self.scale(x))
+
+
+class ConvDecoder(nn.Module):
+    """Table A1: 4x4 transposed conv 512 + BN + ReLU (1x1 -> 4x4); up-sampling residual blocks 256,
+    128, 64 (8, 16, 32); 3x3 conv to the image channels, tanh. Returns [0, 1] images of image_shape
+    ((tanh + 1) / 2, the centre of the 32x32 output)."""
+
+    def __init__(self, image_shape, latent_dim, channels=64):
+        super().__init__()
+        c, self.image_shape = channels, tuple(image_shape)
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (latent_dim, 1, 1)),
+            nn.ConvTranspose2d(latent_dim, 8 * c, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * c), nn.ReLU(),
+            ResidualBlock(8 * c, 4 * c, up=True), ResidualBlock(4 * c, 2 * c, up=True),
+            ResidualBlock(2 * c, c, up=True),
+            nn.Conv2d(c, image_shape[0], 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return crop_to((self.net(z) + 1) / 2, *self.image_shape[1:])
+
+
+def conv_image_features(image_shape, channels=64):
+    """Table A3, D_I's convolutional layers: 4x4 stride-2 convs 64 (LeakyReLU), 128 and 256 (BN +
+    LeakyReLU). Their output is F of the perceptual loss (Eq. 6)."""
+    c, layers = channels, []
+    for i, (n_in, n_out) in enumerate([(image_shape[0], c), (c, 2 * c), (2 * c, 4 * c)]):
+        norm = i > 0  # BatchNorm after all but the first
+        layers += [nn.Conv2d(n_in, n_out, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(n_out)] if norm else []),
+                   nn.LeakyReLU(LEAKY_SLOPE)]
+    return nn.Sequential(ToConvScale(), nn.Sequential(*layers)), 4 * c * (CONV_SIZE // 8) ** 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,18 +306,16 @@ def discriminator_loss(real_logits, *fake_logits):
     return loss
 
 
-def generator_loss(fake_logits):
-    """-log D(fake): the non-saturating form of the min over log(1 - D(fake)) in Eqs. 4-5
-    (the paper writes the minimax game; this is the form GANs train with). ln 2 when balanced."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+# -log D(fake), ln 2 when balanced: the non-saturating form of the min over log(1 - D(fake)) in Eqs.
+# 4-5 (the paper writes the minimax game), for the encoder against D_C and for CG against D_I.
+encoder_adversarial_loss = code_generator_adversarial_loss = aae.encoder_adversarial_loss
 
 
 def perceptual_loss(model, x, x_rec):
-    """Eq. 6, ||F(dec(enc(x))) - F(x)||^2 with F = D_I's last convolutional layer, as a mean
-    over features and images (Section 4.C: "the mean squared error in feature domain"). x and
-    x_rec go through D_I in one batch so its BatchNorm treats both alike."""
-    features = model.image_discriminator.features(torch.cat([x, x_rec])).flatten(1)
-    target, reconstructed = features.chunk(2)
+    """Eq. 6, ||F(dec(enc(x))) - F(x)||^2 with F = D_I's last convolutional layer, as a mean over
+    features and images (Section 4.C: "the mean squared error in feature domain"). x and x_rec go
+    through D_I in one batch so its BatchNorm treats both alike."""
+    target, reconstructed = model.image_discriminator.features(torch.cat([x, x_rec])).flatten(1).chunk(2)
     return F.mse_loss(reconstructed, target)
 
 
@@ -348,10 +324,8 @@ def information_loss(model, hidden, labels):
     return F.cross_entropy(model.classifier(hidden), labels)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
-# The two phases of Algorithm 1
+# The updates of Algorithm 1, and the step that orders them
 # ---------------------------------------------------------------------------------------------
 # Where the printed Algorithm 1 and the text disagree we follow the equations: the AAE phase
 # updates D_C, not D_I (a typo in the pseudo-code); Eq. 6's squared error, not the
@@ -361,119 +335,120 @@ def information_loss(model, hidden, labels):
 
 
 def labels_for(model, y):
-    """s for one phase: the images' own labels (supervised), a fresh uniform draw
-    (categorical), or None (unsupervised)."""
-    if model.setting == "supervised":
-        return y
-    return model.sample_labels(len(y))
+    """s for one phase: the images' own labels (supervised), a fresh uniform draw (categorical), or None."""
+    return y if model.setting == "supervised" else model.sample_labels(len(y))
 
 
-def aae_phase(model, optimizers, x, y, perceptual=True):
-    """Algorithm 1, AAE phase, CG fixed: the autoencoder takes a step on L_rec; D_C learns codes
-    z_c from encodings; the encoder takes a step against the updated D_C."""
-    # "update the autoencoder following the training procedure of AAE" (Section 3.A): its
-    # reconstruction and regularisation updates, each with its own Adam. The printed algorithm
-    # steps the encoder once on -L_GAN^C + L_rec; with one Adam for both, the adversarial
-    # gradient (100x larger early on) drowned L_rec and the encoder collapsed to a point.
+def reconstruction_update(model, optimizer, x, perceptual=True):
+    """AAE phase: the autoencoder takes a step on L_rec, the perceptual loss (Eq. 6), or with
+    --pixel-loss the pixel MSE. D_I is frozen: its features only measure the error here."""
     with common.frozen(model.image_discriminator):
         x_rec = model.decoder(model.encoder(x))
-        rec_loss = perceptual_loss(model, x, x_rec) if perceptual else F.mse_loss(x_rec, x)  # Eq. 6
-    optimizers["reconstruction"].zero_grad(set_to_none=True)
-    rec_loss.backward()
-    optimizers["reconstruction"].step()
+        loss = perceptual_loss(model, x, x_rec) if perceptual else F.mse_loss(x_rec, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
 
+
+def code_discriminator_update(model, optimizer, x, y):
+    """AAE phase: D_C learns prior codes z_c (real) from encodings enc(x) (fake), Eq. 5; in the
+    supervised setting each beside its label (Eq. 8)."""
     s = labels_for(model, y)
-    dc_onehot = model.onehot(s) if model.setting == "supervised" else None  # Eq. 8; Eq. 5 without s
     with torch.no_grad():
-        z_c = model.prior_code(model.sample_noise(len(x)), s)
-    z_enc = model.encoder(x)
-    d_loss = discriminator_loss(*aae.real_and_fake_logits(model.code_discriminator, z_c, z_enc.detach(),
-                                                          dc_onehot))  # Eq. 5
-    optimizers["code_discriminator"].zero_grad(set_to_none=True)
-    d_loss.backward()
-    optimizers["code_discriminator"].step()
+        z_c, z_fake = model.prior_code(model.sample_noise(len(x)), s), model.encoder(x)
+    loss = discriminator_loss(*aae.real_and_fake_logits(model.code_discriminator, z_c, z_fake, model.code_label(s)))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
+
+def encoder_adversarial_update(model, optimizer, x, y):
+    """AAE phase: the encoder, as the generator of the code game, learns to fool the updated D_C.
+    D_C is frozen for this backward pass: only the gradient through it to the codes is needed."""
     with common.frozen(model.code_discriminator):
-        adv_loss = generator_loss(model.code_discriminator(z_enc, dc_onehot))
-    optimizers["encoder"].zero_grad(set_to_none=True)
-    adv_loss.backward()
-    optimizers["encoder"].step()
-    return {"reconstruction": rec_loss.detach(), "code_discriminator": d_loss.detach(),
-            "encoder_adversarial": adv_loss.detach()}
+        loss = encoder_adversarial_loss(model.code_discriminator(model.encoder(x), model.code_label(y)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
 
 
-def prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase=True):
-    """Algorithm 1, prior-improvement phase: D_I learns real images from decoded codes and
-    reconstructions; then CG (and the decoder, footnote 2), with Q in the conditional settings,
-    take one step against the updated D_I. The encoder is fixed."""
-    s = labels_for(model, y)
-    train_decoder = decoder_in_prior_phase
+def image_discriminator_update(model, optimizer, x, z, s):
+    """Prior-improvement phase: D_I learns real images from decoded prior codes dec(z_c) and from
+    reconstructions dec(enc(x)) (Eq. 4 + Algorithm 1)."""
     with torch.no_grad():
-        z_enc = model.encoder(x)
-    with torch.set_grad_enabled(model.code_generator is not None):
-        z_c = model.prior_code(model.sample_noise(len(x)), s)
-    with common.frozen(None if train_decoder else model.decoder):
-        x_prior = model.decoder(z_c)  # dec(z_c)
-        with torch.set_grad_enabled(train_decoder):
-            x_rec = model.decoder(z_enc)
-
-    prior_logits, prior_hidden = model.image_discriminator(x_prior.detach())
-    d_loss = discriminator_loss(model.image_discriminator(x)[0], prior_logits,
-                                model.image_discriminator(x_rec.detach())[0])  # Eq. 4 + Algorithm 1
-    losses = {"image_discriminator": d_loss.detach()}
+        x_prior, x_rec = model.decoder(model.prior_code(z, s)), model.decoder(model.encoder(x))
+    prior_logits, prior_hidden = model.image_discriminator(x_prior)
+    loss = discriminator_loss(model.image_discriminator(x)[0], prior_logits, model.image_discriminator(x_rec)[0])
+    losses = {"image_discriminator": loss.detach()}
     if model.classifier is not None:
         # Q learns to name s from dec(z_c) (Eq. 7). Q is a head on D_I's hidden layer, and, as
         # in InfoGAN, the layers it shares with D_I learn from L_I too: we read Algorithm 1's
         # "theta_Q" as Q with its shared layers (the paper does not say).
-        info_loss = information_loss(model, prior_hidden, s)
-        d_loss = d_loss + info_loss
-        losses["information_q"] = info_loss.detach()
-    optimizers["image_discriminator"].zero_grad(set_to_none=True)
-    d_loss.backward()
-    optimizers["image_discriminator"].step()
+        information = information_loss(model, prior_hidden, s)
+        loss = loss + information
+        losses["information_q"] = information.detach()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return losses
 
-    if "prior" not in optimizers:  # nothing on the generator side learns here
-        return losses
-    with common.frozen(model.image_discriminator, model.classifier):
-        logits, hidden = model.image_discriminator(x_prior)
-        g_loss = generator_loss(logits)
-        if train_decoder:
-            g_loss = g_loss + generator_loss(model.image_discriminator(x_rec)[0])
-        total = g_loss
+
+def code_generator_update(model, optimizer, x, z, s, decoder_in_prior_phase=True):
+    """Prior-improvement phase: CG takes a step against the updated D_I, for dec(z_c) to pass as
+    real (Eq. 4) and, in the conditional settings, to show Q its s (Eq. 7). The decoder learns
+    here too (footnote 2), also for its reconstructions to pass as real (the pseudo-code's),
+    unless --no-decoder-in-prior-phase fixes it. D_I, Q and the encoder are fixed."""
+    with common.frozen(model.image_discriminator, model.classifier, model.encoder,
+                       None if decoder_in_prior_phase else model.decoder):
+        logits, hidden = model.image_discriminator(model.decoder(model.prior_code(z, s)))
+        adversarial = code_generator_adversarial_loss(logits)
+        if decoder_in_prior_phase:
+            adversarial = adversarial + code_generator_adversarial_loss(
+                model.image_discriminator(model.decoder(model.encoder(x)))[0])
+        losses, loss = {"code_generator_adversarial": adversarial.detach()}, adversarial
         if model.classifier is not None:
-            info_loss = information_loss(model, hidden, s)  # Eq. 7, now for CG and the decoder
-            total = total + info_loss
-            losses["information"] = info_loss.detach()
-        optimizers["prior"].zero_grad(set_to_none=True)
-        total.backward()
-        optimizers["prior"].step()
-    losses["generator_adversarial"] = g_loss.detach()
+            information = information_loss(model, hidden, s)  # Eq. 7, now for CG and the decoder
+            loss = loss + information
+            losses["information"] = information.detach()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return losses
 
 
 def train_step(model, optimizers, x, y, perceptual=True, decoder_in_prior_phase=True):
-    """One mini-batch of Algorithm 1: the AAE phase, then the prior-improvement phase."""
-    return {**aae_phase(model, optimizers, x, y, perceptual),
-            **prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)}
+    """One mini-batch of Algorithm 1: the AAE phase, then the prior-improvement phase. Returns
+    detached losses (no host sync)."""
+    # "update the autoencoder following the training procedure of AAE" (Section 3.A): reconstruction
+    # and regularisation each with its own Adam, not the printed one step of the encoder on
+    # -L_GAN^C + L_rec (docs/learned_prior.md says why).
+    reconstruction = "perceptual_reconstruction" if perceptual else "pixel_reconstruction"
+    losses = {reconstruction: reconstruction_update(model, optimizers["reconstruction"], x, perceptual),
+              "code_discriminator": code_discriminator_update(model, optimizers["code_discriminator"], x, y),
+              "encoder_adversarial": encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, y)}
+    s, z = labels_for(model, y), model.sample_noise(len(x))  # one draw for both updates of the phase
+    losses.update(image_discriminator_update(model, optimizers["image_discriminator"], x, z, s))
+    if "code_generator" in optimizers:  # else nothing learns against D_I (the AAE baseline)
+        losses.update(code_generator_update(model, optimizers["code_generator"], x, z, s, decoder_in_prior_phase))
+    return losses
 
 
 def make_optimizers(model, lr, decoder_in_prior_phase=True):
-    """One Adam per update: a network pulled by two different losses (the encoder, the
-    decoder) has one for each, with its own moment estimates."""
-    def adam(params):
-        return common.adam(params, lr, betas=ADAM_BETAS)
-
-    optimizers = {
-        "reconstruction": adam([*model.encoder.parameters(), *model.decoder.parameters()]),
-        "code_discriminator": adam(model.code_discriminator.parameters()),
-        "encoder": adam(model.encoder.parameters()),
-        "image_discriminator": adam([*model.image_discriminator.parameters(),
-                                     *(model.classifier.parameters() if model.classifier is not None else [])]),
-    }
+    """One Adam per update: a network pulled by two different losses (the encoder, the decoder)
+    has one for each, with its own moment estimates. D_I's also trains Q; CG's also the decoder
+    (footnote 2), and without a learned prior only the decoder."""
+    params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
+              "code_discriminator": list(model.code_discriminator.parameters()),
+              "encoder_adversarial": list(model.encoder.parameters()),
+              "image_discriminator": [*model.image_discriminator.parameters(),
+                                      *(model.classifier.parameters() if model.classifier is not None else [])]}
     prior = [m for m in (model.code_generator, model.decoder if decoder_in_prior_phase else None) if m is not None]
     if prior:
-        optimizers["prior"] = adam([p for m in prior for p in m.parameters()])
-    return optimizers
+        params["code_generator"] = [p for m in prior for p in m.parameters()]
+    return {name: common.adam(p, lr, betas=ADAM_BETAS) for name, p in params.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,14 +457,12 @@ def make_optimizers(model, lr, decoder_in_prior_phase=True):
 
 
 def fixed_sample_inputs(model, rows=10):
-    """Noise and labels of the sample grid: with labels, `rows` noise vectors times every
-    label (row = one noise vector, column = one label, as Figures 10 and 12); else 100 noises."""
+    """Noise and labels of the sample grid: with labels, `rows` noise vectors times every label
+    (row = one noise vector, column = one label, as Figures 10 and 12); else 100 noises."""
     if not model.num_labels:
         return model.sample_noise(100), None
     k = model.num_labels
-    z = model.sample_noise(rows).repeat_interleave(k, 0)
-    labels = torch.arange(k, device=model.device()).repeat(rows)
-    return z, labels
+    return model.sample_noise(rows).repeat_interleave(k, 0), torch.arange(k, device=model.device()).repeat(rows)
 
 
 def save_code_space(model, x_test, y_test, path, n_prior=2000):
@@ -505,120 +478,126 @@ def save_code_space(model, x_test, y_test, path, n_prior=2000):
     panels = [(z_enc, y_test, "encoder output, test images (colour: class)"),
               (z_c, None if s is None else s.cpu(), "prior codes z_c" + (" (colour: s)" if s is not None else ""))]
     for i, (codes, colours, title) in enumerate(panels):
-        axes = figure.add_subplot(1, 2, i + 1)
-        xy = pca.transform(codes.numpy())
-        if colours is None or (colours < 0).all():
+        axes, xy = figure.add_subplot(1, 2, i + 1), pca.transform(codes.numpy())
+        if colours is None or (colours < 0).all():  # no labels (-1: unlabelled)
             axes.scatter(xy[:, 0], xy[:, 1], s=3, c="grey")
         else:
             points = axes.scatter(xy[:, 0], xy[:, 1], s=3, c=colours, cmap="tab10", vmin=-0.5, vmax=9.5)
             figure.colorbar(points, ax=axes, ticks=range(10))
         axes.set_title(title, fontsize=9)
-        axes.set_xlabel("PC 1")
-        axes.set_ylabel("PC 2")
+        axes.set(xlabel="PC 1", ylabel="PC 2")
     common.save_figure(figure, path)
 
 
 def save_pictures(model, run, fixed, epoch):
+    """samples.png (and samples/epoch_NNN.png) of the fixed inputs; reconstructions.png, rows of test
+    images over their reconstructions; every tenth of the run, code_space.png."""
     out, data = run.out, run.data
-    z, labels = fixed
-    samples = model.decode(model.prior_code(z, labels))
-    nrow = model.num_labels or 10
+    samples, nrow = model.decode(model.prior_code(*fixed)), model.num_labels or 10
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
     common.save_grid(samples, out / "samples.png", nrow=nrow)
     x = common.float_images(data.x_test[:50].to(run.device))
     rows = [x, model.decode(model.encode(x))]
     common.save_grid(torch.cat([r.view(5, 10, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
                      out / "reconstructions.png")
-    epochs = run.config["epochs"]
-    if epoch % max(1, epochs // 10) == 0 or epoch == epochs:
+    if run.every_tenth(epoch):
         save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
 
 
 # ---------------------------------------------------------------------------------------------
-# main
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def train(run):
+    config, data = run.config, run.data
+    machinery.check_networks_fit(build_model, config, run.device, flags=("--latent-dim", "--channels", "--image-size"))
+    model = build_model(config).to(run.device)
+    optimizers = make_optimizers(model, config["lr"], config["decoder_in_prior_phase"])
+    run.track(model, optimizers)
+    fixed = fixed_sample_inputs(model)
+    perceptual = config["reconstruction"] == "perceptual"
+
+    for epoch in run.epochs():
+        for x, y in run.batches(data.x_train, data.y_train):
+            with common.autocast(run):
+                losses = train_step(model, optimizers, x, y, perceptual, config["decoder_in_prior_phase"])
+            run.record(losses)
+        if run.saving(epoch):
+            with common.drawing(model):
+                save_pictures(model, run, fixed, epoch)
+            run.save_checkpoint()
+    run.done()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags and main
 # ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
-    parser = common.model_parser("learned_prior_aae", __doc__)
+    parser = machinery.model_parser("learned_prior_aae", __doc__)
     parser.add_argument("--setting", choices=SETTINGS,
                         help="unsupervised (default): CG(z); supervised: CG(z, label), D_C(code, label), Q; "
                              "categorical: CG(z, s), s uniform over --categories, class-agnostic D_C, Q")
-    parser.add_argument("--noise-dim", type=common.positive_int,
+    parser.add_argument("--noise-dim", type=machinery.positive_int,
                         help="size of CG's Gaussian input z (default: per setting, see CODE_SIZES)")
-    parser.add_argument("--categories", type=common.positive_int,
+    parser.add_argument("--categories", type=machinery.positive_int,
                         help=f"number of categories of s in the categorical setting (default {CATEGORIES})")
-    parser.add_argument("--channels", type=common.positive_int,
-                        help="width of the 32x32 networks (default 64, the paper's; 8 is ~40x faster, "
-                             "about a minute per epoch of 8,000 MNIST digits on one CPU core)")
+    parser.add_argument("--channels", type=machinery.positive_int,
+                        help="width of the 32x32 networks (default 64, the paper's; 8 on a CPU: docs/learned_prior.md)")
     parser.add_argument("--no-learned-prior", dest="learned_prior", action="store_const", const=False,
                         help="ablation: no code generator, codes straight from N(0, I) (the AAE baseline)")
     parser.add_argument("--pixel-loss", dest="reconstruction", action="store_const", const="pixel",
                         help="ablation: pixel MSE as the reconstruction loss instead of Eq. 6")
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
-    common.describe_defaults(parser, DEFAULTS)
+    machinery.describe_defaults(parser, DEFAULTS)
     parser.epilog += "\n--latent-dim / --noise-dim per --setting and dataset (CODE_SIZES):\n" + "\n".join(
         f"  {setting:<13} " + ", ".join(f"{name} {latent}/{noise}" for name, (latent, noise) in sizes.items())
         for setting, sizes in CODE_SIZES.items())
     args = parser.parse_args(argv)
-    setting = args.setting or SHARED_DEFAULTS["setting"]
-    if args.categories is not None and setting != "categorical":
-        raise common.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
+    if args.categories is not None and (args.setting or SHARED_DEFAULTS["setting"]) != "categorical":
+        raise machinery.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
     if args.categories is not None and args.categories < 2:
-        raise common.CLIError("--categories must be at least 2")
+        raise machinery.CLIError("--categories must be at least 2")
     if args.learned_prior is False and args.noise_dim is not None:
-        raise common.CLIError("with --no-learned-prior the code is [one-hot label, noise]: set --latent-dim, "
-                              "not --noise-dim")
+        raise machinery.CLIError("with --no-learned-prior the code is [one-hot label, noise]: set --latent-dim, "
+                                 "not --noise-dim")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    setting = args.setting or SHARED_DEFAULTS["setting"]
-    defaults = {}
+    setting, defaults = args.setting or SHARED_DEFAULTS["setting"], {}
     for name, row in DEFAULTS.items():
         latent_dim, noise_dim = CODE_SIZES[setting][name]
+        if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
+            noise_dim = max(1, args.latent_dim - (latent_dim - noise_dim))
         defaults[name] = {**SHARED_DEFAULTS, **row, "latent_dim": latent_dim, "noise_dim": noise_dim,
                           "categories": CATEGORIES if setting == "categorical" else None}
-        if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
-            defaults[name]["noise_dim"] = max(1, args.latent_dim - (latent_dim - noise_dim))
     run = common.start_run("learned_prior_aae", args, defaults,
-                            variant=setting if setting != SHARED_DEFAULTS["setting"] else None)
-    config, device, data = run.config, run.device, run.data
-
-    if config["setting"] == "supervised" and data.num_classes < 2:
-        raise common.CLIError(f"--setting supervised needs class labels; {config['dataset']} has none")
+                           variant=setting if setting != SHARED_DEFAULTS["setting"] else None)
+    config, data = run.config, run.data
+    if config["setting"] == "supervised" and (data.num_classes < 2 or (data.y_train < 0).any()):
+        raise machinery.CLIError(f"--setting supervised needs a class label for every training image; "
+                                 f"{config['dataset']} has none")
     if config["channels"] is not None and not config["conv"]:
-        raise common.CLIError(f"--channels sets the width of the 32x32 networks; {config['dataset']} uses the "
-                              "fully connected ones: drop --channels")
+        raise machinery.CLIError(f"--channels sets the width of the 32x32 networks; {config['dataset']} uses the "
+                                 "fully connected ones: drop --channels")
     if config["conv"] and max(config["image_shape"][1:]) > CONV_SIZE:
-        raise common.CLIError(f"the paper's networks take images up to {CONV_SIZE}x{CONV_SIZE}; "
-                              f"add --image-size {CONV_SIZE}")
+        raise machinery.CLIError(f"the paper's networks take images up to {CONV_SIZE}x{CONV_SIZE}; "
+                                 f"add --image-size {CONV_SIZE}")
     k = num_labels(config)
     if not config["learned_prior"] and config["noise_dim"] != config["latent_dim"] - k:
         config["noise_dim"] = config["latent_dim"] - k  # the baseline's code is [one-hot s (K), noise]
-        common.write_json(run.out / "config.json", config)
+        machinery.write_json(run.out / "config.json", config)
     if config["noise_dim"] < 1:
-        raise common.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
-                              f"{k} label dimensions; choose a larger one")
-
-    model = common.build_model(build_model, config, device, flags=("--latent-dim", "--channels", "--image-size"))
-    optimizers = make_optimizers(model, config["lr"], config["decoder_in_prior_phase"])
-    perceptual = config["reconstruction"] == "perceptual"
-    fixed = fixed_sample_inputs(model)
-
-    def step(x, y):
-        with common.autocast(run):  # --precision bf16: torch.autocast to bfloat16; fp32: nothing
-            return train_step(model, optimizers, x, y, perceptual, config["decoder_in_prior_phase"])
-
-    common.fit(
-        run, model, optimizers, step,
-        data.x_train, data.y_train,
-        on_epoch_end=lambda epoch: save_pictures(model, run, fixed, epoch),
-    )
-    common.print_done(run)
+        raise machinery.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
+                                 f"{k} label dimensions; choose a larger one")
+    train(run)
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    machinery.cli(main)

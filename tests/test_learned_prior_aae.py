@@ -45,6 +45,22 @@ def batch(n=16):
     return torch.rand(n, 1, 8, 8), torch.arange(n) % 10
 
 
+def aae_phase(model, optimizers, x, y):
+    """Algorithm 1's AAE phase: the first three updates of lp.train_step."""
+    lp.reconstruction_update(model, optimizers["reconstruction"], x)
+    lp.code_discriminator_update(model, optimizers["code_discriminator"], x, y)
+    lp.encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, y)
+
+
+def prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase=True):
+    """Algorithm 1's prior-improvement phase: the last updates of lp.train_step, on one draw of s and z."""
+    s, z = lp.labels_for(model, y), model.sample_noise(len(x))
+    losses = lp.image_discriminator_update(model, optimizers["image_discriminator"], x, z, s)
+    if "code_generator" in optimizers:
+        losses.update(lp.code_generator_update(model, optimizers["code_generator"], x, z, s, decoder_in_prior_phase))
+    return losses
+
+
 # ---------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------
@@ -109,11 +125,12 @@ def test_perceptual_loss_compares_image_discriminator_features_and_is_zero_for_i
     assert lp.perceptual_loss(model, x, x_rec).item() != pytest.approx(loss.item())
 
 
-def test_discriminator_and_generator_losses_at_equilibrium():
+def test_discriminator_and_adversarial_losses_at_equilibrium():
     half = torch.zeros(8)  # logit 0 = probability 1/2
     assert lp.discriminator_loss(half, half).item() == pytest.approx(2 * 0.6931472)
     assert lp.discriminator_loss(half, half, half).item() == pytest.approx(3 * 0.6931472)
-    assert lp.generator_loss(half).item() == pytest.approx(0.6931472)
+    assert lp.encoder_adversarial_loss(half).item() == pytest.approx(0.6931472)
+    assert lp.code_generator_adversarial_loss(half).item() == pytest.approx(0.6931472)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,11 +145,11 @@ def test_each_phase_updates_exactly_the_papers_networks(setting, decoder_in_prio
     optimizers = lp.make_optimizers(model, 1e-3, decoder_in_prior_phase)
     x, y = batch()
     before = parameters_by_network(model)
-    lp.aae_phase(model, optimizers, x, y)  # Figure 3(b): the code generator is fixed
+    aae_phase(model, optimizers, x, y)  # Figure 3(b): the code generator is fixed
     assert changed_networks(before, model) == {"encoder", "decoder", "code_discriminator"}
 
     before = parameters_by_network(model)
-    losses = lp.prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)
+    losses = prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)
     expected = {"image_discriminator", "code_generator"}  # Figure 3(a): the encoder is fixed
     expected |= {"decoder"} if decoder_in_prior_phase else set()  # footnote 2, ablation "C"
     expected |= {"classifier"} if setting != "unsupervised" else set()  # Q
@@ -149,7 +166,7 @@ def test_without_a_learned_prior_the_codes_come_from_the_simple_prior(decoder_in
     optimizers = lp.make_optimizers(model, 1e-3, decoder_in_prior_phase)
     x, y = batch()
     before = parameters_by_network(model)
-    lp.prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)
+    prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase)
     expected = {"image_discriminator", "classifier"} | ({"decoder"} if decoder_in_prior_phase else set())
     assert changed_networks(before, model) == expected
 
@@ -234,7 +251,7 @@ def test_losses_move_sensibly_on_tiny_data():
         return sum(float(h[key]) for h in history[-20:]) / 20
 
     assert 0.3 < late("code_discriminator") < 2.5 and 0.3 < late("image_discriminator") < 3.5  # no collapse
-    assert late("encoder_adversarial") < 5 and late("generator_adversarial") < 6
+    assert late("encoder_adversarial") < 5 and late("code_generator_adversarial") < 6
     assert late("information") < 2.33  # at most ln 10 (s unknown): Q's L_I never runs away
 
 
@@ -260,6 +277,8 @@ def test_cli_writes_the_run_folder_that_eval_loads(tmp_path, argv, latent_dim, n
     assert config["model"] == "learned_prior_aae"
     assert (config["latent_dim"], config["noise_dim"]) == (latent_dim, noise_dim)
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    header = (out / "log.csv").read_text().splitlines()[0].split(",")  # the loss L_rec is, by name
+    assert ("pixel_reconstruction" if "--pixel-loss" in argv else "perceptual_reconstruction") in header
     model = lp.build_model(config)  # what eval.py does
     model.load_state_dict(machinery.load_checkpoint(out / "checkpoint.pt", "learned_prior_aae")["model_state"])
     model.eval()
