@@ -15,16 +15,19 @@ dec(enc(x))). Each mini-batch has two phases (Algorithm 1, Figure 3):
     max_{D_I}  log D_I(x) + log(1 - D_I(dec(z_c))) + log(1 - D_I(dec(enc(x))))    (Eq. 4, Alg. 1)
     min_{CG, dec}  -log D_I(dec(z_c)) - log D_I(dec(enc(x)))   (the decoder too: footnote 2)
 
-L_rec is the paper's perceptual loss (the log's perceptual_reconstruction). Conditional priors
-(Section 3.B). Supervised: CG(z, s) takes the image's label s, D_C sees (code, s) (Eq. 8), and a
-classifier Q on D_I's hidden layer recovers s from dec(z_c); its cross-entropy, InfoGAN's bound on
-I(s; dec(z_c)), L_I = -E_{z,s}[log Q(s | dec(CG(z, s)))] (Eq. 7), trains CG, the decoder and Q.
-Categorical (the paper's "unsupervised setting", Figure 5): s is uniform over K categories, D_C
-class-agnostic, L_I as above.
+L_rec is the paper's perceptual loss: the log's perceptual_reconstruction (pixel_reconstruction
+with --pixel-loss). Conditional priors (Section 3.B). Supervised: CG(z, s) takes the image's label
+s, D_C sees (code, s) (Eq. 8), and a classifier Q on D_I's hidden layer recovers s from dec(z_c);
+its cross-entropy, InfoGAN's bound on I(s; dec(z_c)), L_I = -E_{z,s}[log Q(s | dec(CG(z, s)))]
+(Eq. 7), trains CG, the decoder and Q. Categorical (the paper's "unsupervised setting", Figure 5):
+s is uniform over K categories, D_C class-agnostic, L_I as above.
 
-Table 3's ablation: the AAE baseline is --no-learned-prior --pixel-loss --no-decoder-in-prior-phase
-(no CG: z_c = z, or [one-hot s, z]; pixel MSE instead of Eq. 6; the decoder fixed against D_I);
-A drops the first switch, A + B the first two, A + B + C (the full model) all three.
+Ablation switches (Table 3): --no-learned-prior (no CG: z_c = z, or [one-hot s, z]),
+--pixel-loss (pixel MSE instead of Eq. 6), --no-decoder-in-prior-phase. Table 3's rows:
+  AAE baseline    --no-learned-prior --pixel-loss --no-decoder-in-prior-phase
+  A               --pixel-loss --no-decoder-in-prior-phase
+  A + B           --no-decoder-in-prior-phase
+  A + B + C       (no switch: the full model)
 
     python learned_prior_aae.py                                   # digits, offline, about a minute on a CPU
     python learned_prior_aae.py --dataset mnist --setting supervised --channels 8  # 1/8 of the width
@@ -435,8 +438,8 @@ def train_step(model, optimizers, x, y, perceptual=True, decoder_in_prior_phase=
 
 def make_optimizers(model, lr, decoder_in_prior_phase=True):
     """One Adam per update: a network pulled by two different losses (the encoder, the decoder)
-    has one for each, with its own moment estimates. D_I's trains Q too; CG's the decoder
-    (footnote 2), and without a learned prior the decoder alone."""
+    has one for each, with its own moment estimates. D_I's also trains Q; CG's also the decoder
+    (footnote 2), and without a learned prior only the decoder."""
     params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
               "code_discriminator": list(model.code_discriminator.parameters()),
               "encoder_adversarial": list(model.encoder.parameters()),
@@ -580,7 +583,7 @@ def main(argv=None):
     if config["setting"] == "supervised" and (data.num_classes < 2 or (data.y_train < 0).any()):
         raise machinery.CLIError(f"--setting supervised needs a class label for every training image; "
                                  f"{config['dataset']} has none")
-    if args.channels is not None and not config["conv"]:
+    if config["channels"] is not None and not config["conv"]:
         raise machinery.CLIError(f"--channels sets the width of the 32x32 networks; {config['dataset']} uses the "
                                  "fully connected ones: drop --channels")
     if config["conv"] and max(config["image_shape"][1:]) > CONV_SIZE:

@@ -718,17 +718,26 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# Names of optimisers and losses that have changed: a checkpoint of an older run is read with today's.
-OLD_NAMES = {"aae": {"encoder": "encoder_adversarial"}, "daae": {"encoder": "encoder_adversarial"},
-             "idaae": {"encoder": "encoder_adversarial"}, "semi_supervised_aae": {"generator": "encoder_adversarial"},
-             "learned_prior_aae": {"encoder": "encoder_adversarial"}}
+# Names of optimisers and of losses that have changed: a checkpoint of an older run is read with today's.
+OLD_OPTIMIZER_NAMES = {"aae": {"encoder": "encoder_adversarial"}, "daae": {"encoder": "encoder_adversarial"},
+                       "idaae": {"encoder": "encoder_adversarial"},
+                       "semi_supervised_aae": {"generator": "encoder_adversarial"},
+                       "learned_prior_aae": {"encoder": "encoder_adversarial", "prior": "code_generator"}}
 
 
-def upgrade_checkpoint(checkpoint):
-    renamed = OLD_NAMES.get(checkpoint.get("model"), {})
-    for key in ("optimizers", "sums"):
-        checkpoint[key] = {renamed.get(k, k): v for k, v in checkpoint[key].items()}
-    checkpoint["history"] = [{renamed.get(k, k): v for k, v in row.items()} for row in checkpoint["history"]]
+def old_loss_names(config):
+    """{old loss name: today's} for the run config.json describes (its sums and history)."""
+    if config["model"] == "learned_prior_aae":  # the reconstruction loss is named for what --pixel-loss makes it
+        return {"reconstruction": f"{config['reconstruction']}_reconstruction",
+                "generator_adversarial": "code_generator_adversarial"}
+    return {"generator": "encoder_adversarial"} if config["model"] == "semi_supervised_aae" else {}
+
+
+def upgrade_checkpoint(checkpoint, config):
+    optimizers, losses = OLD_OPTIMIZER_NAMES.get(config["model"], {}), old_loss_names(config)
+    checkpoint["optimizers"] = {optimizers.get(k, k): v for k, v in checkpoint["optimizers"].items()}
+    checkpoint["sums"] = {losses.get(k, k): v for k, v in checkpoint["sums"].items()}
+    checkpoint["history"] = [{losses.get(k, k): v for k, v in row.items()} for row in checkpoint["history"]]
     return checkpoint
 
 
@@ -736,7 +745,7 @@ def restore_checkpoint(run, checkpoint):
     """common.Run.track on --resume: the tracked networks, optimisers and schedules, and the loop's
     place, from the checkpoint. A checkpoint that does not fit them is one line."""
     try:
-        checkpoint = upgrade_checkpoint(checkpoint)
+        checkpoint = upgrade_checkpoint(checkpoint, run.config)
         run.model.load_state_dict(checkpoint["model_state"])
         for name, optimizer in run.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])

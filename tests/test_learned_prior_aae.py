@@ -47,9 +47,9 @@ def batch(n=16):
 
 def aae_phase(model, optimizers, x, y):
     """Algorithm 1's AAE phase: the first three updates of lp.train_step."""
-    return {"reconstruction": lp.reconstruction_update(model, optimizers["reconstruction"], x),
-            "code_discriminator": lp.code_discriminator_update(model, optimizers["code_discriminator"], x, y),
-            "encoder_adversarial": lp.encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, y)}
+    lp.reconstruction_update(model, optimizers["reconstruction"], x)
+    lp.code_discriminator_update(model, optimizers["code_discriminator"], x, y)
+    lp.encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, y)
 
 
 def prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase=True):
@@ -277,6 +277,8 @@ def test_cli_writes_the_run_folder_that_eval_loads(tmp_path, argv, latent_dim, n
     assert config["model"] == "learned_prior_aae"
     assert (config["latent_dim"], config["noise_dim"]) == (latent_dim, noise_dim)
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    header = (out / "log.csv").read_text().splitlines()[0].split(",")  # the loss L_rec is, by name
+    assert ("pixel_reconstruction" if "--pixel-loss" in argv else "perceptual_reconstruction") in header
     model = lp.build_model(config)  # what eval.py does
     model.load_state_dict(machinery.load_checkpoint(out / "checkpoint.pt", "learned_prior_aae")["model_state"])
     model.eval()
