@@ -383,8 +383,9 @@ def save_pictures(model, run, fixed_z, epoch):
     x_in = common.corrupt(x, model.sigma)
     rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
     rows.append(model.decode(model.encode(x_in), data.y_test[:len(x)].to(run.device) if model.decoder_labels else None))
+    labels = ["test images", f"corrupted, sigma {model.sigma:g}"][:len(rows) - 1] + ["reconstructions"]
     common.save_grid(torch.cat([r.view(-1, per_row, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
-                     out / "reconstructions.png", nrow=per_row)
+                     out / "reconstructions.png", nrow=per_row, row_labels=labels)
     if model.latent_dim == 2 and not model.decoder_labels and run.every_tenth(epoch):  # Figure 7 has its own
         common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
         common.save_manifold(model, out / "manifold.png")

@@ -31,7 +31,7 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 import torchvision
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from sklearn.datasets import load_digits
 from torchvision.datasets import utils as torchvision_utils
 from tqdm import tqdm
@@ -445,12 +445,6 @@ def select_bandwidth(samples, data, bandwidths):
     return float(bandwidths[int(means.argmax())]), means
 
 
-def mean_and_standard_error(values):
-    values = torch.as_tensor(values, dtype=torch.float64)
-    se = values.std() / math.sqrt(len(values)) if len(values) > 1 else torch.tensor(0.0)
-    return float(values.mean()), float(se)
-
-
 # ---------------------------------------------------------------------------------------------
 # Small helpers: seeds, Adam, frozen networks, bf16, pictures
 # ---------------------------------------------------------------------------------------------
@@ -512,10 +506,11 @@ def map_batches(fn, x, batch_size, device):
                           for i in range(0, len(x), batch_size)])
 
 
-def save_grid(images, path, nrow=10):
+def save_grid(images, path, nrow=10, row_labels=None):
     """A grid of images in [0, 1], enlarged (nearest) so small images stay visible. A PNG of one
     channel for grey images, compressed fast (zlib level 1): the pixels of torchvision's
-    save_image, in a fifth of its time for the Omniglot grids written every epoch."""
+    save_image, in a fifth of its time for the Omniglot grids written every epoch. `row_labels`,
+    cycled over the grid's rows, are written in a margin on its left."""
     from torchvision.utils import make_grid
 
     images = float_images(images.detach().cpu()).float().clamp(0, 1)
@@ -525,6 +520,14 @@ def save_grid(images, path, nrow=10):
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)  # 3 x H x W, grey images repeated
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # rounded as save_image rounds
     picture = Image.fromarray(pixels[0].numpy() if images.shape[1] == 1 else pixels.permute(1, 2, 0).numpy())
+    if row_labels:
+        margin, row_height = 6 * max(map(len, row_labels)) + 6, images.shape[-2] + 2
+        labelled = Image.new(picture.mode, (picture.width + margin, picture.height), "white")
+        labelled.paste(picture, (margin, 0))
+        for row in range(picture.height // row_height):
+            ImageDraw.Draw(labelled).text((2, row * row_height + row_height // 2 - 3),
+                                          row_labels[row % len(row_labels)], fill="black")
+        picture = labelled
     with machinery.atomic_path(path) as tmp:
         picture.save(tmp, format="png", compress_level=1)
 

@@ -56,6 +56,9 @@ papers do:
                are a paired bootstrap over the items and the pairs; those of the per-run ones the
                t-test's. The first group's codes are also tested against the pixel and PCA
                baselines on the same images. Printed as markdown, a sentence per measure.
+  table        the README's results table, from the runs stored in a results folder (results/):
+               its table.json names each row's runs and figure (a stored one, mean ± sd over the
+               runs, or a paired difference as compare computes it); nothing is evaluated.
 
 Each study prints a markdown table and merges its results into RUN_DIR/eval.json (a study
 replaces its own entry and keeps the others, under a lock: several eval.py processes can evaluate
@@ -119,6 +122,12 @@ def load_run(run_dir, device):
     run = common.load_run(run_dir, device)
     read_eval_json(run.path)
     return run
+
+
+def mean_and_standard_error(values):
+    values = torch.as_tensor(values, dtype=torch.float64)
+    se = values.std() / math.sqrt(len(values)) if len(values) > 1 else torch.tensor(0.0)
+    return float(values.mean()), float(se)
 
 
 def load_data(config, data_dir, cache):
@@ -209,7 +218,7 @@ def reconstruct(model, data, device):
         return (x_rec - x).pow(2).flatten(1).mean(1)
 
     errors = common.map_batches(squared_errors, torch.arange(len(data.x_test)), BATCH, device)
-    mse, se = common.mean_and_standard_error(errors)
+    mse, se = mean_and_standard_error(errors)
     result = {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors),
               "squared_errors": pack_numbers(errors.tolist())}  # per test image, for `compare`
     if supervised:
@@ -288,7 +297,7 @@ def drawer_study(codes, images, y, drawers, n_components, seed):
     result, each = {}, {}
     for features, values in accuracies.items():
         suffix = "" if features == "codes" else f"_{features}"
-        result[f"loo20_linear{suffix}"], result[f"loo20_linear{suffix}_se"] = common.mean_and_standard_error(values)
+        result[f"loo20_linear{suffix}"], result[f"loo20_linear{suffix}_se"] = mean_and_standard_error(values)
         result[f"loo20_linear{suffix}_max"] = float(np.max(values))
         each[f"loo20_linear{suffix}_each"] = {str(drawer): value for (drawer, _, _), value in zip(folds, values)}
     return {**result, **each}
@@ -525,14 +534,14 @@ def parzen(samples, choose_on, scored, label, scoring_samples=None):
     means = choosing.mean(1)
     best = int(means.argmax())
     sigma = float(BANDWIDTHS[best])
-    mean, se = common.mean_and_standard_error(choosing[best])
+    mean, se = mean_and_standard_error(choosing[best])
     result = {"sigma": sigma, "bandwidth_chosen_on": chosen_on,
               "bandwidth_choice": {"mean": mean, "se": se, "images": len(x_choose),
                                    "by_sigma": {f"{s:.4f}": float(m) for s, m in zip(BANDWIDTHS, means)}}}
     scoring_samples = samples if scoring_samples is None else greyscale(scoring_samples)
     for name, x in scored.items():
         values = log_likelihoods(scoring_samples, greyscale(x), [sigma], f"{label}: {name}")[0]
-        mean, se = common.mean_and_standard_error(values)
+        mean, se = mean_and_standard_error(values)
         result[name] = {"mean": mean, "se": se, "images": len(x)}
     return result
 
@@ -1312,6 +1321,64 @@ def compare(a_dirs, b_dirs, names=None):
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# The README's results table, rendered from the runs stored in results/
+# ---------------------------------------------------------------------------------------------
+
+RESULTS_COLUMNS = ["result", "paper", "this project", "data, budget, seeds", "command"]
+
+
+def stored_cell(runs, spec):
+    """mean ± sd over the runs of one stored figure (eval.json's spec["study"] / spec["key"] path)."""
+    values = [stored(run, spec["study"], *spec["key"]) for run in runs]
+    if None in values:
+        missing = runs[values.index(None)].path
+        raise common.CLIError(f"{missing}/eval.json has no {'/'.join([spec['study'], *spec['key']])}: evaluate it "
+                              f"(python eval.py all {missing})")
+    values = np.array(values, dtype=float) * spec.get("scale", 1)
+    digits = spec.get("digits", 2)
+    spread = f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else ""
+    return f"{values.mean():.{digits}f}{spread}{spec.get('unit', '')}"
+
+
+def difference_cell(runs, spec, folder):
+    """A paired difference, as `compare` computes it: the runs against spec["against"] (or, with
+    spec["baseline"], against a baseline on the same images), on spec["measure"]."""
+    if "against" in spec:
+        pairs, _ = pair_runs(runs, [read_evaluated(folder / name) for name in spec["against"]])
+        rows, _ = group_differences(pairs, runs[0].config)
+    else:
+        rows = baseline_differences(runs)
+    name = spec.get("baseline", spec["measure"])
+    row = next((row for row in rows if row.name == name), None)
+    if row is None:
+        raise common.CLIError(f"{folder}/table.json asks for {name!r}, which compare does not measure for "
+                              f"{', '.join(spec['runs'])}")
+    d, digits = row.difference, spec.get("digits", row.digits)
+    unit = " points" if row.percent else ""
+    if d.interval is None:
+        return f"{d.difference:+.{digits}f}{unit} (one seed)"
+    return f"{d.difference:+.{digits}f}{unit}, 95 % {d.interval[0]:+.{digits}f} to {d.interval[1]:+.{digits}f}"
+
+
+def results_table(folder):
+    """The markdown table of FOLDER/table.json's rows, each figure computed from the eval.json of
+    the runs stored under FOLDER: a stored figure as mean ± sd over its runs, a difference paired
+    by seed and by image as `compare` reports it."""
+    folder = Path(folder)
+    try:
+        specs = json.loads((folder / "table.json").read_text())
+    except (OSError, ValueError) as error:
+        raise common.CLIError(f"cannot read {folder / 'table.json'} ({machinery.first_line(error, 80)}): give the "
+                              "results folder (results)") from None
+    body = []
+    for spec in specs:
+        runs = [read_evaluated(folder / name) for name in spec["runs"]]
+        cell = stored_cell(runs, spec) if "key" in spec else difference_cell(runs, spec, folder)
+        body.append([spec["result"], spec["paper"], cell, spec["budget"], spec["command"]])
+    return markdown(RESULTS_COLUMNS, body)
+
+
 OMNIGLOT_SPLITS = {"test": "drawer 20", "evaluation": "evaluation set", "validation": "5 % of drawers 1-19"}
 
 
@@ -1385,8 +1452,9 @@ def comparison_table(runs, results):
 def parse_args(argv):
     parser = machinery.ArgumentParser(prog="eval.py", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=[*STUDIES, "all", "compare"],
-                        help="which study to run, or compare: the RUN_DIRs' results against those of --against")
+    parser.add_argument("study", choices=[*STUDIES, "all", "compare", "table"],
+                        help="which study to run; compare: the RUN_DIRs' results against those of --against; "
+                             "table: the README's results table from the runs stored in the folder given (results)")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
     parser.add_argument("--against", nargs="+", metavar="RUN_DIR",
                         help="compare: the second group of run folders, paired with the first by seed")
@@ -1462,6 +1530,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.study == "compare":
         return compare_command(args)
+    if args.study == "table":
+        table = results_table(args.runs[0])
+        print(table)
+        if args.table:
+            write_table(args.table, table)
+        return
     if args.against or args.names:
         raise common.CLIError("--against and --names are for eval.py compare")
     studies = STUDIES if args.study == "all" else (args.study,)

@@ -11,6 +11,7 @@ import torch
 from scipy.special import logsumexp
 
 import common
+import eval as evaluation
 import machinery
 
 
@@ -79,7 +80,7 @@ def test_select_bandwidth_recovers_the_bandwidth_of_a_known_parzen_model():
 
 
 def test_mean_and_standard_error():
-    mean, se = common.mean_and_standard_error([1.0, 2.0, 3.0, 4.0])
+    mean, se = evaluation.mean_and_standard_error([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5
     assert se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
 
@@ -182,3 +183,15 @@ def test_a_trained_model_in_four_lines(tmp_path):
     assert not run.model.training and z.shape == (5, 3)
     assert x_rec.shape == (5, 1, 8, 8) and x_new.shape == (4, 1, 8, 8) and 0 <= x_new.min() <= x_new.max() <= 1
     assert run.unfinished is None and run.config["model"] == "aae"
+
+
+def test_grid_row_labels_are_written_in_a_left_margin(tmp_path):
+    from PIL import Image
+    images = torch.ones(6, 1, 28, 28)  # white images: any black pixel is a label's
+    common.save_grid(images, tmp_path / "plain.png", nrow=3)
+    common.save_grid(images, tmp_path / "labelled.png", nrow=3, row_labels=["clean", "corrupted"])
+    plain, labelled = (np.asarray(Image.open(tmp_path / name)) for name in ("plain.png", "labelled.png"))
+    margin = labelled.shape[1] - plain.shape[1]
+    assert labelled.shape[0] == plain.shape[0] and margin > 0
+    assert np.array_equal(labelled[:, margin:], plain)  # the grid itself is unchanged
+    assert (labelled[:30, :margin] < 128).any() and (labelled[30:, :margin] < 128).any()  # a label on each row

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +323,36 @@ def test_processes_merging_at_once_keep_every_study(tmp_path, monkeypatch):
     assert [worker.exitcode for worker in workers] == [0, 0]
     results = json.loads((tmp_path / "eval.json").read_text())
     assert set(results) == {f"{name}{i}" for name in "ab" for i in range(MERGES)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's results table, from stored runs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_results_table_is_computed_from_the_stored_runs(groups, tmp_path, capsys):
+    daae, aae = ([Path(run).name for run in group] for group in groups)
+    rows = [{"result": "DAAE: SVM on codes", "paper": "95.28 %", "runs": daae, "study": "classification",
+             "key": ["svm_rbf"], "scale": 100, "digits": 1, "unit": " %", "budget": "b", "command": "c"},
+            {"result": "DAAE − AAE", "paper": "+1 point", "runs": daae, "against": aae,
+             "measure": "test accuracy (%)", "digits": 1, "budget": "b", "command": "c"},
+            {"result": "DAAE − pixels", "paper": "–", "runs": daae, "baseline": "pixels, gamma auto",
+             "measure": "test accuracy (%)", "digits": 1, "budget": "b", "command": "c"}]
+    (tmp_path / "table.json").write_text(json.dumps(rows))
+    assert run_cli(["table", str(tmp_path)], capsys)[0] == 0
+    table = evaluation.results_table(tmp_path).splitlines()
+    assert table[2] == "| DAAE: SVM on codes | 95.28 % | 60.0 ± 0.0 % | b | c |"  # 60 of 100 images, both seeds
+    assert table[3].startswith("| DAAE − AAE | +1 point | +10.0 points, 95 % ")  # 10 more images right per pair
+    assert table[4].startswith("| DAAE − pixels | – | -40.0 points, 95 % ")
+    rows[0]["key"] = ["no_such_key"]
+    (tmp_path / "table.json").write_text(json.dumps(rows))
+    status, _, err = run_cli(["table", str(tmp_path)], capsys)
+    assert status == 2 and "has no classification/no_such_key" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_readme_results_table_is_what_eval_table_prints():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start, end = "<!-- results table: python eval.py table results -->\n", "\n<!-- end of the results table -->"
+    assert start in readme and end in readme
+    assert readme[readme.index(start) + len(start):readme.index(end)] == evaluation.results_table(root / "results")
