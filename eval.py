@@ -533,14 +533,14 @@ def parzen(samples, choose_on, scored, label, scoring_samples=None):
     choosing = log_likelihoods(samples, greyscale(x_choose), BANDWIDTHS, f"{label}: bandwidth on {chosen_on}")
     means = choosing.mean(1)
     best = int(means.argmax())
-    sigma = float(BANDWIDTHS[best])
+    bandwidth = float(BANDWIDTHS[best])
     mean, se = mean_and_standard_error(choosing[best])
-    result = {"sigma": sigma, "bandwidth_chosen_on": chosen_on,
+    result = {"bandwidth": bandwidth, "bandwidth_chosen_on": chosen_on,
               "bandwidth_choice": {"mean": mean, "se": se, "images": len(x_choose),
-                                   "by_sigma": {f"{s:.4f}": float(m) for s, m in zip(BANDWIDTHS, means)}}}
+                                   "by_bandwidth": {f"{s:.4f}": float(m) for s, m in zip(BANDWIDTHS, means)}}}
     scoring_samples = samples if scoring_samples is None else greyscale(scoring_samples)
     for name, x in scored.items():
-        values = log_likelihoods(scoring_samples, greyscale(x), [sigma], f"{label}: {name}")[0]
+        values = log_likelihoods(scoring_samples, greyscale(x), [bandwidth], f"{label}: {name}")[0]
         mean, se = mean_and_standard_error(values)
         result[name] = {"mean": mean, "se": se, "images": len(x)}
     return result
@@ -640,11 +640,11 @@ def likelihood(model, data, config, device, samples=None, steps=None, plot_path=
         fresh_chains = chain_samples(model, n, steps, image_dims, device) if fresh else chains
         for t, images in chains.items():
             scores = parzen(images, choose_on, scored, f"{t} steps", fresh_chains[t])
-            result["steps"][str(t)] = {**scores["test"], "sigma": scores["sigma"],
+            result["steps"][str(t)] = {**scores["test"], "bandwidth": scores["bandwidth"],
                                        **{k: scores[k] for k in ("bandwidth_choice", "evaluation") if k in scores}}
         if plot_path is not None and len(result["steps"]) > 1:
             save_steps_plot(result["steps"], plot_path, config)
-    edges = [s for s in [result["sigma"], *(v["sigma"] for v in result.get("steps", {}).values())]
+    edges = [s for s in [result["bandwidth"], *(v["bandwidth"] for v in result.get("steps", {}).values())]
              if s in (BANDWIDTHS[0], BANDWIDTHS[-1])]
     if edges:
         notes.append(f"the chosen bandwidth {edges[0]:g} is at the edge of the grid logspace(-1, 0, 10)")
@@ -672,17 +672,17 @@ def save_steps_plot(steps, path, config):
 
 
 def likelihood_table(result, config):
-    def row(source, name, scores, sigma):
-        return [source, split_name(config, name), scores["images"], f"{sigma:.3f}", f"{scores['mean']:.1f}",
+    def row(source, name, scores, bandwidth):
+        return [source, split_name(config, name), scores["images"], f"{bandwidth:.3f}", f"{scores['mean']:.1f}",
                 f"{scores['se']:.1f}"]
 
-    rows = [row(f"{result['samples']} samples", name, result[name], result["sigma"])
+    rows = [row(f"{result['samples']} samples", name, result[name], result["bandwidth"])
             for name in ("test", "evaluation") if name in result]
     for t, scores in result.get("steps", {}).items():
-        rows.append(row(f"{result['samples']} chains, {t} steps", "test", scores, scores["sigma"]))
+        rows.append(row(f"{result['samples']} chains, {t} steps", "test", scores, scores["bandwidth"]))
         if "evaluation" in scores:
             rows.append(row(f"{result['samples']} chains, {t} steps", "evaluation", scores["evaluation"],
-                            scores["sigma"]))
+                            scores["bandwidth"]))
     chosen_on = split_name(config, result["bandwidth_chosen_on"])
     return markdown(["Parzen window on", "scored set", "images", f"bandwidth (chosen on {chosen_on})",
                      "log-likelihood", "SE"], rows)
@@ -1364,7 +1364,7 @@ def difference_cell(runs, spec, folder):
 def results_table(folder):
     """The markdown table of FOLDER/table.json's rows, each figure computed from the eval.json of
     the runs stored under FOLDER: a stored figure as mean ± sd over its runs, a difference paired
-    by seed and by image as `compare` reports it."""
+    by seed and by image as `compare` reports it; a row without runs says it is not re-measured."""
     folder = Path(folder)
     try:
         specs = json.loads((folder / "table.json").read_text())
@@ -1373,6 +1373,10 @@ def results_table(folder):
                               "results folder (results)") from None
     body = []
     for spec in specs:
+        if "runs" not in spec:  # a figure of an earlier version of the code, whose runs are not stored
+            body.append([spec["result"], spec["paper"], f"not re-measured ([earlier figure]({spec['docs']}))",
+                         spec["budget"], spec["command"]])
+            continue
         runs = [read_evaluated(folder / name) for name in spec["runs"]]
         cell = stored_cell(runs, spec) if "key" in spec else difference_cell(runs, spec, folder)
         body.append([spec["result"], spec["paper"], cell, spec["budget"], spec["command"]])

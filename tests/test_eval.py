@@ -92,7 +92,7 @@ def test_all_studies_on_digits_write_the_keys_and_print_tables(digits_run, capsy
     assert all(0 <= results["classification"][key] <= 1 for key in SVM_KEYS)
     assert results["classification"]["svm_rbf_pixels"] > 0.9  # raw pixels separate digits well
     likelihood = results["likelihood"]
-    assert likelihood["sigma"] in evaluation.BANDWIDTHS and likelihood["samples"] == 300
+    assert likelihood["bandwidth"] in evaluation.BANDWIDTHS and likelihood["samples"] == 300
     assert {"mean", "se"} <= set(likelihood["test"]) and np.isfinite(likelihood["test"]["mean"])
     assert "steps" not in likelihood and "evaluation" not in likelihood  # an AAE has no chain; digits no eval set
     assert results["quality"]["samples"] == 300 and results["quality"]["feature_network"] == "digits classifier"
@@ -213,9 +213,9 @@ def test_bandwidth_is_chosen_on_validation_never_on_test(digits_run, monkeypatch
     choosing = [c for c in calls if len(c[1]) > 1]
     scoring = [c for c in calls if len(c[1]) == 1]
     assert len(choosing) == 1 and torch.equal(choosing[0][0], data.x_val)
-    assert len(scoring) == 1 and torch.equal(scoring[0][0], data.x_test) and scoring[0][1] == [result["sigma"]]
+    assert len(scoring) == 1 and torch.equal(scoring[0][0], data.x_test) and scoring[0][1] == [result["bandwidth"]]
     best, _ = common.select_bandwidth(choosing[0][2], data.x_val, evaluation.BANDWIDTHS)
-    assert result["sigma"] == best
+    assert result["bandwidth"] == best
 
 
 @pytest.mark.parametrize("bandwidth_on", [None, "validation"])
@@ -283,7 +283,7 @@ def test_chain_study_scores_one_entry_per_step_from_that_step(tmp_path, monkeypa
     result = evaluation.likelihood(FakeChainModel(), data, config, torch.device("cpu"), samples=50,
                                    steps=[5, 0, 1], plot_path=tmp_path / "steps.png")
     assert list(result["steps"]) == ["0", "1", "5"]
-    assert all({"mean", "se", "sigma"} <= set(v) for v in result["steps"].values())
+    assert all({"mean", "se", "bandwidth"} <= set(v) for v in result["steps"].values())
     assert all(v["evaluation"]["images"] == 20 for v in result["steps"].values())
     assert scored[1:] == pytest.approx([0.0, 0.1, 0.5])  # after the plain samples: steps 0, 1, 5
     assert (tmp_path / "steps.png").stat().st_size > 0
