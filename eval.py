@@ -693,6 +693,7 @@ def likelihood_table(result, config):
 # ---------------------------------------------------------------------------------------------
 
 INCEPTION = "Inception-v3"
+IS_SPLIT_SEED = 0
 IS_SPLITS = 10  # the Inception Score's mean and spread over 10 splits of the samples (Salimans et al., 2016)
 QUALITY_BATCH = 100  # images per forward pass of the feature network (Inception-v3 sees them at 299 x 299)
 CLASSIFIER_FEATURES = 128  # the size of the classifier's penultimate layer, where FID is measured
@@ -875,7 +876,11 @@ def quality_scores(images, fid, inception_score, network, device):
         batch = network.prepare(images[i:i + QUALITY_BATCH].to(device))
         fid.update(batch, real=False)
         inception_score.update(batch)
-    mean, std = inception_score.compute()
+    # torchmetrics splits the images for IS in a random order: the same order every time, so that the
+    # same images (the validation split, say) score the same IS in every table and every run
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(IS_SPLIT_SEED)
+        mean, std = inception_score.compute()
     return {"fid": float(fid.compute()), "inception_score": float(mean), "inception_score_std": float(std),
             "images": len(images)}
 
