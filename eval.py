@@ -580,6 +580,9 @@ def chain_steps(model, config, steps, notes):
         return []
     if steps is None:
         steps = [0, config["sample_steps"]] if "sample_steps" in config else []
+    if 0 in steps:
+        notes.append("the plain samples and the chains' step 0 are both x_0 = dec(z), from other draws of z: "
+                     "they differ by sampling alone")
     return sorted(set(steps))
 
 
