@@ -1406,7 +1406,7 @@ def markdown(header, rows):
 
 
 def comparison_table(runs, results):
-    """One row per run, one column per measurement of the studies run (the paper's tables)."""
+    """The runs side by side, one row per measurement of the studies run (the paper's tables, transposed)."""
     def plus_minus(entry, key, digits):
         return f"{entry[key]:.{digits}f} ± {entry['se']:.{digits}f}"
 
@@ -1458,7 +1458,9 @@ def comparison_table(runs, results):
         except KeyError:
             return "–"
 
-    return markdown(list(columns), [[cell(column, run) for column in columns.values()] for run in runs])
+    # A row per measure and a column per run: a terminal holds a few runs side by side, not 16 measures
+    return markdown(["measure", *(run.name for run in runs)],
+                    [[title, *(cell(column, run) for run in runs)] for title, column in columns.items() if title != "run"])
 
 
 def parse_args(argv):

@@ -277,6 +277,8 @@ def test_all_includes_quality_and_the_comparison_shows_every_measure_side_by_sid
     runs = [str(every_model / model) for model in ("aae", "daae")]
     status, out, err = run_cli(["all", *runs, "--samples", "150", "--max-train", "300"], capsys)
     assert status == 0, err
-    header = out.split("## comparison")[1].strip().splitlines()[0]
+    table = out.split("## comparison")[1].strip().splitlines()
+    assert table[0] == f"| measure | {runs[0]} | {runs[1]} |"
+    measures = [line.split(" | ")[0].removeprefix("| ") for line in table[2:] if line.startswith("| ")]
     for title in ("reconstruction MSE", "SVC codes", "Parzen LL test", "FID", "IS ± sd"):
-        assert title in header
+        assert title in measures
