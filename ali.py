@@ -428,6 +428,7 @@ def train(run):
                 save_pictures(model, run, fixed_z, epoch)
             run.save_checkpoint()
     run.done()
+    return model
 
 
 def parse_args(argv):
