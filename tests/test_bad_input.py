@@ -465,3 +465,22 @@ def test_a_damaged_checkpoint_names_the_way_out_of_the_resume_loop(trained, tmp_
     (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert run_script(aae.main, ["--resume", "--out", str(out)]) == 2
     assert "delete it, or start a new run in another --out, without --resume" in capsys.readouterr().err
+
+
+def test_the_settings_printed_are_those_that_decide_the_result_with_the_device_resolved(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = printed[0]
+    assert "device cpu" in header and f"run folder {out}" in header
+    settings = {line.split()[0] for line in printed[1:] if line.startswith("  ")}
+    assert {"lr", "epochs", "batch_size", "latent_dim", "seed", "precision"} <= settings
+    assert not settings & {"out", "resume", "save_every", "device", "data_dir"}  # plumbing, not the paper's
+
+
+def test_an_npz_file_named_mnist_gets_its_own_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_npz(Path("mnist.npz"))
+    assert run_script(aae.main, ["--dataset", "mnist.npz", "--epochs", "1", "--batch-size", "16"]) == 0
+    assert (tmp_path / "runs" / "aae-npz-mnist" / "checkpoint.pt").exists()
+    assert not (tmp_path / "runs" / "aae-mnist").exists()  # the folder of --dataset mnist stays its own

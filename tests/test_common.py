@@ -195,3 +195,16 @@ def test_grid_row_labels_are_written_in_a_left_margin(tmp_path):
     assert labelled.shape[0] == plain.shape[0] and margin > 0
     assert np.array_equal(labelled[:, margin:], plain)  # the grid itself is unchanged
     assert (labelled[:30, :margin] < 128).any() and (labelled[30:, :margin] < 128).any()  # a label on each row
+
+
+def test_losses_png_draws_the_games_equilibrium_for_the_models_that_have_it(tmp_path, monkeypatch):
+    import matplotlib.axes
+    drawn = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", lambda self, y, **kwargs: drawn.append(y))
+    history = [{"epoch": 1, "reconstruction": 0.3, "discriminator": 1.2, "encoder_adversarial": 0.8, "seconds": 1.0}]
+    machinery.write_log(tmp_path, history, plot=True, model="daae")
+    assert drawn == pytest.approx([2 * math.log(2), math.log(2)])  # D's loss, then the encoder's
+    drawn.clear()
+    machinery.write_log(tmp_path, [{"epoch": 1, "discriminator": 1.2, "generator": 1.3, "seconds": 1.0}],
+                        plot=True, model="ali")
+    assert drawn == []  # ALI's losses are not aae.py's pair

@@ -374,3 +374,11 @@ def test_bad_command_lines_are_one_line(tmp_path, capsys, argv, words):
     argv = [a.format(missing=tmp_path / "missing", empty=tmp_path / "empty") for a in argv]
     status, out, err = run_cli(argv, capsys)
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+
+
+def test_a_daae_table_says_that_its_plain_samples_and_step_0_are_one_x0(daae_run, capsys):
+    status, out, err = run_cli(["likelihood", str(daae_run), "--samples", "100"], capsys)
+    assert status == 0, err
+    assert "differ by sampling alone" in out
+    status, out, err = run_cli(["likelihood", str(daae_run), "--samples", "100", "--steps", "3"], capsys)
+    assert status == 0 and "differ by sampling alone" not in out  # no step 0: nothing to explain
