@@ -1224,6 +1224,9 @@ def group_differences(pairs, config):
             for key, name, higher_is_better in (("fid", "FID", False), ("inception_score", "Inception Score", True)):
                 a, b = split([stored(run, "quality", key) for run in runs])
                 rows.append(Compared(name, name, compare_runs(a, b), higher_is_better=higher_is_better))
+    if len({stored(run, "reconstruction", "sigma") for run in runs} - {None}) > 1:
+        notes.append("note: each run's reconstruction study corrupts with its own training sigma, and these differ: "
+                     "the MSEs measure different tasks")
     for study, key, flag in (("classification", "train_images", "--max-train"), ("likelihood", "samples", "--samples"),
                              ("quality", "samples", "--samples")):
         if len({stored(run, study, key) for run in runs} - {None}) > 1:
