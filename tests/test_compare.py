@@ -356,3 +356,15 @@ def test_the_readme_results_table_is_what_eval_table_prints():
     start, end = "<!-- results table: python eval.py table results -->\n", "\n<!-- end of the results table -->"
     assert start in readme and end in readme
     assert readme[readme.index(start) + len(start):readme.index(end)] == evaluation.results_table(root / "results")
+
+
+def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_different_tasks(groups, capsys):
+    daae, aae = groups
+    for runs, sigma in ((daae, 0.5), (aae, 0.0)):
+        for run in runs:
+            path = Path(run) / "eval.json"
+            results = json.loads(path.read_text())
+            results["reconstruction"]["sigma"] = sigma
+            path.write_text(json.dumps(results))
+    status, out, _ = run_cli(["compare", *daae, "--against", *aae], capsys)
+    assert status == 0 and "the MSEs measure different tasks" in out
