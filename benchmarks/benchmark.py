@@ -24,7 +24,9 @@ One run on the current machine measures:
 6. The epoch outside the step at the paper's MNIST and Omniglot epochs: the loop's own work per
    step, pictures, checkpoint, log (each part timed once, added up).
 7. Peak memory of loading a .npz, its splits kept as uint8 against converted to float32.
-8. On CUDA, ms per step in fp32 and bf16 (skipped without a GPU).
+8. On CUDA, ms per training step, eager, fp32 (TF32 matmuls, as the scripts allow them) against
+   bf16 autocast: the DAAE at the paper's MNIST size, and the DAAE and the iDAAE (M = 5) at
+   Omniglot's 105 x 105, batch 64 (skipped without a GPU; `--cuda` runs this section alone).
 
 Synthetic data only (scikit-learn's digits, enlarged): no network, no downloads.
 Timings are medians of interleaved repeats; the load average is printed with them, since
@@ -35,6 +37,7 @@ the machine may be shared.
     python benchmarks/benchmark.py --threads 1  # on a busy machine (see the warning it prints)
     python benchmarks/benchmark.py --tiny       # tiny networks, no processes: checks that the script runs
     python benchmarks/benchmark.py --celeba-memory  # only: loading a CelebA-sized .npz (2.5 GB, deleted after)
+    python benchmarks/benchmark.py --cuda       # only: section 8, on a GPU (--cuda --tiny: on the CPU, tiny)
 """
 
 import argparse
@@ -72,11 +75,11 @@ OMNIGLOT_TRAIN_IMAGES = 18316  # the paper's training set (drawers 1-19 of the b
 # steps profiled, and the bandwidths scikit-learn is timed on (the rest are scaled from them).
 SIZES = {
     "full": dict(steps=30, repeats=5, omniglot_steps=2, profile_steps=20, sklearn_bandwidths=10,
-                 process_images=2000, process_repeats=2, memory_images=70000),
+                 process_images=2000, process_repeats=2, memory_images=70000, cuda_steps=100),
     "quick": dict(steps=12, repeats=2, omniglot_steps=1, profile_steps=5, sklearn_bandwidths=1,
-                  process_images=1000, process_repeats=1, memory_images=10000),
+                  process_images=1000, process_repeats=1, memory_images=10000, cuda_steps=50),
     "tiny": dict(steps=3, repeats=1, omniglot_steps=1, profile_steps=2, sklearn_bandwidths=10,
-                 process_images=0, process_repeats=0, memory_images=1000),
+                 process_images=0, process_repeats=0, memory_images=1000, cuda_steps=3),
 }
 
 
@@ -629,25 +632,77 @@ def peak_dataset_memory(n, size=28, channels=1, with_float=True):
 # ---------------------------------------------------------------------------------------------
 
 
-def cuda_steps(config, sizes, device):
-    """On CUDA: ms per DAAE MNIST step, eager, in fp32 and bf16 (autocast). None without a GPU."""
-    if device.type != "cuda":
+def training_step(config, fake_codes, precision, x, device):
+    """One training step on x as daae.py (and idaae.py) runs it, with the run's settings and in
+    common.autocast, on networks of its own."""
+    model = daae.build_model(config).to(device)
+    optimizers = daae.make_optimizers(model, config)
+    run = common.Run("daae", {**config, "precision": precision}, None, device, None)
+
+    def step():
+        with common.autocast(run):
+            daae.train_step(model, optimizers, x, config["sigma"], fake_codes, config["clip"], config["update_order"])
+
+    return step
+
+
+def cuda_steps(mnist, omniglot, sizes, device, anywhere=False):
+    """ms per training step, eager, in fp32 and in bf16 (autocast), for the DAAE at MNIST's size and
+    the DAAE and the iDAAE at Omniglot's 105 x 105, each with its script's settings (Omniglot's
+    clipping too). The precisions interleaved, each repeat `cuda_steps` steps between two
+    synchronisations, after a warm-up. None without CUDA, unless `anywhere` (--cuda --tiny: the
+    same code on the CPU, so that it is known to run before a GPU is spent on it)."""
+    if device.type != "cuda" and not anywhere:
         return None
-    result = {}
-    for precision in ("fp32", "bf16"):
-        model = daae.build_model(config).to(device)
-        optimizers = daae.make_optimizers(model, config)
-        run = common.Run("daae", {**config, "precision": precision}, None, device, None)
-        x = digit_images(config["batch_size"], 28).to(device)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as machinery.choose_device allows it for every script on CUDA
+    M = omniglot["M"]
 
-        def steps(n=50):
-            for _ in range(n):
-                with common.autocast(run):
-                    daae.train_step(model, optimizers, x, config["sigma"])
+    def integrated(encoder, x, sigma):
+        return idaae.integrated_codes(encoder, x, sigma, M)
 
-        steps(5)
-        result[precision] = statistics.median(timed(steps, device) for _ in range(sizes["repeats"])) / 50 * 1e3
+    models = {"DAAE, MNIST 28x28": (mnist, daae.corrupted_codes),
+              "DAAE, Omniglot 105x105": (omniglot, daae.corrupted_codes),
+              f"iDAAE, Omniglot 105x105, M = {M}": (omniglot, integrated)}
+    n, result = sizes["cuda_steps"], {}
+    for name, (config, fake_codes) in models.items():
+        x = digit_images(config["batch_size"], config["image_shape"][-1]).to(device)
+        steps = {precision: training_step(config, fake_codes, precision, x, device) for precision in ("fp32", "bf16")}
+        for step in steps.values():
+            for _ in range(3):  # the first steps create Adam's state and pick the kernels
+                step()
+        times = {precision: [] for precision in steps}
+        for repeat in range(sizes["repeats"]):  # interleaved (fp32 bf16, bf16 fp32), as every comparison here
+            for precision in steps if repeat % 2 == 0 else list(steps)[::-1]:
+                times[precision].append(timed(lambda: [steps[precision]() for _ in range(n)], device) / n * 1e3)
+        result[name] = {**{precision: statistics.median(t) for precision, t in times.items()},
+                        "batch_size": config["batch_size"]}
     return result
+
+
+def cuda_rows(cuda, device_type="cuda"):
+    """The report's rows for section 8 (on the CPU only from --cuda --tiny, labelled so)."""
+    if cuda is None:
+        return ["| CUDA ms per step, eager | skipped: no CUDA device | |"]
+    where, fp32 = ("CUDA", "fp32 (TF32)") if device_type == "cuda" else ("CPU, tiny networks,", "fp32")
+    return [f"| {where} ms per step, eager: {name}, batch {ms['batch_size']} | {ms['fp32']:.2f} ms {fp32}, "
+            f"{ms['bf16']:.2f} ms bf16 ({ms['fp32'] / ms['bf16']:.2f}x) | |" for name, ms in cuda.items()]
+
+
+def run_cuda(mode):
+    """--cuda: section 8 alone, and its rows; on the CPU only with --tiny."""
+    device = machinery.choose_device()
+    if device.type != "cuda" and mode != "tiny":
+        raise machinery.CLIError("--cuda: this PyTorch sees no CUDA device; --cuda --tiny runs the same code on "
+                                 "the CPU with tiny networks")
+    mnist, omniglot = paper_configs(mode)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU (tiny networks)"
+    print(f"{mode} CUDA benchmark on {where}; {machine()}; load average {load_average()}", flush=True)
+    start = time.perf_counter()
+    cuda = cuda_steps(mnist, omniglot, SIZES[mode], device, anywhere=True)
+    emulated = "" if machinery.native_bf16(device) else " (bfloat16 emulated: no native bfloat16 here)"
+    print(f"({time.perf_counter() - start:.0f} s){emulated}\n\n| measure | result | target |\n|---|---|---|")
+    print("\n".join(cuda_rows(cuda, device.type)))
+    return {"cuda": cuda}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -731,8 +786,7 @@ def report(results, start_load, device, mode):
         f"| peak memory of loading a {memory['images']:,}-image .npz ({memory['uint8_bytes'] / 2**20:,.0f} MiB of "
         f"uint8) | {memory['uint8']:.2f}x its uint8 size kept as uint8; {memory['float']:.2f}x converted to float32 "
         f"(the storage before) | <= 1.1x {verdict(memory['uint8'] <= 1.1)} |",
-        "| CUDA ms per step, eager | " + ("skipped: no CUDA device" if cuda is None else
-                                        f"{cuda['fp32']:.2f} ms fp32, {cuda['bf16']:.2f} ms bf16") + " | |",
+        *cuda_rows(cuda),
         "| CUDA ms per step, graphed | not measured: CUDA graphs of the step are not implemented (untested "
         "without a GPU) | |",
         f"| same math: one step from the same weights, largest difference | losses {t['loss_diff']:.1e}, "
@@ -777,9 +831,14 @@ def main(argv=None):
     size.add_argument("--tiny", action="store_true",
                       help="tiny networks and data, a few seconds: checks the script runs, the numbers mean nothing")
     parser.add_argument("--threads", type=machinery.positive_int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--celeba-memory", action="store_true",
-                        help="only the peak memory of loading a CelebA-sized .npz (202,599 x 3 x 64 x 64 uint8, "
-                             "2.5 GB, written to the temporary folder and deleted)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--celeba-memory", action="store_true",
+                      help="only the peak memory of loading a CelebA-sized .npz (202,599 x 3 x 64 x 64 uint8, "
+                           "2.5 GB, written to the temporary folder and deleted)")
+    only.add_argument("--cuda", action="store_true",
+                      help="only section 8, on a CUDA device: ms per training step, fp32 (TF32) against bf16, of the "
+                           "MNIST DAAE and the 105x105 Omniglot DAAE and iDAAE; with --tiny, the same code on the "
+                           "CPU with tiny networks (checks it runs)")
     parser.add_argument("--usual-process", nargs=3, metavar=("NPZ", "EPOCHS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.usual_process:  # section 5 runs the usual program as a process of its own
@@ -794,9 +853,22 @@ def main(argv=None):
     try:
         if args.threads or args.tiny:  # tiny networks are all overhead: one thread keeps them quick on a busy machine
             torch.set_num_threads(args.threads or 1)
-        return run_all("tiny" if args.tiny else "quick" if args.quick else "full")
+        mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+        return run_cuda(mode) if args.cuda else run_all(mode)
     finally:
         torch.set_num_threads(threads)
+
+
+def paper_configs(mode):
+    """The DAAE's (and iDAAE's) settings at the paper's MNIST and Omniglot (105 x 105) sizes; --tiny
+    keeps the layers but gives each 16 units."""
+    mnist = {**daae.DEFAULTS["mnist"], "image_shape": [1, 28, 28]}
+    omniglot = {**idaae.DEFAULTS["omniglot"], "image_shape": [1, 105, 105]}
+    if mode == "tiny":
+        for config in (mnist, omniglot):
+            for key in ("encoder_hidden", "decoder_hidden", "discriminator_hidden"):
+                config[key] = [16] * len(config[key])
+    return mnist, omniglot
 
 
 def run_all(mode):
@@ -806,14 +878,8 @@ def run_all(mode):
     device = machinery.choose_device()
     torch.manual_seed(0)
 
-    mnist = {**daae.DEFAULTS["mnist"], "image_shape": [1, 28, 28]}
-    omniglot = {**idaae.DEFAULTS["omniglot"], "image_shape": [1, 105, 105]}
-    n_samples, n_points = 2000, 500
-    if mode == "tiny":
-        for config in (mnist, omniglot):
-            for key in ("encoder_hidden", "decoder_hidden", "discriminator_hidden"):
-                config[key] = [16] * len(config[key])
-        n_samples, n_points = 100, 20
+    mnist, omniglot = paper_configs(mode)
+    n_samples, n_points = (100, 20) if mode == "tiny" else (2000, 500)
 
     print(f"{mode} benchmark on {machine()}; load average {start_load}", flush=True)
     with contextlib.suppress(OSError, AttributeError):
@@ -833,7 +899,7 @@ def run_all(mode):
                                               OMNIGLOT_TRAIN_IMAGES // 64, device)}),
                 ("memory", "peak memory of a dataset",
                  lambda sizes, device: peak_dataset_memory(sizes["memory_images"])),
-                ("cuda", "CUDA steps", cuda_steps, mnist)]
+                ("cuda", "CUDA steps", cuda_steps, mnist, omniglot)]
     for i, (key, title, measure, *args) in enumerate(sections):
         print(f"{i + 1}/{len(sections)} {title}", end="", flush=True)
         start = time.perf_counter()
@@ -845,4 +911,4 @@ def run_all(mode):
 
 
 if __name__ == "__main__":
-    main()
+    machinery.cli(main)

@@ -1,5 +1,8 @@
-"""What several test files share: a script's command line run in-process, and the check that a
-few hundred training steps on tiny data made progress."""
+"""What several test files share: a script's command line run in-process, the check that a few
+hundred training steps on tiny data made progress, and the same check on a run folder's log.csv."""
+
+import csv
+from pathlib import Path
 
 import machinery
 
@@ -30,3 +33,16 @@ def assert_training_progresses(history):
     assert last < 0.8 * first
     d_last = sum(h["discriminator"] for h in history[-16:]) / 16
     assert 0.3 < d_last < 2.5
+
+
+def read_log(run_dir):
+    """A run folder's log.csv: one dict per epoch, every value a float."""
+    with open(Path(run_dir) / "log.csv", newline="") as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+def assert_loss_falls(run_dir, key, factor=0.8):
+    """The epoch mean of the loss `key` in a run's last epoch is below `factor` x its first epoch's."""
+    log = read_log(run_dir)
+    assert len(log) >= 2, f"{run_dir}/log.csv has {len(log)} epochs"
+    assert log[-1][key] < factor * log[0][key], f"{key}: epoch 1 {log[0][key]}, epoch {len(log)} {log[-1][key]}"
