@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 import common
 import machinery
+import toy
 
 # The DAAE paper's settings (its "architecture and training" paragraph for each dataset, and
 # the authors' notebooks); sigma = 0 makes it the AAE.
@@ -61,6 +62,7 @@ DEFAULTS = {
                   batch_size=64, **row) for name, row in {"celeba": dict(latent_dim=200, epochs=10),
                                                          "cifar10": dict(latent_dim=64, epochs=100),
                                                          "svhn": dict(latent_dim=64, epochs=100)}.items()},
+    **{name: dict(toy.NETWORKS, conv=False) for name in toy.MIXTURES},  # points in the plane: toy.py
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
 # --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row. Nothing in Section 4
@@ -72,7 +74,7 @@ SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: ReLU hidden units, linear code, sigmoid image, discriminator logit
+# Networks: ReLU hidden units, linear code, sigmoid image (linear point), discriminator logit
 # ---------------------------------------------------------------------------------------------
 
 
@@ -97,18 +99,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities)."""
+    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities); for points in
+    the plane a linear output (the mean of a Gaussian), which logits() also returns."""
 
     def __init__(self, image_shape, hidden, latent_dim):
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        self.image_shape, self.points = tuple(image_shape), toy.is_points(image_shape)
         self.net = mlp([latent_dim, *hidden, math.prod(image_shape)])
 
     def logits(self, z):
         return self.net(z).view(-1, *self.image_shape)
 
     def forward(self, z):
-        return torch.sigmoid(self.logits(z))
+        return self.logits(z) if self.points else torch.sigmoid(self.logits(z))
 
 
 class Discriminator(nn.Module):
@@ -298,10 +301,10 @@ def label_onehot(labels, label_slots):
 
 
 def reconstruction_update(model, optimizer, x, x_in, labels=None):
-    """The reconstruction phase: min BCE(x, dec(enc(x_in))), from the decoder's logits (stabler, and
-    a quarter of the time of the sigmoid's BCE on a CPU); Section 4's decoder also gets `labels`."""
+    """The reconstruction phase: min BCE(x, dec(enc(x_in))) (the squared error for points in the
+    plane), from the decoder's logits; Section 4's decoder also gets `labels`."""
     logits = model.decoder.logits(model.decoder_input(model.encoder(x_in), labels))
-    loss = F.binary_cross_entropy_with_logits(logits, x)
+    loss = common.reconstruction_loss(logits, x)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -371,8 +374,11 @@ def save_style_grid(model, fixed_z, path):
 def save_pictures(model, run, fixed_z, epoch):
     """samples.png (and samples/epoch_NNN.png) of the fixed codes, Figure 7 for the supervised AAE;
     reconstructions.png, in groups of rows: test images, (when sigma > 0) their corruptions, and the
-    reconstructions; for 2-D codes, every tenth of the run, the code space and the manifold."""
+    reconstructions; for 2-D codes, every tenth of the run, the code space and the manifold. Points
+    in the plane: toy.save_pictures."""
     out, data = run.out, run.data
+    if toy.is_points(run.config["image_shape"]):
+        return toy.save_pictures(model, run, epoch, {"samples dec(z)": model.decode(model.sample_prior(2000))})
     for path in (out / "samples" / f"epoch_{epoch:03d}.png", out / "samples.png"):
         if model.decoder_labels:
             save_style_grid(model, fixed_z[:10], path)

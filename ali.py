@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 import common
 import machinery
+import toy
 
 # Per dataset: the DAAE's fully connected sizes, or the paper's convolutional networks (CONV_NETWORKS)
 # with its latent size and epochs; ALI's Adam 1e-4, batch 100 (Tables 3-5). digits (8x8) is ours.
@@ -54,9 +55,11 @@ DEFAULTS = {
     "cifar10": dict(network="cifar10", **NO_HIDDEN, latent_dim=64, lr=1e-4, batch_size=100, epochs=6475),
     "svhn": dict(network="svhn", **NO_HIDDEN, latent_dim=256, lr=1e-4, batch_size=100, epochs=100),
     "celeba": dict(network="celeba", **NO_HIDDEN, latent_dim=256, lr=1e-4, batch_size=100, epochs=123),
+    **{name: dict(toy.NETWORKS, network="mlp") for name in toy.MIXTURES},  # points in the plane: toy.py
 }
 ADAM_BETAS = (0.5, 0.999)  # Tables 3-5: beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2)
 MLP_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.2, 0.5))  # see Discriminator
+TOY_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.0, 0.0))  # points: no dropout, as the authors' toy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,15 +89,16 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """G_x(z): code -> image, fully connected (the DAAE's decoder sizes), sigmoid output."""
+    """G_x(z): code -> image, fully connected (the DAAE's decoder sizes), sigmoid output (points: linear)."""
 
     def __init__(self, image_shape, hidden, latent_dim):
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        self.image_shape, self.points = tuple(image_shape), toy.is_points(image_shape)
         self.net = generator_mlp([latent_dim, *hidden, math.prod(image_shape)])
 
     def forward(self, z):
-        return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
+        x = self.net(z).view(-1, *self.image_shape)
+        return x if self.points else torch.sigmoid(x)
 
 
 def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
@@ -248,7 +252,8 @@ class ALI(nn.Module):
             # the batch norm of the authors' fully connected G_z and G_x (docs/ali.md: what happens without it)
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
             self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
-            self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden)
+            self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden,
+                                               TOY_DISCRIMINATOR if toy.is_points(image_shape) else MLP_DISCRIMINATOR)
         else:
             spec = CONV_NETWORKS[network]
             self.encoder = ConvEncoder(image_shape, latent_dim, spec)
@@ -389,6 +394,8 @@ def save_interpolations(model, x_val, path, pairs=10, steps=8):
 def save_pictures(model, run, fixed_z, epoch):
     """samples.png, reconstructions.png; every tenth of the run interpolations.png (and the 2-D code space)."""
     out, data, device = run.out, run.data, run.device
+    if toy.is_points(run.config["image_shape"]):
+        return toy.save_pictures(model, run, epoch, {"samples G_x(z)": model.sample(2000)})
     samples = model.decode(fixed_z)
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
     common.save_grid(samples, out / "samples.png")
@@ -413,7 +420,8 @@ def train(run):
     config, data = run.config, run.data
     machinery.check_networks_fit(build_model, config, run.device)
     model = build_model(config).to(run.device)
-    model.start_at_the_mean_image(data.x_train)
+    if not toy.is_points(data.image_shape):  # points: their mean is the origin, where G_x starts
+        model.start_at_the_mean_image(data.x_train)
     optimizers = make_optimizers(model, config["lr"])
     run.track(model, optimizers)
     fixed_z = model.sample_prior(100)

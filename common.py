@@ -27,7 +27,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.io
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -37,6 +36,7 @@ from torchvision.datasets import utils as torchvision_utils
 from tqdm import tqdm
 
 import machinery
+import toy
 # load_run (what a user of a trained run calls) and the figures of the pictures: plumbing, kept there
 from machinery import CLIError, first_line, load_run, plt_figure, save_figure  # noqa: F401
 
@@ -45,17 +45,11 @@ from machinery import CLIError, first_line, load_run, plt_figure, save_figure  #
 # ---------------------------------------------------------------------------------------------
 
 OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-
-
 OMNIGLOT_ZIPS = {  # the archives and checksums torchvision.datasets.Omniglot uses
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
 }
-
-
 SPRITES_URL = "http://www.scottreed.info/files/nips2015-analogy-data.tar.gz"
-
-
 OFFLINE_HINT = "or use --dataset digits, which works offline"  # eval.py, which has no --dataset, says otherwise
 EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
     "mnist": "MNIST/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
@@ -93,20 +87,21 @@ class Dataset:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
+        """C x H x W, or (2,) for the points of a toy dataset."""
         return tuple(self.x_train.shape[1:])
 
     def __repr__(self) -> str:
-        c, h, w = self.image_shape
         classes = f", {self.num_classes} classes" if self.num_classes else ""
         extra_images = "".join(f", {key} {len(x)}" for key, x in self.extra.items() if key.startswith("x_"))
-        return (f"{self.name}: {c}x{h}x{w}, train {len(self.x_train)}, val {len(self.x_val)}, "
+        return (f"{self.name}: {'x'.join(map(str, self.image_shape))}, train {len(self.x_train)}, val {len(self.x_val)}, "
                 f"test {len(self.x_test)}{extra_images}{classes}")
 
 
 def load_dataset(name: str, data_dir: str = "data", image_size: int | None = None,
                  download: bool = True) -> Dataset:
-    """Load digits, mnist, omniglot, cifar10, svhn, celeba, sprites or a .npz file, split in three.
+    """Load digits, mnist, omniglot, cifar10, svhn, celeba, sprites, a toy dataset of points in the
+    plane (toy25, ring8) or a .npz file, split in three.
 
     The raw files of every dataset but digits and .npz are decoded once and cached as uint8 in
     data_dir/cache/<name>.pt; image_size resizes every image to image_size x image_size (uint8
@@ -118,6 +113,10 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
         arrays = _load_npz(name)
     elif name == "digits":
         arrays = _load_digits()
+    elif name in toy.MIXTURES:
+        if image_size is not None:
+            raise CLIError(f"{name} holds points in the plane, not images; drop --image-size")
+        arrays = _splits(*toy.load(name), num_classes=len(toy.MIXTURES[name][0]))
     elif name in CACHED_DATASETS:
         arrays = machinery.load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
     else:
@@ -202,6 +201,7 @@ def _load_digits() -> dict:
     n_train, n_val = int(0.7 * len(x)), int(0.15 * len(x))
     train, val, test = order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
     return _splits((x[train], y[train]), (x[val], y[val]), (x[test], y[test]), num_classes=10)
+
 
 
 def _build_mnist(data_dir: str, download: bool) -> dict:
@@ -320,45 +320,18 @@ def _build_omniglot(data_dir: str, download: bool) -> dict:
                    num_classes=int(y.max()) + 1, extra=extra)
 
 
-def _read_sprites_character(path: str):
-    """All frames (N x 3 x 60 x 60 uint8) and the attributes of one character's sprites_<n>.mat."""
-    # A MATLAB v7.3 (HDF5) file: "sprites" holds references to 21 animations (5 actions x 4
-    # viewpoints, and a last one), each a 10800 x frames matrix of 60 x 60 x 3 images in MATLAB's
-    # column-major order, which HDF5 stores as frames x 10800; "labels" holds the attributes.
-    import h5py  # an optional dependency: only Sprites needs it
-
-    with h5py.File(path, "r") as f:
-        animations = [f[reference][()] for reference in f["sprites"][()].ravel()]
-        attributes = torch.from_numpy(f["labels"][()].ravel().astype(np.int64))
-    frames = np.concatenate(animations)
-    if frames.ndim != 2 or frames.shape[1] != 3 * 60 * 60:
-        raise CLIError(f"unexpected sprites layout in {path}: animations of shape {frames.shape[1:]}, expected 10800 "
-                       "values per frame")
-    if frames.dtype != np.uint8:
-        frames = np.round(frames * 255).astype(np.uint8)
-    frames = frames.reshape(-1, 3, 60, 60).transpose(0, 1, 3, 2)  # (frame, channel, column, row) -> N x C x H x W
-    return torch.from_numpy(np.ascontiguousarray(frames)), attributes.expand(len(frames), -1)
-
-
-def _sprites_index(folder: str):
-    """The character files, sorted by number, and the 1-based character indices of each split."""
-    characters = sorted((name for name in os.listdir(folder) if re.fullmatch(r"sprites_\d+\.mat", name)),
-                        key=lambda name: int(name[len("sprites_"):-len(".mat")]))
-    return characters, scipy.io.loadmat(os.path.join(folder, "sprites_splits.mat"))
-
-
 def _build_sprites(data_dir: str, download: bool) -> dict:
     folder = os.path.join(data_dir, "data", "sprites")  # the archive's own layout, unpacked in data_dir
     if not os.path.isfile(os.path.join(folder, "sprites_splits.mat")):
         _fetch("sprites", data_dir, _download_archive, SPRITES_URL, data_dir, download)
-    characters, split_indices = _fetch("sprites", data_dir, _sprites_index, folder)
+    characters, split_indices = _fetch("sprites", data_dir, machinery.sprites_index, folder)
     if importlib.util.find_spec("h5py") is None:  # asked for once the files are there: they come first
         raise CLIError("sprites needs h5py to read its MATLAB v7.3 files: pip install h5py")
 
     def read(split: str):
         """Frames and per-frame attributes of the characters that split lists (1-based, as in MATLAB)."""
         indices = split_indices[split].ravel()
-        parts = [_read_sprites_character(os.path.join(folder, characters[i - 1]))
+        parts = [machinery.read_sprites_character(os.path.join(folder, characters[i - 1]))
                  for i in tqdm(indices, desc=f"sprites {split}", unit="character", leave=False, disable=None)]
         return torch.cat([x for x, _ in parts]), torch.cat([a for _, a in parts])
 
@@ -402,6 +375,15 @@ def corrupt(x, sigma):
     """c(x~|x): additive Gaussian corruption x~ = x + sigma * eps, eps ~ N(0, I), not clipped.
     sigma = 0 is no corruption: x itself, and no noise is drawn."""
     return x + sigma * torch.randn_like(x) if sigma > 0 else x
+
+
+def reconstruction_loss(decoder_output, x):
+    """The reconstruction error the model files minimise, a mean over batch and pixels. Images in [0, 1]:
+    BCE(x, sigmoid(decoder_output)), from the decoder's logits (stabler, and a quarter of the time of
+    the sigmoid's BCE on a CPU). Points (toy.py): the squared error of a linear decoder output."""
+    if toy.is_points(x.shape[1:]):
+        return F.mse_loss(decoder_output, x)
+    return F.binary_cross_entropy_with_logits(decoder_output, x)
 
 
 def parzen_log_likelihoods(samples, data, bandwidths, max_entries=2**24):

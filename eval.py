@@ -92,8 +92,11 @@ from tqdm import tqdm
 
 import common
 import machinery
+import toy
 
-STUDIES = ("reconstruct", "classify", "likelihood", "quality")
+STUDIES = ("reconstruct", "classify", "likelihood", "quality")  # of images
+TOY_STUDIES = ("modes",)  # of points in the plane (toy25, ring8)
+TOY_SAMPLES = 10_000  # the ALI paper's: 10,000 samples of p(x), and 10,000 held-out points reconstructed
 BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
 LOO_CHARACTERS = 20  # test (b): the first 20 characters of the evaluation set
 BATCH = 500  # images per forward pass when encoding, decoding or sampling
@@ -229,6 +232,66 @@ def reconstruct(model, data, device):
 def reconstruction_table(result):
     return markdown(["corruption sigma", "test images", "MSE", "SE"],
                     [[f"{result['sigma']:g}", result["images"], f"{result['mse']:.5f}", f"{result['se']:.5f}"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# The toy datasets: modes covered, high-quality samples, reconstruction of held-out points
+# ---------------------------------------------------------------------------------------------
+
+
+def mode_coverage(samples, means, std):
+    """The ALI paper's measure: every sample is assigned to the mixture component most responsible
+    for it (with equal weights and variances, the nearest mean); a mode is covered when at least one
+    sample is assigned to it. And the share of "high-quality" samples, within 3 std of their mode
+    (as later papers report it, e.g. VEEGAN, Srivastava et al., 2017), and the modes that get at least
+    one of those: samples spread over the whole plane cover every mode by the first count, not the last."""
+    distance = torch.cdist(samples.double().cpu(), means.double())
+    nearest, assigned = distance.min(1)
+    good = nearest <= 3 * std
+    return {"modes_covered": int(assigned.unique().numel()), "high_quality": float(good.double().mean()),
+            "modes_with_high_quality": int(assigned[good].unique().numel())}
+
+
+def modes(model, data, config, device, samples=None, steps=None):
+    """The ALI paper's toy study: the modes that `samples` (10,000) draws of p(x) cover, their share
+    of high-quality samples, and the squared distance |x - dec(enc(x))|^2 of the 10,000 held-out
+    test points to their reconstructions (clean inputs, as the paper's; per point, for `compare`).
+    A model with a Markov chain (the DAAE) is scored at x_0 and after each of `steps` (by default
+    its sample_steps) too."""
+    means, std = toy.MIXTURES[config["dataset"]]
+    n, notes = samples or TOY_SAMPLES, []
+    result = {"samples": n, "modes": len(means), "std": std, **mode_coverage(draw_samples(model, n, device), means, std)}
+    supervised = bool(getattr(model, "decoder_labels", 0))
+    labels = data.y_test.to(device)
+
+    def squared_distances(index):
+        x = data.x_test[index.cpu()].to(device)
+        z = model.encode(x)
+        return (model.decode(z, labels[index]) if supervised else model.decode(z)).sub(x).pow(2).sum(1)
+
+    errors = common.map_batches(squared_distances, torch.arange(len(data.x_test)), BATCH, device)
+    mse, se = mean_and_standard_error(errors)
+    result.update(reconstruction=mse, reconstruction_se=se, points=len(errors), squared_errors=pack_numbers(errors.tolist()))
+    if supervised:
+        notes.append("the supervised AAE's decoder was given each test point's true mode, dec([y, enc(x)])")
+    chain = [t for t in chain_steps(model, config, steps, notes) if t > 0]
+    if chain:
+        chains = chain_samples(model, n, chain, 2, device)
+        result["steps"] = {str(t): mode_coverage(chains[t], means, std) for t in chain}
+    result["notes"] = [note for note in notes if not note.startswith("the plain samples")]
+    return result
+
+
+def modes_table(result):
+    def row(name, r):
+        return [name, f"{r['modes_covered']} of {result['modes']}", f"{r['high_quality']:.1%}",
+                f"{r['modes_with_high_quality']} of {result['modes']}"]
+
+    rows = [row("samples of p(x)", result)] + [row(f"after {t} chain steps", r) for t, r in result.get("steps", {}).items()]
+    return (markdown(["samples", "modes covered", "high-quality (within 3 std)", "modes with a high-quality sample"],
+                     rows)
+            + f"\n\nreconstruction of {result['points']} held-out points: squared distance "
+              f"{result['reconstruction']:.4f} ± {result['reconstruction_se']:.4f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1212,6 +1275,18 @@ def group_differences(pairs, config):
         a, b = split(per_item_values(runs, "reconstruction", "squared_errors", unpack_numbers))
         rows.append(Compared("reconstruction MSE", "reconstruction MSE", compare_items(a, b, "image"), digits=5,
                              higher_is_better=False))
+    if everyone_has("modes", "modes_covered"):  # the toy datasets
+        a, b = split([stored(run, "modes", "modes_covered") for run in runs])
+        rows.append(Compared("modes covered", "modes covered", compare_runs(a, b), digits=1))
+        a, b = split([stored(run, "modes", "modes_with_high_quality") for run in runs])
+        rows.append(Compared("modes with a high-quality sample", "modes with a high-quality sample",
+                             compare_runs(a, b), digits=1))
+        a, b = split([100 * stored(run, "modes", "high_quality") for run in runs])
+        rows.append(Compared("high-quality samples (%)", "high-quality samples", compare_runs(a, b), digits=1,
+                             percent=True))
+        a, b = split(per_item_values(runs, "modes", "squared_errors", unpack_numbers))
+        rows.append(Compared("reconstruction, squared distance", "reconstruction", compare_items(a, b, "point"),
+                             digits=4, higher_is_better=False))
     for name in ("test", "evaluation"):
         if everyone_has("likelihood", name, "mean"):
             a, b = split([stored(run, "likelihood", name, "mean") for run in runs])
@@ -1417,6 +1492,18 @@ def comparison_table(runs, results):
     columns = {"run": lambda r: r.name, "model": lambda r: r.config["model"],
                "sigma": lambda r: f"{r.model.sigma:g}"}
     studies = set().union(*(results[r.name] for r in runs))
+    if "modes" in studies:
+        def coverage(entry, total):
+            return (f"{entry['modes_covered']} of {total}, {entry['high_quality']:.1%} high-quality in "
+                    f"{entry['modes_with_high_quality']}")
+
+        columns["samples: modes covered"] = lambda r: coverage(results[r.name]["modes"], results[r.name]["modes"]["modes"])
+        steps = sorted({int(t) for r in runs for t in results[r.name].get("modes", {}).get("steps", {})})
+        for t in steps:
+            columns[f"after {t} chain steps"] = lambda r, t=t: coverage(results[r.name]["modes"]["steps"][str(t)],
+                                                                         results[r.name]["modes"]["modes"])
+        columns["reconstruction (squared distance)"] = lambda r: (
+            f"{results[r.name]['modes']['reconstruction']:.4f} ± {results[r.name]['modes']['reconstruction_se']:.4f}")
     if "reconstruction" in studies:
         columns["reconstruction MSE"] = lambda r: plus_minus(results[r.name]["reconstruction"], "mse", 4)
     if "classification" in studies:
@@ -1469,8 +1556,9 @@ def comparison_table(runs, results):
 def parse_args(argv):
     parser = machinery.ArgumentParser(prog="eval.py", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=[*STUDIES, "all", "compare", "table"],
-                        help="which study to run; compare: the RUN_DIRs' results against those of --against; "
+    parser.add_argument("study", choices=[*STUDIES, *TOY_STUDIES, "all", "compare", "table"],
+                        help="which study to run (all: every study of the run's data; modes is the one of toy25 "
+                             "and ring8, whose points are not images); compare: the RUN_DIRs' results against those of --against; "
                              "table: the README's results table from the runs stored in the folder given (results)")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
     parser.add_argument("--against", nargs="+", metavar="RUN_DIR",
@@ -1543,6 +1631,21 @@ def compare_command(args):
         print(f"\ncomparison written to {args.table}")
 
 
+def studies_for(study, run):
+    """The studies `study` asks of this run: with all, every study of its data (images or points);
+    a single one only if it fits its data, else one CLIError line."""
+    points = run.config["dataset"] in toy.MIXTURES
+    if study == "all":
+        return TOY_STUDIES if points else STUDIES
+    if points and study not in TOY_STUDIES:
+        raise common.CLIError(f"{run.path} holds points in the plane ({run.config['dataset']}), which {study} cannot "
+                              f"score: use eval.py modes (or all)")
+    if not points and study in TOY_STUDIES:
+        raise common.CLIError(f"{study} is the study of the toy datasets (toy25, ring8), and {run.path} was trained "
+                              f"on {run.config['dataset']}: use eval.py all")
+    return (study,)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.study == "compare":
@@ -1555,19 +1658,20 @@ def main(argv=None):
         return
     if args.against or args.names:
         raise common.CLIError("--against and --names are for eval.py compare")
-    studies = STUDIES if args.study == "all" else (args.study,)
     device = machinery.choose_device(args.device)
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
     runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
-    if {"likelihood", "quality"} & set(studies):  # both draw --samples, and chains of --steps
-        for run in runs:
+    studies_of = {run.name: studies_for(args.study, run) for run in runs}
+    for run in runs:
+        if {"likelihood", "quality"} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps
             check_sample_memory(run.config, args.samples, args.steps, device)
     choices = {run.name: args.feature_network or default_feature_network(run.config) for run in runs}
     data_cache, networks, results = {}, {}, {}
-    if "quality" in studies and "inception" in choices.values():  # offline is found out before hours of work
-        networks["inception"] = inception_network()
+    if any("quality" in studies_of[run.name] and choices[run.name] == "inception" for run in runs):
+        networks["inception"] = inception_network()  # offline is found out before hours of work
     for run in runs:
+        studies = studies_of[run.name]
         data = load_data(run.config, args.data_dir, data_cache)
         progress_note = f"unfinished: {run.unfinished}" if run.unfinished else f"epoch {run.epoch}"
         print(f"\n## {run.name}: {run.config['model']}, {progress_note}, {data}")
@@ -1595,6 +1699,9 @@ def main(argv=None):
                 key, result = "likelihood", likelihood(run.model, data, run.config, device, args.samples, args.steps,
                                                        run.path / "likelihood_steps.png", args.bandwidth_on)
                 table = likelihood_table(result, run.config)
+            elif study == "modes":
+                key, result = "modes", modes(run.model, data, run.config, device, args.samples, args.steps)
+                table = modes_table(result)
             else:
                 key, result = "quality", quality(run.model, data, run.config, device, networks[network_key],
                                                  args.samples, args.steps, run.path / "quality_steps.png")

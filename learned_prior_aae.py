@@ -42,6 +42,7 @@ import torch.nn.functional as F
 import aae
 import common
 import machinery
+import toy
 
 SETTINGS = ("unsupervised", "supervised", "categorical")
 # The paper gives no optimiser settings, batch size or epochs in its text (its appendix tables are
@@ -51,15 +52,22 @@ PAPER_NETWORKS = dict(conv=True, channels=64, hidden=None, image_discriminator_h
 DEFAULTS = {"digits": dict(conv=False, hidden=[256, 256], image_discriminator_hidden=256,
                            code_discriminator_hidden=[256, 256], lr=1e-3, batch_size=64, epochs=100),
             "mnist": dict(PAPER_NETWORKS, epochs=50), "cifar10": dict(PAPER_NETWORKS, epochs=100),
-            "svhn": dict(PAPER_NETWORKS, epochs=100)}
+            "svhn": dict(PAPER_NETWORKS, epochs=100),
+            # points in the plane: toy.NETWORKS' width and length
+            **{name: dict(conv=False, hidden=[128, 128], image_discriminator_hidden=128,
+                          code_discriminator_hidden=[128, 128], lr=1e-3, batch_size=100, epochs=5)
+               for name in toy.MIXTURES}}
 SHARED_DEFAULTS = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
                        decoder_in_prior_phase=True)
 # (latent_dim, noise_dim) per setting: Figure 8 (8-D MNIST, 64-D CIFAR-10 codes; the paper gives no
 # CG input size, so the noise is as large as the code), Figure 10 (10-D one-hot + 54-D noise -> 64-D
 # code), Figure 12 (10 categories + 90-D noise -> 100-D code).
+# Points in the plane: a 2-D code in every setting (ours), to be drawn as it is.
 CODE_SIZES = {"unsupervised": {"digits": (8, 8), "mnist": (8, 8), "cifar10": (64, 64), "svhn": (64, 64)},
               "supervised": {name: (64, 54) for name in DEFAULTS},
               "categorical": {name: (100, 90) for name in DEFAULTS}}
+for sizes in CODE_SIZES.values():
+    sizes.update({name: (2, 2) for name in toy.MIXTURES})
 CATEGORIES = 10
 ADAM_BETAS = (0.5, 0.999)  # DCGAN's (Radford et al.): the paper gives none
 LEAKY_SLOPE = 0.2  # the paper says LeakyReLU, not its slope; DCGAN's
@@ -174,9 +182,13 @@ class LearnedPriorAAE(nn.Module):
     def decode(self, z):
         return self.decoder(z)
 
+    def sample_prior(self, n):
+        """z_c = CG(z, s), z ~ N(0, I), s uniform: codes of the learned prior."""
+        return self.prior_code(self.sample_noise(n), self.sample_labels(n))
+
     def sample(self, n):
-        """x = dec(CG(z, s)), z ~ N(0, I), s uniform: samples of the learned prior."""
-        return self.decode(self.prior_code(self.sample_noise(n), self.sample_labels(n)))
+        """x = dec(CG(z, s)): samples of the learned prior."""
+        return self.decode(self.sample_prior(n))
 
     def device(self):
         return next(self.parameters()).device
@@ -491,8 +503,11 @@ def save_code_space(model, x_test, y_test, path, n_prior=2000):
 
 def save_pictures(model, run, fixed, epoch):
     """samples.png (and samples/epoch_NNN.png) of the fixed inputs; reconstructions.png, rows of test
-    images over their reconstructions; every tenth of the run, code_space.png."""
+    images over their reconstructions; every tenth of the run, code_space.png. Points in the plane:
+    toy.save_pictures."""
     out, data = run.out, run.data
+    if toy.is_points(run.config["image_shape"]):
+        return toy.save_pictures(model, run, epoch, {"samples dec(CG(z))": model.sample(2000)})
     samples, nrow = model.decode(model.prior_code(*fixed)), model.num_labels or 10
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
     common.save_grid(samples, out / "samples.png", nrow=nrow)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 import torch
 
 try:
@@ -115,8 +116,8 @@ def model_parser(model, description):
         prog=f"{model}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset",
-                        help="digits (offline, default), mnist, omniglot, cifar10, svhn, celeba, sprites, "
-                             "or a .npz file with x_train, y_train, x_test, y_test [, x_val, y_val]")
+                        help="digits (offline, default), mnist, omniglot, cifar10, svhn, celeba, sprites, the toy "
+                             "datasets of points in the plane toy25 and ring8 (offline), or a .npz file with x_train, y_train, x_test, y_test [, x_val, y_val]")
     parser.add_argument("--data-dir", help="where datasets are found or downloaded (default: data)")
     parser.add_argument("--image-size", type=positive_int, help="resize images to this square size")
     parser.add_argument("--epochs", type=positive_int, help="total number of epochs (also when resuming)")
@@ -533,7 +534,7 @@ def _fill_in_defaults(model, config, defaults):
             config[key] = value
 
 
-DATASETS = ("digits", "mnist", "omniglot", "cifar10", "svhn", "celeba", "sprites")
+DATASETS = ("digits", "mnist", "omniglot", "cifar10", "svhn", "celeba", "sprites", "toy25", "ring8")
 
 
 def unknown_dataset(name):
@@ -548,7 +549,8 @@ def save_settings(model, config, out, data, device, shown_dataset):
     """Print the settings that decide the result (resolved; the run folder's plumbing left out)
     and write config.json."""
     print(f"{model} on {shown_dataset or config['dataset']} ({len(data.x_train)} train / {len(data.x_val)} val / "
-          f"{len(data.x_test)} test, images {'x'.join(map(str, data.image_shape))}), device {device}, "
+          f"{len(data.x_test)} test, {'points' if len(data.image_shape) == 1 else 'images'} "
+          f"{'x'.join(map(str, data.image_shape))}), device {device}, "
           f"run folder {out}")
     for key in sorted(k for k in config if k not in PLUMBING):
         print(f"  {key:<24} {config[key]}")
@@ -947,3 +949,33 @@ def npz_splits(path: str) -> dict:
         raise CLIError(f"{path} has the label {num_classes - 1}, which makes {num_classes} classes for "
                        f"{len(labels)} images: number the classes 0, 1, 2, ...")
     return splits
+
+
+# Reading Sprites' MATLAB files (common._build_sprites)
+
+
+def read_sprites_character(path: str):
+    """All frames (N x 3 x 60 x 60 uint8) and the attributes of one character's sprites_<n>.mat."""
+    # A MATLAB v7.3 (HDF5) file: "sprites" holds references to 21 animations (5 actions x 4
+    # viewpoints, and a last one), each a 10800 x frames matrix of 60 x 60 x 3 images in MATLAB's
+    # column-major order, which HDF5 stores as frames x 10800; "labels" holds the attributes.
+    import h5py  # an optional dependency: only Sprites needs it
+
+    with h5py.File(path, "r") as f:
+        animations = [f[reference][()] for reference in f["sprites"][()].ravel()]
+        attributes = torch.from_numpy(f["labels"][()].ravel().astype(np.int64))
+    frames = np.concatenate(animations)
+    if frames.ndim != 2 or frames.shape[1] != 3 * 60 * 60:
+        raise CLIError(f"unexpected sprites layout in {path}: animations of shape {frames.shape[1:]}, expected 10800 "
+                       "values per frame")
+    if frames.dtype != np.uint8:
+        frames = np.round(frames * 255).astype(np.uint8)
+    frames = frames.reshape(-1, 3, 60, 60).transpose(0, 1, 3, 2)  # (frame, channel, column, row) -> N x C x H x W
+    return torch.from_numpy(np.ascontiguousarray(frames)), attributes.expand(len(frames), -1)
+
+
+def sprites_index(folder: str):
+    """The character files, sorted by number, and the 1-based character indices of each split."""
+    characters = sorted((name for name in os.listdir(folder) if re.fullmatch(r"sprites_\d+\.mat", name)),
+                        key=lambda name: int(name[len("sprites_"):-len(".mat")]))
+    return characters, scipy.io.loadmat(os.path.join(folder, "sprites_splits.mat"))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 import aae
 import common
 import machinery
+import toy
 
 
 # Section 5's appendix (recalled): 2 x 1000 ReLU units in every network, y and z 10-D, z ~ N(0, I), noise
@@ -60,6 +61,11 @@ SEMI_SUPERVISED = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], labels=100, batch_size=64, **SECTION_5),
     "mnist": dict(hidden=[1000, 1000], discriminator_hidden=[1000, 1000], labels=1000, batch_size=100, **SECTION_5),
 }
+# Points in the plane (ours): toy.NETWORKS' width and length, a 2-D style, no input noise or dropout (on two
+# coordinates either hides the point), 10 labelled points per mode; clustering into as many clusters as modes.
+TOY = dict(hidden=[128, 128], discriminator_hidden=[128, 128], batch_size=100, style_dim=2, input_noise=0.0,
+           input_dropout=0.0, lr=1e-3, adversarial_lr=1e-3, epochs=5)
+SEMI_SUPERVISED.update({name: dict(SECTION_5, **TOY, labels=10 * len(m)) for name, (m, _) in toy.MIXTURES.items()})
 # Section 6's appendix (recalled): 2 x 3000 ReLU, z 5-D, 20 % dropout on the input, BatchNorm in the
 # encoder (without it most clusters went unused: docs/aae.md, Sections 5-6), 1500 epochs. The
 # discriminators keep Section 5's 1000 units (the record gives 3000 for "the networks" of the autoencoder;
@@ -69,6 +75,7 @@ SECTION_6 = dict(style_dim=5, clusters=16, input_noise=0.0, input_dropout=0.2, b
 CLUSTERING = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], batch_size=64, **SECTION_6),
     "mnist": dict(hidden=[3000, 3000], discriminator_hidden=[1000, 1000], batch_size=100, **SECTION_6),
+    **{name: dict(SECTION_6, **TOY, clusters=len(means)) for name, (means, _) in toy.MIXTURES.items()},
 }
 # Section 7 gives no threshold eta for the cluster-head cost: 4, two standard deviations of
 # z ~ N(0, I) on each side, so that neighbouring clusters of codes y W_C + z barely overlap.
@@ -163,11 +170,12 @@ def head_distance_cost(heads, eta=HEAD_DISTANCE):
 
 
 def reconstruction_update(model, optimizer, x, x_in):
-    """(1) min_{enc, dec} BCE(x, dec(y, z)), (y, z) = q(x_in), on an unlabelled batch. Section 7's head
-    cost is added here: the paper does not say in which phase, and W_C is part of the autoencoder."""
+    """(1) min_{enc, dec} BCE(x, dec(y, z)), (y, z) = q(x_in), on an unlabelled batch (the squared error
+    for points). Section 7's head cost is added here: the paper does not say in which phase, and W_C is
+    part of the autoencoder."""
     logits, z = model.encoder(x_in)
     x_logits = model.decoder.logits(model.code(F.softmax(logits, 1), z))
-    reconstruction = F.binary_cross_entropy_with_logits(x_logits, x)  # from logits: stabler (see aae.py)
+    reconstruction = common.reconstruction_loss(x_logits, x)
     losses, loss = {"reconstruction": reconstruction.detach()}, reconstruction
     if model.reduce:
         heads = head_distance_cost(model.cluster_heads)
@@ -293,8 +301,12 @@ def save_code_space(model, x_test, y_test, path):
 def save_pictures(model, run, fixed_z, epoch):
     """samples.png (and samples/epoch_NNN.png): one row per fixed style z, one column per class or cluster
     k, dec(y_k, z): along a row the style should stay and the class change (as the paper's Figure 7 for
-    Section 4). Then clusters.png, reconstructions.png of ten test images, and code_space.png."""
+    Section 4). Then clusters.png, reconstructions.png of ten test images, and code_space.png. Points
+    in the plane: toy.save_pictures, and clusters.png (Figure 9), the test points by cluster."""
     out, data, k = run.out, run.data, model.clusters
+    if toy.is_points(run.config["image_shape"]):
+        toy.save_pictures(model, run, epoch, {"samples dec(y, z)": model.sample(2000)})
+        return toy.save_clusters(model, data.x_test[:2000], out / "clusters.png")
     samples = model.decode(model.code(torch.eye(k, device=run.device).repeat(len(fixed_z), 1),
                                       fixed_z.repeat_interleave(k, 0)))
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png", nrow=k)

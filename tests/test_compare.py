@@ -368,3 +368,11 @@ def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_diff
             path.write_text(json.dumps(results))
     status, out, _ = run_cli(["compare", *daae, "--against", *aae], capsys)
     assert status == 0 and "the MSEs measure different tasks" in out
+
+
+def test_the_toy_pages_table_is_what_eval_table_prints():
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "toy.md").read_text()
+    start, end = "<!-- results table: python eval.py table results/toy25 -->\n", "\n<!-- end of the results table -->"
+    assert start in page and end in page
+    assert page[page.index(start) + len(start):page.index(end)] == evaluation.results_table(root / "results" / "toy25")

@@ -347,3 +347,12 @@ def test_a_daae_samples_through_its_chain_and_eval_still_scores_x0_as_before():
     # eval.py's plain "samples" row stays x_0 (its numbers do not change): the chain rows pass their steps
     torch.testing.assert_close(evaluation.draw_samples(model, 4, torch.device("cpu")), chain[0])
     assert idaae.build_model({**daae.DEFAULTS["digits"], "image_shape": [1, 8, 8], "sample_steps": 3}).sample_steps == 0
+
+
+def test_an_idaae_of_one_corruption_trains_exactly_as_the_daae():
+    # The iDAAE's code differs from the DAAE's only in M: with one corruption its fake codes are the
+    # DAAE's, from the same random numbers, so the two runs end bit for bit the same.
+    argv = ["--epochs", "2", "--seed", "3"]
+    assert cli(daae.main, [*argv, "--out", "daae"]) == 0 and cli(idaae.main, [*argv, "--M", "1", "--out", "idaae"]) == 0
+    a, b = (torch.load(Path(run) / "checkpoint.pt", weights_only=True)["model_state"] for run in ("daae", "idaae"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
