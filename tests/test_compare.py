@@ -376,3 +376,13 @@ def test_the_toy_pages_table_is_what_eval_table_prints():
     start, end = "<!-- results table: python eval.py table results/toy25 -->\n", "\n<!-- end of the results table -->"
     assert start in page and end in page
     assert page[page.index(start) + len(start):page.index(end)] == evaluation.results_table(root / "results" / "toy25")
+
+
+def test_the_omniglot_table_in_the_daae_page_is_what_eval_table_prints():
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "daae.md").read_text()
+    start = "<!-- results table: python eval.py table results/omniglot-cpu -->\n"
+    end = "\n<!-- end of the results table -->"
+    assert start in page
+    table = page[page.index(start) + len(start):]
+    assert table[:table.index(end)] == evaluation.results_table(root / "results" / "omniglot-cpu")
