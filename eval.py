@@ -274,11 +274,13 @@ def modes(model, data, config, device, samples=None, steps=None):
     result.update(reconstruction=mse, reconstruction_se=se, points=len(errors), squared_errors=pack_numbers(errors.tolist()))
     if supervised:
         notes.append("the supervised AAE's decoder was given each test point's true mode, dec([y, enc(x)])")
-    chain = [t for t in chain_steps(model, config, steps, notes) if t > 0]
+    # Step 0 is x_0, the samples above: only the chain's later steps are scored again
+    asked = [config.get("sample_steps", 0)] if steps is None else steps
+    chain = chain_steps(model, config, [t for t in asked if t > 0], notes)
     if chain:
         chains = chain_samples(model, n, chain, 2, device)
         result["steps"] = {str(t): mode_coverage(chains[t], means, std) for t in chain}
-    result["notes"] = [note for note in notes if not note.startswith("the plain samples")]
+    result["notes"] = notes
     return result
 
 
