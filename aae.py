@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import conv_networks
 import machinery
 import toy
 
@@ -147,24 +148,21 @@ def sample_prior(prior, n, latent_dim, device, labels=None):
     return mean + SWISSROLL_STD * torch.randn(n, 2, device=device)
 
 
-def glorot_init(module):
-    """Glorot-uniform weights, zero biases: lasagne's DenseLayer default, with which the DAAE authors
-    trained their fully connected networks. PyTorch's default shrinks a ReLU signal 2.4 times per
-    layer, Glorot's 1.4 times (docs/daae.md has what that does to Omniglot's deep decoder)."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
+# Initial weights of the Linear layers, zero biases with each. glorot (Glorot-uniform): lasagne's
+# DenseLayer default, with which the DAAE authors trained; PyTorch's default shrinks a ReLU signal 2.4
+# times per layer, Glorot's 1.4 times (docs/daae.md: Omniglot's deep decoder). he (He-uniform, variance
+# 2 / fan_in): a ReLU signal keeps its scale; not the authors', daae.py --init he for short Omniglot
+# runs. normal, N(0, 0.01^2): musyoku's Chainer AAE (semi_supervised_aae.py --init normal).
+INITS = {"glorot": nn.init.xavier_uniform_, "he": lambda weight: nn.init.kaiming_uniform_(weight, nonlinearity="relu"),
+         "normal": lambda weight: nn.init.normal_(weight, 0.0, 0.01)}
 
 
-def he_init(module):
-    """He-uniform weights (variance 2 / fan_in), zero biases: a ReLU signal keeps its scale. Not the
-    authors' choice; daae.py's --init he, for short Omniglot runs (docs/daae.md)."""
-    if isinstance(module, nn.Linear):
-        nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
-        nn.init.zeros_(module.bias)
-
-
-INITS = {"glorot": glorot_init, "he": he_init}
+def init_weights(module, init="glorot"):
+    """INITS[init] for the weights of every Linear layer in `module`, zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            INITS[init](layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 class AAE(nn.Module):
@@ -178,14 +176,14 @@ class AAE(nn.Module):
         self.prior, self.latent_dim, self.sigma = prior, latent_dim, sigma
         self.decoder_labels = decoder_labels  # Section 4: the decoder also gets a one-hot label of this size
         if conv:
-            self.encoder = ConvEncoder(image_shape, latent_dim)
-            self.decoder = ConvDecoder(image_shape, latent_dim + decoder_labels)
+            self.encoder = conv_networks.CelebAEncoder(image_shape, latent_dim)
+            self.decoder = conv_networks.CelebADecoder(image_shape, latent_dim + decoder_labels)
         else:
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
             self.decoder = Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
         self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
         if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
-            self.apply(INITS[init])
+            init_weights(self, init)
 
     def encode(self, x):
         return self.encoder(x)
@@ -219,49 +217,6 @@ def build_model(config):
                config["encoder_hidden"], config["decoder_hidden"], config["discriminator_hidden"],
                label_slots=config["num_classes"] + 1 if config["labels"] else 0, sigma=config["sigma"],
                decoder_labels=config["num_classes"] if config["supervised"] else 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# The convolutional networks (CelebA; cifar10 and svhn reuse them), from the authors' PyTorch code
-# ---------------------------------------------------------------------------------------------
-
-
-class ConvEncoder(nn.Module):
-    """The DAAE authors' CelebA encoder: 5x5 stride-2 convolutions 3-64-128-256-512, then a linear
-    layer to z. BatchNorm after each hidden convolution, as in the DCGAN-style code it follows."""
-
-    def __init__(self, image_shape, latent_dim):
-        super().__init__()
-        channels, size = image_shape[0], image_shape[1]
-        layers = []
-        for n_in, n_out in zip([channels, 64, 128, 256], [64, 128, 256, 512]):
-            layers += [nn.Conv2d(n_in, n_out, 5, stride=2, padding=2), nn.BatchNorm2d(n_out), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(512 * (size // 16) ** 2, latent_dim))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class ConvDecoder(nn.Module):
-    """The DAAE authors' CelebA decoder: a linear layer to 512 x (size/16)^2, then 3x3 stride-2
-    transposed convolutions 512-256-128-64-channels, sigmoid output."""
-
-    def __init__(self, image_shape, latent_dim):
-        super().__init__()
-        self.start = (512, image_shape[1] // 16, image_shape[2] // 16)
-        layers = []
-        for n_in, n_out in zip([512, 256, 128], [256, 128, 64]):
-            layers += [nn.ConvTranspose2d(n_in, n_out, 3, stride=2, padding=1, output_padding=1),
-                       nn.BatchNorm2d(n_out), nn.ReLU()]
-        layers.append(nn.ConvTranspose2d(64, image_shape[0], 3, stride=2, padding=1, output_padding=1))
-        self.linear = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), nn.ReLU())
-        self.net = nn.Sequential(*layers)
-
-    def logits(self, z):
-        return self.net(self.linear(z).view(-1, *self.start))
-
-    def forward(self, z):
-        return torch.sigmoid(self.logits(z))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,11 +105,8 @@ def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
     """A hidden layer of D: dropout on its input, the layer (make_layer(outputs)), optional BN,
     then leaky ReLU, or maxout over MAXOUT_PIECES linear pieces per unit."""
     pieces = MAXOUT_PIECES if spec["maxout"] else 1
-    layers = [nn.Dropout(dropout), make_layer(units * pieces)]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(units * pieces))
-    layers.append(Maxout(pieces) if spec["maxout"] else nn.LeakyReLU(spec["leak"]))
-    return layers
+    return [nn.Dropout(dropout), make_layer(units * pieces), *([nn.BatchNorm2d(units * pieces)] if batch_norm else []),
+            Maxout(pieces) if spec["maxout"] else nn.LeakyReLU(spec["leak"])]
 
 
 class Discriminator(nn.Module):
@@ -248,8 +245,7 @@ class ALI(nn.Module):
         super().__init__()
         self.latent_dim, self.sigma = latent_dim, 0.0  # eval.py's reconstruct corrupts with sigma; ALI: none
         if network == "mlp":
-            # PyTorch's default initialisation (aae.py and daae.py use Glorot's, the DAAE authors'), and
-            # the batch norm of the authors' fully connected G_z and G_x (docs/ali.md: what happens without it)
+            # PyTorch's default init (aae.py and daae.py: Glorot's), the authors' BN in G_z, G_x (docs/ali.md)
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
             self.decoder = Decoder(image_shape, decoder_hidden, latent_dim)
             self.discriminator = Discriminator(image_shape, latent_dim, discriminator_hidden,
@@ -313,15 +309,13 @@ def discriminator_loss(data_logits, sample_logits):
     """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)), as softplus of D's logits l: the
     encoder's pairs are "real"; 2 ln 2 = 1.386 at equilibrium. In float32 also under --precision
     bf16, where autocast would leave softplus in bfloat16."""
-    data_logits, sample_logits = data_logits.float(), sample_logits.float()
-    return F.softplus(-data_logits).mean() + F.softplus(sample_logits).mean()
+    return F.softplus(-data_logits.float()).mean() + F.softplus(sample_logits.float()).mean()
 
 
 def generator_loss(data_logits, sample_logits):
     """Algorithm 1's L_g = -log(1 - D(x, z^)) - log D(x~, z), the labels swapped (Eq. 4's V'): the
     encoder pushes its pairs towards "fake", the decoder its towards "real"; 2 ln 2 balanced. In float32."""
-    data_logits, sample_logits = data_logits.float(), sample_logits.float()
-    return F.softplus(data_logits).mean() + F.softplus(-sample_logits).mean()
+    return F.softplus(data_logits.float()).mean() + F.softplus(-sample_logits.float()).mean()
 
 
 def draw_pairs(model, x):
@@ -333,8 +327,7 @@ def draw_pairs(model, x):
 def joint_logits(discriminator, x, z_hat, x_tilde, z):
     """D's logits for the encoder's pairs (x, z^) and for the decoder's pairs (x~, z). Both kinds
     go through D as one batch, as in the authors' code, so that D's batch norm sees them together."""
-    logits = discriminator(torch.cat([x, x_tilde]), torch.cat([z_hat, z]))
-    return logits[:len(x)], logits[len(x):]
+    return discriminator(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
 
 
 def discriminator_update(model, optimizer, x):
@@ -392,14 +385,14 @@ def save_interpolations(model, x_val, path, pairs=10, steps=8):
 
 
 def save_pictures(model, run, fixed_z, epoch):
-    """samples.png, reconstructions.png; every tenth of the run interpolations.png (and the 2-D code space)."""
+    """samples.png; reconstructions.png, as the paper's figures: each test image, then G_x(mu(x)) to its right;
+    every tenth of the run interpolations.png (and the 2-D code space)."""
     out, data, device = run.out, run.data, run.device
     if toy.is_points(run.config["image_shape"]):
         return toy.save_pictures(model, run, epoch, {"samples G_x(z)": model.sample(2000)})
     samples = model.decode(fixed_z)
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
     common.save_grid(samples, out / "samples.png")
-    # Like the paper's reconstruction figures: each test image, then G_x(mu(x)) to its right.
     x = common.float_images(data.x_test[:50].to(device))
     common.save_grid(torch.stack([x, model.decode(model.encode(x))], 1).flatten(0, 1),
                      out / "reconstructions.png", nrow=10)

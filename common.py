@@ -175,6 +175,18 @@ def float_images(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
+def labelled_subset(y_train, n, num_classes, seed):
+    """Indices of n training images, n / num_classes of each class, grouped by class: the labelled
+    set of a semi-supervised run (semi_supervised_aae.py), a fixed draw for each seed."""
+    per_class = n // num_classes
+    rng = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(num_classes):
+        of_class = (y_train == c).nonzero().squeeze(1)
+        chosen.append(of_class[torch.randperm(len(of_class), generator=rng)[:per_class]])
+    return torch.cat(chosen)
+
+
 def _fetch(name: str, data_dir: str, get, *args, **kwargs):
     """get(*args, **kwargs) the raw data; a missing file or a failed download becomes one CLIError line."""
     try:
@@ -514,16 +526,23 @@ def save_grid(images, path, nrow=10, row_labels=None):
         picture.save(tmp, format="png", compress_level=1)
 
 
-def save_code_space(model, x_test, y_test, path, n_prior=2000):
-    """The AAE paper's Figure 2 / 4(a,c), for any model with 2-D codes: test codes coloured by label,
-    over samples of the prior."""
+def save_code_space(model, x_test, y_test, path, n_prior=2000, marks=None):
+    """The AAE paper's Figures 2, 4(a,c) and 11, for any model with 2-D codes: test codes, coloured by
+    label where every image has one, over samples of the prior; `marks` (Figure 11's cluster heads)
+    as black crosses."""
     z = map_batches(model.encode, x_test, 500, model.device())
     prior = model.sample_prior(n_prior).cpu()
     figure = plt_figure(figsize=(6, 6))
     axes = figure.add_subplot(1, 1, 1)
     axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
-    points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5)
-    figure.colorbar(points, ax=axes, ticks=range(10), label="label")
+    labelled = bool((y_test >= 0).all())
+    points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu() if labelled else "tab:blue", cmap="tab10",
+                          vmin=-0.5, vmax=9.5)
+    if labelled:
+        figure.colorbar(points, ax=axes, ticks=range(10), label="label")
+    if marks is not None:
+        axes.scatter(marks[:, 0], marks[:, 1], s=80, c="black", marker="x", label="cluster heads")
+        axes.legend(loc="upper right")
     axes.set_title("test codes over the prior")
     axes.set_aspect("equal")
     save_figure(figure, path)
@@ -535,7 +554,6 @@ def save_manifold(model, path, steps=20):
     axis = torch.linspace(-lim, lim, steps, device=model.device())
     grid = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).view(-1, 2)
     save_grid(model.decode(grid), path, nrow=steps)
-
 
 
 # ---------------------------------------------------------------------------------------------

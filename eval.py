@@ -544,7 +544,7 @@ def semi_supervised_study(run, data, device, seed):
     p_test = probabilities(data.x_test)
     if config["labels"]:
         result["semi_supervised_error"] = float((p_test.argmax(1) != data.y_test).float().mean())
-        labelled = module.labelled_subset(data.y_train, config["labels"], data.num_classes, config["seed"])
+        labelled = common.labelled_subset(data.y_train, config["labels"], data.num_classes, config["seed"])
         x, y = data.x_train[labelled], data.y_train[labelled]
         result["nn_baseline_error"] = nn_baseline_error(module, config, x, y, data.x_test, data.y_test, device, seed)
         result["svm_pixels_error"] = 1 - accuracy(SVC(), pixels(x), y.numpy(), pixels(data.x_test),

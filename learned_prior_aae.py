@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 import aae
 import common
+import conv_networks
 import machinery
 import toy
 
@@ -71,7 +72,6 @@ for sizes in CODE_SIZES.values():
 CATEGORIES = 10
 ADAM_BETAS = (0.5, 0.999)  # DCGAN's (Radford et al.): the paper gives none
 LEAKY_SLOPE = 0.2  # the paper says LeakyReLU, not its slope; DCGAN's
-CONV_SIZE = 32  # the appendix networks are for 32x32 images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,9 +141,9 @@ class LearnedPriorAAE(nn.Module):
         if not learned_prior and noise_dim + self.num_labels != latent_dim:
             raise ValueError("without a code generator the code is [one-hot label, noise]")
         if conv:
-            self.encoder = ConvEncoder(image_shape, latent_dim, channels)
-            self.decoder = ConvDecoder(image_shape, latent_dim, channels)
-            features, feature_size = conv_image_features(image_shape, channels)
+            self.encoder = conv_networks.ResidualEncoder(image_shape, latent_dim, channels)
+            self.decoder = conv_networks.ResidualDecoder(image_shape, latent_dim, channels)
+            features, feature_size = conv_networks.image_discriminator_features(image_shape, channels, LEAKY_SLOPE)
         else:
             self.encoder = aae.Encoder(image_shape, hidden, latent_dim)
             self.decoder = aae.Decoder(image_shape, hidden[::-1], latent_dim)
@@ -205,103 +205,6 @@ def build_model(config):
         config["image_shape"], config["latent_dim"], config["noise_dim"], config["setting"], num_labels(config),
         config["learned_prior"], config["conv"], config["channels"], config["hidden"],
         config["image_discriminator_hidden"], config["code_discriminator_hidden"])
-
-
-# ---------------------------------------------------------------------------------------------
-# The 32x32 convolutional networks (MNIST, CIFAR-10, SVHN): Tables A1 and A3, as transcribed by
-# the reproduction report. Images are in [0, 1] outside them, on the paper's [-1, 1] scale inside
-# ---------------------------------------------------------------------------------------------
-
-
-def pad_to(x, size):
-    """Pad H x W images with background (0) to size x size, centred (MNIST 28 -> 32)."""
-    dh, dw = size - x.shape[-2], size - x.shape[-1]
-    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)) if dh or dw else x
-
-
-def crop_to(x, height, width):
-    top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
-    return x[..., top:top + height, left:left + width]
-
-
-class ToConvScale(nn.Module):
-    """[0, 1] images of any size up to 32x32 -> the paper's [-1, 1] images at 32x32."""
-
-    def forward(self, x):
-        return 2 * pad_to(x, CONV_SIZE) - 1
-
-
-class ResidualBlock(nn.Module):
-    """The tables name residual blocks without their insides: ours are He et al.'s, two 3x3
-    convolutions with BatchNorm, a 1x1 projection on the shortcut when the shape changes. Stride 2
-    halves the size (a "down-sampling" block); `up` doubles it, the first convolution then a 4x4
-    stride-2 transposed one (an "up-sampling" block)."""
-
-    def __init__(self, n_in, n_out, stride=1, up=False):
-        super().__init__()
-        first = nn.ConvTranspose2d(n_in, n_out, 4, 2, 1, bias=False) if up else \
-            nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False)
-        self.residual = nn.Sequential(first, nn.BatchNorm2d(n_out), nn.ReLU(),
-                                      nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False), nn.BatchNorm2d(n_out))
-        if up:
-            self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(n_in, n_out, 1, bias=False),
-                                          nn.BatchNorm2d(n_out))
-        else:
-            self.shortcut = nn.Identity() if n_in == n_out and stride == 1 else nn.Sequential(
-                nn.Conv2d(n_in, n_out, 1, stride, bias=False), nn.BatchNorm2d(n_out))
-
-    def forward(self, x):
-        return F.relu(self.residual(x) + self.shortcut(x))
-
-
-class ConvEncoder(nn.Module):
-    """Table A1: 3x3 conv 64 stride 2; residual block 64; down-sampling residual blocks 128, 256,
-    512; average pool; FC 2 x code + BN + ReLU; FC code (linear). `channels` = 64 is the paper's
-    width; smaller values scale every layer (for CPU runs)."""
-
-    def __init__(self, image_shape, latent_dim, channels=64):
-        super().__init__()
-        c, self.scale = channels, ToConvScale()
-        # With the transcribed strides a 32x32 image is 2x2 after the last block, where the table
-        # says "4x4 average pooling": we average over whatever is left (the same on a 4x4 map).
-        self.net = nn.Sequential(
-            nn.Conv2d(image_shape[0], c, 3, 2, 1), nn.ReLU(), ResidualBlock(c, c), ResidualBlock(c, 2 * c, 2),
-            ResidualBlock(2 * c, 4 * c, 2), ResidualBlock(4 * c, 8 * c, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(8 * c, 2 * latent_dim), nn.BatchNorm1d(2 * latent_dim), nn.ReLU(),
-            nn.Linear(2 * latent_dim, latent_dim))
-
-    def forward(self, x):
-        return self.net(self.scale(x))
-
-
-class ConvDecoder(nn.Module):
-    """Table A1: 4x4 transposed conv 512 + BN + ReLU (1x1 -> 4x4); up-sampling residual blocks 256,
-    128, 64 (8, 16, 32); 3x3 conv to the image channels, tanh. Returns [0, 1] images of image_shape
-    ((tanh + 1) / 2, the centre of the 32x32 output)."""
-
-    def __init__(self, image_shape, latent_dim, channels=64):
-        super().__init__()
-        c, self.image_shape = channels, tuple(image_shape)
-        self.net = nn.Sequential(
-            nn.Unflatten(1, (latent_dim, 1, 1)),
-            nn.ConvTranspose2d(latent_dim, 8 * c, 4, 1, 0, bias=False), nn.BatchNorm2d(8 * c), nn.ReLU(),
-            ResidualBlock(8 * c, 4 * c, up=True), ResidualBlock(4 * c, 2 * c, up=True),
-            ResidualBlock(2 * c, c, up=True),
-            nn.Conv2d(c, image_shape[0], 3, 1, 1), nn.Tanh())
-
-    def forward(self, z):
-        return crop_to((self.net(z) + 1) / 2, *self.image_shape[1:])
-
-
-def conv_image_features(image_shape, channels=64):
-    """Table A3, D_I's convolutional layers: 4x4 stride-2 convs 64 (LeakyReLU), 128 and 256 (BN +
-    LeakyReLU). Their output is F of the perceptual loss (Eq. 6)."""
-    c, layers = channels, []
-    for i, (n_in, n_out) in enumerate([(image_shape[0], c), (c, 2 * c), (2 * c, 4 * c)]):
-        norm = i > 0  # BatchNorm after all but the first
-        layers += [nn.Conv2d(n_in, n_out, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(n_out)] if norm else []),
-                   nn.LeakyReLU(LEAKY_SLOPE)]
-    return nn.Sequential(ToConvScale(), nn.Sequential(*layers)), 4 * c * (CONV_SIZE // 8) ** 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -601,9 +504,9 @@ def main(argv=None):
     if config["channels"] is not None and not config["conv"]:
         raise machinery.CLIError(f"--channels sets the width of the 32x32 networks; {config['dataset']} uses the "
                                  "fully connected ones: drop --channels")
-    if config["conv"] and max(config["image_shape"][1:]) > CONV_SIZE:
-        raise machinery.CLIError(f"the paper's networks take images up to {CONV_SIZE}x{CONV_SIZE}; "
-                                 f"add --image-size {CONV_SIZE}")
+    size = conv_networks.CONV_SIZE
+    if config["conv"] and max(config["image_shape"][1:]) > size:
+        raise machinery.CLIError(f"the paper's networks take images up to {size}x{size}; add --image-size {size}")
     k = num_labels(config)
     if not config["learned_prior"] and config["noise_dim"] != config["latent_dim"] - k:
         config["noise_dim"] = config["latent_dim"] - k  # the baseline's code is [one-hot s (K), noise]

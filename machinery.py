@@ -81,6 +81,14 @@ def non_negative_float(text):
     return value
 
 
+def fraction(text):
+    """A probability or Adam's beta1: from 0 up to, not including, 1."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 MAX_SIGMA = 10.0  # pixels are in [0, 1]: noise ten times their range leaves nothing to denoise
 
 
@@ -451,7 +459,8 @@ OLD_RUN_SETTINGS = {
     "aae": {"supervised": False, "encoder_hidden": [], "decoder_hidden": []},
     "daae": {"encoder_hidden": [], "decoder_hidden": [], "init": "glorot", "clip": False,
              "update_order": "reconstruction-first", "adversarial_lr": None},
-    "semi_supervised_aae": {"discriminator_noise": 0.0, "batch_norm": False},
+    "semi_supervised_aae": {"discriminator_noise": 0.0, "batch_norm": False, "init": "glorot", "beta1": 0.9,
+                            "grad_clip": 0.0},
     "learned_prior_aae": {"channels": 64, "hidden": [256, 256]},
     "ali": {"encoder_hidden": [], "decoder_hidden": [], "discriminator_hidden": []},
 }

@@ -19,9 +19,8 @@ Every image takes part in (1) and (2) unlabelled; only the --labels N labelled i
 over the classes) show their labels, in (3). The test error is that of argmax q(y|x).
 
 Section 6, unsupervised clustering (--labels 0): the same model without phase (3), y with K = 16 or
-30 categories (--clusters): the game alone makes y a K-way clustering (eval.py scores it by the
-paper's rule). Not the paper's: the discriminators see their inputs through Gaussian noise
-(--discriminator-noise, see discriminator_update).
+30 categories (--clusters): the game alone makes y a K-way clustering, which eval.py scores by the
+paper's rule. Not the paper's: the discriminators' inputs get Gaussian noise (--discriminator-noise).
 
 Section 7, dimensionality reduction (--reduce-dim n): the decoder sees c = y W_C + z, W_C a K x n
 matrix whose rows are learned "cluster heads", z an n-D style code matched to N(0, I). An extra
@@ -36,6 +35,7 @@ test codes c are Figure 11's scatter. Values marked "recalled" come from seconda
     python eval.py classify runs/semi_supervised_aae-digits       # the test error (or the cluster error)
 """
 
+import argparse
 import math
 
 import torch
@@ -48,15 +48,14 @@ import machinery
 import toy
 
 
-# Section 5's appendix (recalled): 2 x 1000 ReLU units in every network, y and z 10-D, z ~ N(0, I), noise
-# of std 0.3 on the autoencoder's input; SGD with momentum (reconstruction lr 0.01, cross-entropy and
-# adversarial 0.1, divided by 10 after epoch 50, 5000 epochs). The re-implementations converge on Adam,
-# which learns in tens of epochs, not thousands: we take that reading, at 1e-3. Most give the adversarial
-# networks 1e-4, with which our D_gauss won and z kept the class (docs/aae.md, Sections 5-6); the
-# paper's adversarial rate is not below its reconstruction rate, so ours is 1e-3 too. Batch size: not
+# Section 5's appendix (recalled): 2 x 1000 ReLU units in every network, y and z 10-D, z ~ N(0, I), noise of
+# std 0.3 on the autoencoder's input; SGD with momentum (reconstruction lr 0.01, cross-entropy and adversarial
+# 0.1, divided by 10 after epoch 50, 5000 epochs). We take the re-implementations' Adam, which learns in tens
+# of epochs, at 1e-3, also for the adversarial networks: with their 1e-4 our D_gauss won and z kept the class
+# (docs/aae.md), and the paper's adversarial rate is not below its reconstruction rate. Batch size: not
 # recorded, 100. digits is a small setting of ours.
 SECTION_5 = dict(style_dim=10, input_noise=0.3, input_dropout=0.0, batch_norm=False, discriminator_noise=0.0,
-                 lr=1e-3, adversarial_lr=1e-3, epochs=100)
+                 lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9, grad_clip=0.0)
 SEMI_SUPERVISED = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], labels=100, batch_size=64, **SECTION_5),
     "mnist": dict(hidden=[1000, 1000], discriminator_hidden=[1000, 1000], labels=1000, batch_size=100, **SECTION_5),
@@ -71,7 +70,11 @@ SEMI_SUPERVISED.update({name: dict(SECTION_5, **TOY, labels=10 * len(m)) for nam
 # discriminators keep Section 5's 1000 units (the record gives 3000 for "the networks" of the autoencoder;
 # 3000-unit ones on 5- and 16-D inputs would triple a step's cost). discriminator_noise: not the paper's.
 SECTION_6 = dict(style_dim=5, clusters=16, input_noise=0.0, input_dropout=0.2, batch_norm=True,
-                 discriminator_noise=0.3, lr=1e-3, adversarial_lr=1e-3, epochs=100)
+                 discriminator_noise=0.3, lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9,
+                 grad_clip=0.0)
+# musyoku/adversarial-autoencoder, the public Chainer re-implementation, clusters with --hidden 1000 --no-batch-norm
+# --input-dropout 0 --init normal --lr 1e-4 --adversarial-lr 1e-4 --beta1 0.1 --grad-clip 5 and our D noise; beyond
+# flags, a 10-D z, a tanh decoder with the squared error, batch 64 and one Adam for both encoder updates (docs/aae.md).
 CLUSTERING = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], batch_size=64, **SECTION_6),
     "mnist": dict(hidden=[3000, 3000], discriminator_hidden=[1000, 1000], batch_size=100, **SECTION_6),
@@ -110,7 +113,7 @@ class SemiSupervisedAAE(nn.Module):
     encode (the code the decoder sees), decode, sample, class_probabilities, sigma."""
 
     def __init__(self, image_shape, clusters, style_dim, hidden, discriminator_hidden, reduce_dim=0,
-                 input_noise=0.0, input_dropout=0.0, batch_norm=False):
+                 input_noise=0.0, input_dropout=0.0, batch_norm=False, init="glorot"):
         super().__init__()
         self.clusters, self.style_dim, self.reduce = clusters, style_dim, bool(reduce_dim)
         self.sigma = input_noise  # eval.py's reconstruction study corrupts the test images with it
@@ -119,7 +122,7 @@ class SemiSupervisedAAE(nn.Module):
         self.decoder = aae.Decoder(image_shape, hidden, self.latent_dim)
         self.d_cat = aae.Discriminator(clusters, discriminator_hidden)
         self.d_gauss = aae.Discriminator(style_dim, discriminator_hidden)
-        self.apply(aae.glorot_init)  # Glorot weights, zero biases, as aae.py
+        aae.init_weights(self, init)  # Glorot weights, zero biases, as aae.py, unless --init
         if self.reduce:
             # W_C: row k is cluster k's head. Started spread at the scale of the threshold.
             self.cluster_heads = nn.Parameter(HEAD_DISTANCE * torch.randn(clusters, style_dim))
@@ -143,9 +146,13 @@ class SemiSupervisedAAE(nn.Module):
         """y ~ Cat(K), one-hot."""
         return F.one_hot(torch.randint(self.clusters, (n,), device=self.device()), self.clusters).float()
 
+    def sample_prior(self, n):
+        """The code of y ~ Cat(K) (one-hot) and z ~ N(0, I)."""
+        return self.code(self.sample_categorical(n), torch.randn(n, self.style_dim, device=self.device()))
+
     def sample(self, n):
         """x = dec(y, z) with y ~ Cat(K) (one-hot) and z ~ N(0, I)."""
-        return self.decode(self.code(self.sample_categorical(n), torch.randn(n, self.style_dim, device=self.device())))
+        return self.decode(self.sample_prior(n))
 
     def device(self):
         return next(self.parameters()).device
@@ -155,7 +162,7 @@ def build_model(config):
     """The model a run's config.json describes (eval.py rebuilds runs with this)."""
     return SemiSupervisedAAE(config["image_shape"], config["clusters"], config["style_dim"], config["hidden"],
                              config["discriminator_hidden"], config["reduce_dim"], config["input_noise"],
-                             config["input_dropout"], config["batch_norm"])
+                             config["input_dropout"], config["batch_norm"], config["init"])
 
 
 def head_distance_cost(heads, eta=HEAD_DISTANCE):
@@ -164,15 +171,21 @@ def head_distance_cost(heads, eta=HEAD_DISTANCE):
     return F.relu(eta - (heads[i] - heads[j]).norm(dim=1)).sum()
 
 
+def clip_gradients(max_norm, *networks):
+    """Each network's gradient scaled down to L2 norm max_norm if longer (0: off), as musyoku's
+    Chainer AAE clips each network before its step. Not the paper's."""
+    for network in networks if max_norm else ():
+        nn.utils.clip_grad_norm_(network.parameters(), max_norm)
+
+
 # ---------------------------------------------------------------------------------------------
 # The updates of a mini-batch (Section 5's three phases), and the step that orders them
 # ---------------------------------------------------------------------------------------------
 
 
-def reconstruction_update(model, optimizer, x, x_in):
+def reconstruction_update(model, optimizer, x, x_in, grad_clip=0.0):
     """(1) min_{enc, dec} BCE(x, dec(y, z)), (y, z) = q(x_in), on an unlabelled batch (the squared error
-    for points). Section 7's head cost is added here: the paper does not say in which phase, and W_C is
-    part of the autoencoder."""
+    for points), and Section 7's head cost: the paper does not say in which phase; W_C is the autoencoder's."""
     logits, z = model.encoder(x_in)
     x_logits = model.decoder.logits(model.code(F.softmax(logits, 1), z))
     reconstruction = common.reconstruction_loss(x_logits, x)
@@ -182,18 +195,17 @@ def reconstruction_update(model, optimizer, x, x_in):
         losses["head_distance"], loss = heads.detach(), loss + heads
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clip_gradients(grad_clip, model.encoder, model.decoder)
     optimizer.step()
     return losses
 
 
-def discriminator_update(model, optimizer, x_in, discriminator_noise):
+def discriminator_update(model, optimizer, x_in, discriminator_noise, grad_clip=0.0):
     """(2a) D_cat learns to tell one-hot samples of Cat(K) (real, 1) from the encoder's y (fake, 0),
     D_gauss samples of N(0, I) from its z: no shared weights, so one optimiser, two independent updates.
-    Both see their inputs through Gaussian noise of std discriminator_noise, not the paper's (it states
-    none; the re-implementation musyoku/adversarial-autoencoder puts 0.3 before both). Without it D_cat
-    tells the softmax y from one-hot samples by its softness alone, the encoder answers with an ever more
-    saturated softmax, which passes back no gradient, and images stay in the clusters they first fell
-    into. The noise hides the last hundredths from D_cat: it then judges how often each category is used."""
+    Both see their inputs through Gaussian noise (not the paper's; musyoku's re-implementation has it):
+    without it D_cat tells a softmax y from one-hot samples by its softness alone, the encoder answers
+    with a saturated softmax that passes back no gradient, and clusters freeze (docs/aae.md, Section 6)."""
     with torch.no_grad():
         logits, z_fake = model.encoder(x_in)
         y_fake = F.softmax(logits, 1)
@@ -205,11 +217,12 @@ def discriminator_update(model, optimizer, x_in, discriminator_noise):
         model.d_gauss, common.corrupt(z_real, discriminator_noise), common.corrupt(z_fake, discriminator_noise)))
     optimizer.zero_grad(set_to_none=True)
     (d_cat + d_gauss).backward()
+    clip_gradients(grad_clip, model.d_cat, model.d_gauss)
     optimizer.step()
     return {"d_cat": d_cat.detach(), "d_gauss": d_gauss.detach()}
 
 
-def encoder_adversarial_update(model, optimizer, x_in, discriminator_noise):
+def encoder_adversarial_update(model, optimizer, x_in, discriminator_noise, grad_clip=0.0):
     """(2b) The encoder, as the generator of both games, learns to fool the updated D_cat and D_gauss,
     frozen for this backward pass: only the gradient through them to y and z is needed, not their weights'."""
     with common.frozen(model.d_cat, model.d_gauss):
@@ -218,46 +231,50 @@ def encoder_adversarial_update(model, optimizer, x_in, discriminator_noise):
                 + aae.encoder_adversarial_loss(model.d_gauss(common.corrupt(z, discriminator_noise))))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        clip_gradients(grad_clip, model.encoder)
         optimizer.step()
     return loss.detach()
 
 
-def classification_update(model, optimizer, x_in, y):
+def classification_update(model, optimizer, x_in, y, grad_clip=0.0):
     """(3) min_enc -log q(y = label | x) on a labelled batch: the trunk and the y head only."""
     logits, _ = model.encoder(x_in)
     loss = F.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clip_gradients(grad_clip, model.encoder)
     optimizer.step()
     return loss.detach()
 
 
-def train_step(model, optimizers, x, labelled, input_noise, discriminator_noise=0.0):
+def train_step(model, optimizers, x, labelled, input_noise, discriminator_noise=0.0, grad_clip=0.0):
     """One mini-batch of Section 5: reconstruction, regularisation (the discriminators, then the encoder
     against them), classification if there are labelled images (Section 6 has none); `x` is unlabelled.
     The encoder sees x + input_noise * eps, one draw per phase. Returns detached losses (no host sync)."""
-    losses = reconstruction_update(model, optimizers["reconstruction"], x, common.corrupt(x, input_noise))
+    losses = reconstruction_update(model, optimizers["reconstruction"], x, common.corrupt(x, input_noise), grad_clip)
     x_in = common.corrupt(x, input_noise)
-    losses.update(discriminator_update(model, optimizers["discriminators"], x_in, discriminator_noise))
+    losses.update(discriminator_update(model, optimizers["discriminators"], x_in, discriminator_noise, grad_clip))
     losses["encoder_adversarial"] = encoder_adversarial_update(model, optimizers["encoder_adversarial"], x_in,
-                                                               discriminator_noise)
+                                                               discriminator_noise, grad_clip)
     if labelled is not None:
-        x_labelled, y_labelled = labelled.next()
+        x_labelled, y_labelled = next(labelled)
         losses["cross_entropy"] = classification_update(model, optimizers["classification"],
-                                                        common.corrupt(x_labelled, input_noise), y_labelled)
+                                                        common.corrupt(x_labelled, input_noise), y_labelled, grad_clip)
     return losses
 
 
-def make_optimizers(model, lr, adversarial_lr):
+def make_optimizers(model, lr, adversarial_lr, beta1=0.9):
     """One Adam optimiser per update of Section 5 (one for the two discriminators, which share no weights)."""
     encoder, decoder = list(model.encoder.parameters()), list(model.decoder.parameters())
     heads = [model.cluster_heads] if model.reduce else []
+    betas = (beta1, 0.999)
     return {
-        "reconstruction": common.adam(encoder + decoder + heads, lr),
-        "discriminators": common.adam([*model.d_cat.parameters(), *model.d_gauss.parameters()], adversarial_lr),
-        "encoder_adversarial": common.adam(encoder, adversarial_lr),
+        "reconstruction": common.adam(encoder + decoder + heads, lr, betas),
+        "discriminators": common.adam([*model.d_cat.parameters(), *model.d_gauss.parameters()], adversarial_lr, betas),
+        "encoder_adversarial": common.adam(encoder, adversarial_lr, betas),
         # The trunk and the y head: the cross-entropy has no gradient for the z head.
-        "classification": common.adam([*model.encoder.trunk.parameters(), *model.encoder.y_head.parameters()], lr),
+        "classification": common.adam([*model.encoder.trunk.parameters(), *model.encoder.y_head.parameters()], lr,
+                                      betas),
     }
 
 
@@ -280,24 +297,6 @@ def save_clusters(model, x_test, path, per_row=10):
     common.save_grid(torch.cat(rows), path, nrow=per_row + 1)
 
 
-def save_code_space(model, x_test, y_test, path):
-    """Figure 11: the 2-D test codes y W_C + z coloured by label, the cluster heads marked."""
-    codes = common.map_batches(model.encode, x_test, 500, model.device())
-    heads = model.cluster_heads.detach().cpu()
-    figure = common.plt_figure(figsize=(6, 6))
-    axes = figure.add_subplot(1, 1, 1)
-    labelled = bool((y_test >= 0).all())
-    points = axes.scatter(codes[:, 0], codes[:, 1], s=4, c=y_test if labelled else "tab:blue", cmap="tab10",
-                          vmin=-0.5, vmax=9.5)
-    if labelled:
-        figure.colorbar(points, ax=axes, ticks=range(10), label="label")
-    axes.scatter(heads[:, 0], heads[:, 1], s=80, c="black", marker="x", label="cluster heads W_C")
-    axes.legend(loc="upper right")
-    axes.set_title("test codes y W_C + z")
-    axes.set_aspect("equal")
-    common.save_figure(figure, path)
-
-
 def save_pictures(model, run, fixed_z, epoch):
     """samples.png (and samples/epoch_NNN.png): one row per fixed style z, one column per class or cluster
     k, dec(y_k, z): along a row the style should stay and the class change (as the paper's Figure 7 for
@@ -315,7 +314,8 @@ def save_pictures(model, run, fixed_z, epoch):
     x = common.float_images(data.x_test[:10].to(run.device))
     common.save_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=len(x))
     if model.reduce and model.style_dim == 2 and run.every_tenth(epoch):
-        save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
+        common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png",  # Figure 11
+                               marks=model.cluster_heads.detach().cpu())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,47 +323,28 @@ def save_pictures(model, run, fixed_z, epoch):
 # ---------------------------------------------------------------------------------------------
 
 
-def labelled_subset(y_train, n, num_classes, seed):
-    """Indices of n training images, n / num_classes of each class, grouped by class; a fixed
-    draw for each seed (eval.py draws the same one again for the baselines)."""
-    per_class = n // num_classes
-    rng = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in range(num_classes):
-        of_class = (y_train == c).nonzero().squeeze(1)
-        chosen.append(of_class[torch.randperm(len(of_class), generator=rng)[:per_class]])
-    return torch.cat(chosen)
-
-
-class LabelledBatches:
-    """Phase (3)'s batches: per_class images of every class, uniformly with replacement, from the
-    labelled images alone (held grouped by class)."""
-
-    def __init__(self, x, y, num_classes, batch_size, device):
-        self.x, self.y = x.to(device), y.to(device)
-        self.num_classes, self.in_class = num_classes, len(x) // num_classes
-        self.per_class = max(1, batch_size // num_classes)
-
-    def next(self):
-        # Row c of `index` holds per_class positions inside class c's block of in_class images.
-        start = torch.arange(self.num_classes, device=self.x.device)[:, None] * self.in_class
-        offsets = torch.randint(self.in_class, (self.num_classes, self.per_class), device=self.x.device)
-        index = (start + offsets).flatten()
-        return self.x[index], self.y[index]
+def labelled_batches(x, y, num_classes, batch_size):
+    """Phase (3)'s batches, without end: batch_size // num_classes images of every class, uniformly with
+    replacement, from the labelled images alone (x, y grouped by class, as labelled_subset gives them)."""
+    in_class, per_class = len(x) // num_classes, max(1, batch_size // num_classes)
+    start = torch.arange(num_classes, device=x.device)[:, None] * in_class  # row c: class c's block of images
+    while True:
+        index = (start + torch.randint(in_class, (num_classes, per_class), device=x.device)).flatten()
+        yield x[index], y[index]
 
 
 def train(run):
     config, data = run.config, run.data
     labelled = None
     if config["labels"]:
-        index = labelled_subset(data.y_train, config["labels"], data.num_classes, config["seed"])
-        labelled = LabelledBatches(common.float_images(data.x_train[index]), data.y_train[index], data.num_classes,
-                                   config["batch_size"], run.device)
+        index = common.labelled_subset(data.y_train, config["labels"], data.num_classes, config["seed"])
+        labelled = labelled_batches(common.float_images(data.x_train[index]).to(run.device),
+                                    data.y_train[index].to(run.device), data.num_classes, config["batch_size"])
         print(f"{len(index)} labelled images ({len(index) // data.num_classes} per class); the rest are unlabelled")
     unlabelled = torch.full((len(data.x_train),), -1)  # what phases (1) and (2) get for labels
     machinery.check_networks_fit(build_model, config, run.device, flags=("--hidden", "--image-size"))
     model = build_model(config).to(run.device)
-    optimizers = make_optimizers(model, config["lr"], config["adversarial_lr"])
+    optimizers = make_optimizers(model, config["lr"], config["adversarial_lr"], config["beta1"])
     run.track(model, optimizers)
     fixed_z = torch.randn(10, config["style_dim"], device=run.device)
 
@@ -371,7 +352,7 @@ def train(run):
         for x, _ in run.batches(data.x_train, unlabelled):
             with common.autocast(run):
                 losses = train_step(model, optimizers, x, labelled, config["input_noise"],
-                                    config["discriminator_noise"])
+                                    config["discriminator_noise"], config["grad_clip"])
             run.record(losses)
         if run.saving(epoch):
             with common.drawing(model):
@@ -396,9 +377,17 @@ def parse_args(argv):
                         "code y W_C + z with learned cluster heads W_C (z is then n-D); 2 for Figure 11")
     parser.add_argument("--adversarial-lr", type=machinery.positive_float, help="learning rate of the discriminators "
                         "and of the encoder's adversarial update (default 1e-3; --lr sets the other two, default 1e-3)")
-    parser.add_argument("--discriminator-noise", type=machinery.non_negative_float, help="std of the Gaussian noise "
-                        "on what D_cat and D_gauss see in training (not the paper's; default 0.3 with --labels 0, "
-                        "where it keeps the clusters from collapsing, else 0)")
+    parser.add_argument("--discriminator-noise", type=machinery.non_negative_float, help="std of the noise on what "
+                        "D_cat and D_gauss see (not the paper's; 0.3 with --labels 0, against collapse; else 0)")
+    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, help="BatchNorm in the encoder's "
+                        "trunk (default: on with --labels 0, as Section 6's appendix, recalled; else off)")
+    parser.add_argument("--input-dropout", type=machinery.fraction, help="dropout on the encoder's input "
+                        "(default: 0.2 with --labels 0, Section 6's appendix, recalled; else 0)")
+    parser.add_argument("--init", choices=tuple(aae.INITS), help="initial weights (aae.INITS; default glorot)")
+    parser.add_argument("--beta1", type=machinery.fraction, help="Adam's beta1 in every optimiser (default 0.9, "
+                        "Adam's own; musyoku's clustering: 0.1)")
+    parser.add_argument("--grad-clip", type=machinery.non_negative_float, help="clip each network's gradient to "
+                        "this L2 norm before its step (default 0: off; musyoku's clustering: 5)")
     parser.add_argument("--hidden", type=machinery.positive_int, help="units in each of the two hidden layers of "
                         "the encoder and decoder (default: 256 on digits; 1000 on mnist, 3000 there with --labels 0)")
     tables = {**SEMI_SUPERVISED, **{f"{name} with --labels 0:": row for name, row in CLUSTERING.items()}}

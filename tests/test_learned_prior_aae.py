@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import common
+import conv_networks
 import machinery
 import learned_prior_aae as lp
 from helpers import run_script
@@ -97,9 +98,9 @@ def test_network_shapes(conv, shape, setting):
 def test_conv_networks_pad_mnist_to_32_and_crop_back():
     model = lp.LearnedPriorAAE((1, 28, 28), 8, 8, conv=True, channels=4, **SMALL)
     assert model.decoder.net(torch.randn(2, 8)).shape == (2, 1, 32, 32)  # the paper's 32x32 output
-    padded = lp.pad_to(torch.ones(1, 1, 28, 28), 32)
+    padded = conv_networks.pad_to(torch.ones(1, 1, 28, 28), 32)
     assert padded.sum() == 28 * 28 and padded[..., :2, :].sum() == 0 and padded[..., :, -2:].sum() == 0
-    torch.testing.assert_close(lp.crop_to(padded, 28, 28), torch.ones(1, 1, 28, 28))
+    torch.testing.assert_close(conv_networks.crop_to(padded, 28, 28), torch.ones(1, 1, 28, 28))
 
 
 # ---------------------------------------------------------------------------------------------

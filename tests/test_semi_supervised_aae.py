@@ -100,8 +100,8 @@ def test_section7_heads_move_in_the_reconstruction_phase_and_are_pushed_apart():
 def test_losses_fall_on_tiny_data():
     data = common.load_dataset("digits")
     x = data.x_train[:256]
-    index = ssaae.labelled_subset(data.y_train, 50, 10, seed=0)
-    labelled = ssaae.LabelledBatches(data.x_train[index], data.y_train[index], 10, 32, "cpu")
+    index = common.labelled_subset(data.y_train, 50, 10, seed=0)
+    labelled = ssaae.labelled_batches(data.x_train[index], data.y_train[index], 10, 32)
     model, optimizers = tiny_model()
     history = [ssaae.train_step(model, optimizers, x[i:i + 32], labelled, 0.3) for _ in range(30)
                for i in range(0, 256, 32)]
@@ -118,20 +118,20 @@ def test_losses_fall_on_tiny_data():
 
 def test_labelled_subset_is_balanced_reproducible_and_differs_by_seed():
     y = torch.arange(1000) % 10
-    index = ssaae.labelled_subset(y, 100, 10, seed=3)
+    index = common.labelled_subset(y, 100, 10, seed=3)
     assert len(index.unique()) == 100 and torch.equal(torch.bincount(y[index]), torch.full((10,), 10))
     assert torch.equal(y[index], torch.arange(10).repeat_interleave(10))  # grouped by class
-    assert torch.equal(index, ssaae.labelled_subset(y, 100, 10, seed=3))
-    assert not torch.equal(index, ssaae.labelled_subset(y, 100, 10, seed=4))
+    assert torch.equal(index, common.labelled_subset(y, 100, 10, seed=3))
+    assert not torch.equal(index, common.labelled_subset(y, 100, 10, seed=4))
 
 
 def test_labelled_batches_are_balanced_and_only_from_the_labelled_images():
     torch.manual_seed(0)
     y = torch.arange(10).repeat_interleave(5)  # 5 labelled images of each class, grouped
     x = torch.arange(50.0).view(50, 1, 1, 1)  # each image's value is its position
-    batches = ssaae.LabelledBatches(x, y, 10, 32, "cpu")
+    batches = ssaae.labelled_batches(x, y, 10, 32)
     for _ in range(20):
-        xb, yb = batches.next()
+        xb, yb = next(batches)
         assert torch.equal(torch.bincount(yb, minlength=10), torch.full((10,), 3))  # 32 // 10 of each class
         assert torch.equal(y[xb.flatten().long()], yb)  # every image is a labelled one, with its own label
 
@@ -151,7 +151,7 @@ def test_training_sees_no_label_but_the_n_labelled_ones(tmp_path, monkeypatch):
     y_train = np.arange(120) % 4
     npz(tmp_path / "a.npz", y_train, np.arange(20) % 4, np.arange(20) % 4)
     index = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7])  # 2 of each class, grouped by class
-    monkeypatch.setattr(ssaae, "labelled_subset", lambda *args: index)
+    monkeypatch.setattr(common, "labelled_subset", lambda *args: index)
     monkeypatch.setitem(ssaae.SEMI_SUPERVISED, "mnist", {**ssaae.SEMI_SUPERVISED["mnist"],  # small and fast
                                                           "hidden": [16, 16], "discriminator_hidden": [16]})
     shuffled = np.random.default_rng(1).permutation(y_train)
@@ -264,3 +264,64 @@ def test_eval_reports_the_papers_measures_and_the_baselines(digits_runs, monkeyp
     assert 0 <= reduce["cluster_error"] <= 1 and 0 <= reduce["cluster_error_majority"] <= 1
     assert "semi_supervised_error" not in reduce and reduce["code_dims"] == 2
     assert "the paper's rule" in out and "q(y|x) error" in out  # the table and the comparison table
+
+
+# ---------------------------------------------------------------------------------------------
+# The public re-implementation's clustering settings (musyoku's Chainer AAE), each a flag
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gradient_clipping_bounds_each_network_by_itself():
+    model, _ = tiny_model()
+    x = torch.rand(16, 1, 8, 8)
+    for max_norm, expected in ((0.0, None), (1e-3, 1e-3)):
+        model.zero_grad()
+        (1e3 * ssaae.common.reconstruction_loss(model.decoder.logits(model.encode(x)), x)).backward()
+        before = {name: torch.nn.utils.get_total_norm([p.grad for p in getattr(model, name).parameters()])
+                  for name in ("encoder", "decoder")}
+        assert min(before.values()) > 1e-2  # far above the bound, so that clipping has work to do
+        ssaae.clip_gradients(max_norm, model.encoder, model.decoder)
+        for name, norm in before.items():
+            after = torch.nn.utils.get_total_norm([p.grad for p in getattr(model, name).parameters()])
+            # Each network is scaled to the bound on its own (not the two together), or left alone at 0.
+            torch.testing.assert_close(after, torch.tensor(expected) if expected else norm)
+
+
+def test_musyokus_settings_reach_the_networks_and_optimisers(tmp_path):
+    argv = ["--labels", "0", "--epochs", "1", "--hidden", "64", "--no-batch-norm", "--input-dropout", "0",
+            "--init", "normal", "--lr", "1e-4", "--adversarial-lr", "1e-4", "--beta1", "0.1", "--grad-clip", "5"]
+    assert cli([*argv, "--out", str(tmp_path / "musyoku")]) == 0
+    config = json.loads((tmp_path / "musyoku/config.json").read_text())
+    assert (config["batch_norm"], config["input_dropout"], config["init"], config["beta1"], config["grad_clip"]) == \
+        (False, 0.0, "normal", 0.1, 5.0)
+    model = ssaae.build_model(config)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert {g["betas"] for o in ssaae.make_optimizers(model, 1e-4, 1e-4, config["beta1"]).values()
+            for g in o.param_groups} == {(0.1, 0.999)}
+    torch.manual_seed(0)
+    weights = torch.cat([m.weight.flatten() for m in ssaae.build_model(config).modules()
+                         if isinstance(m, torch.nn.Linear)])
+    assert abs(weights.std().item() - 0.01) < 1e-3 and abs(weights.mean().item()) < 1e-3  # N(0, 0.01^2)
+    default = ssaae.build_model({**config, "init": "glorot", "batch_norm": True})
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in default.modules())
+
+
+def test_a_clustering_run_from_before_the_flags_resumes_with_its_settings(tmp_path):
+    out = tmp_path / "old"
+    assert cli(["--labels", "0", "--epochs", "1", "--hidden", "32", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    for key in ("init", "beta1", "grad_clip"):
+        del config[key]
+    (out / "config.json").write_text(json.dumps(config))
+    assert cli(["--resume", "--epochs", "2", "--out", str(out)]) == 0
+    resumed = json.loads((out / "config.json").read_text())
+    assert (resumed["init"], resumed["beta1"], resumed["grad_clip"]) == ("glorot", 0.9, 0.0)
+
+
+@pytest.mark.parametrize("argv, message", [(("--beta1", "1"), "--beta1"), (("--input-dropout", "-0.1"), "--input-dropout"),
+                                           (("--grad-clip", "-5"), "--grad-clip"), (("--init", "zeros"), "--init")])
+def test_the_new_flags_refuse_bad_values_in_one_line(tmp_path, capsys, argv, message):
+    assert cli(["--labels", "0", "--epochs", "1", "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
