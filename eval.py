@@ -487,14 +487,15 @@ def classification_table(result, config):
 NN_BASELINE_STEPS = 2000  # Adam steps of the NN baseline on the labelled images (its loss is near 0 long before)
 
 
-def cluster_error(p_val, y_val, p_test, y_test):
+def cluster_correct(p_val, y_val, p_test, y_test):
     """Section 6's rule: each cluster k takes the label of the ONE validation image with the
-    highest q(y = k | x); each test image the label of its argmax cluster. The error rate."""
+    highest q(y = k | x); each test image the label of its argmax cluster. Right or wrong per
+    test image."""
     cluster_label = y_val[p_val.argmax(0)]
-    return float((cluster_label[p_test.argmax(1)] != y_test).float().mean())
+    return (cluster_label[p_test.argmax(1)] == y_test).numpy()
 
 
-def majority_cluster_error(p_val, y_val, p_test, y_test):
+def majority_cluster_correct(p_val, y_val, p_test, y_test):
     """Not the paper's rule, reported beside it: each cluster takes the most frequent label of the
     validation images assigned to it (a cluster with none keeps the paper's rule's label)."""
     cluster_label = y_val[p_val.argmax(0)].clone()
@@ -502,7 +503,15 @@ def majority_cluster_error(p_val, y_val, p_test, y_test):
     for k in range(p_val.shape[1]):
         if (assigned == k).any():
             cluster_label[k] = y_val[assigned == k].mode().values
-    return float((cluster_label[p_test.argmax(1)] != y_test).float().mean())
+    return (cluster_label[p_test.argmax(1)] == y_test).numpy()
+
+
+def cluster_error(p_val, y_val, p_test, y_test):
+    return float((~cluster_correct(p_val, y_val, p_test, y_test)).mean())
+
+
+def majority_cluster_error(p_val, y_val, p_test, y_test):
+    return float((~majority_cluster_correct(p_val, y_val, p_test, y_test)).mean())
 
 
 def nn_baseline_error(module, config, x, y, x_test, y_test, device, seed):
@@ -552,9 +561,12 @@ def semi_supervised_study(run, data, device, seed):
         result["labelled_images"] = len(labelled)
     else:
         p_val = probabilities(data.x_val)
-        result["cluster_error"] = cluster_error(p_val, data.y_val, p_test, data.y_test)
-        result["cluster_error_majority"] = majority_cluster_error(p_val, data.y_val, p_test, data.y_test)
+        right = cluster_correct(p_val, data.y_val, p_test, data.y_test)
+        majority = majority_cluster_correct(p_val, data.y_val, p_test, data.y_test)
+        result["cluster_error"], result["cluster_error_majority"] = float((~right).mean()), float((~majority).mean())
         result["clusters"] = config["clusters"]
+        result["clusters_used"] = len(p_test.argmax(1).unique())  # test images' argmax clusters
+        result["cluster_correct"], result["cluster_majority_correct"] = pack_bits(right), pack_bits(majority)
     return result
 
 
@@ -1270,6 +1282,11 @@ def group_differences(pairs, config):
         a, b = split(per_item_values(runs, "classification", "svm_rbf_correct", unpack_bits))
         measure = "test (a) accuracy" if drawers else "test accuracy"
         rows.append(Compared(f"{measure} (%)", measure, compare_correct(a, b), percent=True))
+    if everyone_has("classification", "cluster_correct"):  # Section 6: the paper's rule, then majority voting
+        for key, measure in (("cluster_correct", "cluster accuracy, the paper's rule"),
+                             ("cluster_majority_correct", "cluster accuracy, majority vote")):
+            a, b = split(per_item_values(runs, "classification", key, unpack_bits))
+            rows.append(Compared(f"{measure} (%)", measure, compare_correct(a, b), percent=True))
     if drawers:
         a, b = split(100 * per_item_values(runs, "classification", "loo20_linear_each", drawer_values))
         rows.append(Compared("test (b) accuracy (%)", "test (b) accuracy", compare_items(a, b, "drawer"), percent=True))

@@ -182,6 +182,34 @@ def test_omniglot_test_b_is_paired_drawer_by_drawer(tmp_path, capsys):
     assert "(2 pairs x 20 drawers, paired t over the drawers p < 0.001)" in " ".join(out.split())
 
 
+def test_clustering_runs_are_paired_image_by_image_by_both_rules(tmp_path, capsys):
+    """Section 6's clustering scored per test image: one setting right by the paper's rule on 15
+    images more than the other in each of three seeds, equal by majority vote."""
+    def run(name, seed, paper, majority):
+        folder = tmp_path / f"{name}-{seed}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model": "semi_supervised_aae", "seed": seed,
+                                                        "dataset": "mnist10k.npz", "image_size": None}))
+        classification = {"cluster_error": 1 - paper.mean(), "cluster_correct": evaluation.pack_bits(paper),
+                          "cluster_error_majority": 1 - majority.mean(),
+                          "cluster_majority_correct": evaluation.pack_bits(majority)}
+        (folder / "eval.json").write_text(json.dumps({"classification": classification}))
+        return str(folder)
+
+    base = RNG.random((3, N_IMAGES)) < 0.5
+    base[:, :15] = False
+    better = base.copy()
+    better[:, :15] = True
+    a = [run("a", s, better[s], base[s]) for s in range(3)]
+    b = [run("b", s, base[s], base[s]) for s in range(3)]
+    status, out, err = run_cli(["compare", *a, "--against", *b], capsys)
+    assert status == 0, err
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
+    paper, majority = rows["cluster accuracy, the paper's rule (%)"], rows["cluster accuracy, majority vote (%)"]
+    assert paper[3] == "+15.00" and paper[5] == "< 0.001" and paper[6] == "A better |"
+    assert majority[3] == "+0.00" and majority[6] == "within noise |"
+
+
 def test_runs_are_paired_by_seed_else_in_order(tmp_path):
     def runs(model, seeds):
         return [evaluation.EvaluatedRun(tmp_path / f"{model}-{s}", {"model": model, "seed": s}, {}) for s in seeds]

@@ -262,6 +262,9 @@ def test_eval_reports_the_papers_measures_and_the_baselines(digits_runs, monkeyp
     assert any("[q(y|x), z]" in note for note in semi["notes"])
     reduce = json.loads((digits_runs / "reduce/eval.json").read_text())["classification"]
     assert 0 <= reduce["cluster_error"] <= 1 and 0 <= reduce["cluster_error_majority"] <= 1
+    right = evaluation.unpack_bits(reduce["cluster_correct"])  # per test image, for eval.py compare
+    assert len(right) == reduce["test_images"] and reduce["cluster_error"] == pytest.approx(1 - right.mean())
+    assert 1 <= reduce["clusters_used"] <= 5
     assert "semi_supervised_error" not in reduce and reduce["code_dims"] == 2
     assert "the paper's rule" in out and "q(y|x) error" in out  # the table and the comparison table
 
