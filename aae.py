@@ -224,11 +224,14 @@ def build_model(config):
 # ---------------------------------------------------------------------------------------------
 
 
-def discriminator_loss(real_logits, fake_logits):
-    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0).
-    The sum of the two mean terms, so 2 ln 2 = 1.386 at equilibrium."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+def discriminator_loss(real_logits, *fake_logits):
+    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0). The sum of
+    the mean terms, so ln 2 per term at equilibrium: 1.386 here; 2.079 for learned_prior_aae.py's
+    D_I, which has two kinds of fake."""
+    loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    for logits in fake_logits:
+        loss = loss + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+    return loss
 
 
 def encoder_adversarial_loss(fake_logits):

@@ -212,17 +212,11 @@ def build_model(config):
 # ---------------------------------------------------------------------------------------------
 
 
-def discriminator_loss(real_logits, *fake_logits):
-    """-[log D(real) + sum over the fakes of log(1 - D(fake))]: each term a batch mean, so a
-    balanced D scores ln 2 per term (1.386 for D_C, 2.079 for D_I with its two kinds of fake)."""
-    loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    for logits in fake_logits:
-        loss = loss + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
-    return loss
-
-
-# -log D(fake), ln 2 when balanced: the non-saturating form of the min over log(1 - D(fake)) in Eqs.
-# 4-5 (the paper writes the minimax game), for the encoder against D_C and for CG against D_I.
+# -[log D(real) + the sum over the fakes of log(1 - D(fake))], each term a batch mean: ln 2 per term when
+# balanced (1.386 for D_C, 2.079 for D_I with its two kinds of fake). -log D(fake), ln 2 when balanced: the
+# non-saturating form of the min over log(1 - D(fake)) in Eqs. 4-5 (the paper writes the minimax game),
+# for the encoder against D_C and for CG against D_I.
+discriminator_loss = aae.discriminator_loss
 encoder_adversarial_loss = code_generator_adversarial_loss = aae.encoder_adversarial_loss
 
 
