@@ -414,3 +414,13 @@ def test_the_omniglot_table_in_the_daae_page_is_what_eval_table_prints():
     assert start in page
     table = page[page.index(start) + len(start):]
     assert table[:table.index(end)] == evaluation.results_table(root / "results" / "omniglot-cpu")
+
+
+def test_the_clustering_table_in_the_aae_page_is_what_eval_table_prints():
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "aae.md").read_text()
+    start = "<!-- results table: python eval.py table results/mnist10k-clustering -->\n"
+    end = "\n<!-- end of the results table -->"
+    assert start in page
+    table = page[page.index(start) + len(start):]
+    assert table[:table.index(end)] == evaluation.results_table(root / "results" / "mnist10k-clustering")
