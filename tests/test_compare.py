@@ -398,29 +398,12 @@ def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_diff
     assert status == 0 and "the MSEs measure different tasks" in out
 
 
-def test_the_toy_pages_table_is_what_eval_table_prints():
+@pytest.mark.parametrize("page, folder", [("toy.md", "toy25"), ("daae.md", "omniglot-cpu"),
+                                          ("aae.md", "mnist10k-clustering")])
+def test_a_docs_pages_table_is_what_eval_table_prints(page, folder):
     root = Path(__file__).resolve().parents[1]
-    page = (root / "docs" / "toy.md").read_text()
-    start, end = "<!-- results table: python eval.py table results/toy25 -->\n", "\n<!-- end of the results table -->"
-    assert start in page and end in page
-    assert page[page.index(start) + len(start):page.index(end)] == evaluation.results_table(root / "results" / "toy25")
-
-
-def test_the_omniglot_table_in_the_daae_page_is_what_eval_table_prints():
-    root = Path(__file__).resolve().parents[1]
-    page = (root / "docs" / "daae.md").read_text()
-    start = "<!-- results table: python eval.py table results/omniglot-cpu -->\n"
-    end = "\n<!-- end of the results table -->"
-    assert start in page
-    table = page[page.index(start) + len(start):]
-    assert table[:table.index(end)] == evaluation.results_table(root / "results" / "omniglot-cpu")
-
-
-def test_the_clustering_table_in_the_aae_page_is_what_eval_table_prints():
-    root = Path(__file__).resolve().parents[1]
-    page = (root / "docs" / "aae.md").read_text()
-    start = "<!-- results table: python eval.py table results/mnist10k-clustering -->\n"
-    end = "\n<!-- end of the results table -->"
-    assert start in page
-    table = page[page.index(start) + len(start):]
-    assert table[:table.index(end)] == evaluation.results_table(root / "results" / "mnist10k-clustering")
+    text = (root / "docs" / page).read_text()
+    start = f"<!-- results table: python eval.py table results/{folder} -->\n"
+    assert start in text
+    table = text[text.index(start) + len(start):]
+    assert table[:table.index("\n<!-- end of the results table -->")] == evaluation.results_table(root / "results" / folder)
