@@ -158,19 +158,26 @@ def add_device_flags(parser):
 
 def describe_defaults(parser, defaults):
     """Add to --help each dataset's defaults for the flags the parser has (the papers' settings)."""
-    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    actions = {action.dest: action for action in parser._actions if action.option_strings}
     lines = ["defaults per dataset (a flag given overrides its default; a .npz file takes mnist's row):"]
     for name, row in defaults.items():
-        settings = [f"{flags[key]} {_flag_value(value)}" for key, value in row.items()
-                    if key in flags and value is not None and not isinstance(value, bool)]
-        lines.append(f"  {name:<9} " + ", ".join(settings))
+        settings = [_flag_setting(actions[key], value) for key, value in row.items() if key in actions]
+        lines.append(f"  {name:<9} " + ", ".join(setting for setting in settings if setting))
     parser.epilog = "\n".join(lines)
     return parser
 
 
-def _flag_value(value):
-    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+def _flag_setting(action, value):
+    """How a default reads as a flag: --lr 0.001; --batch-norm or --no-batch-norm; None for no value,
+    or a bool of a flag that is not a --x/--no-x pair."""
+    if isinstance(value, bool):
+        pair = isinstance(action, argparse.BooleanOptionalAction)
+        return action.option_strings[0 if value else 1] if pair else None
+    if value is None:
+        return None
+    shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
         if isinstance(value, float) else str(value)
+    return f"{action.option_strings[0]} {shown}"
 
 
 def cli(main):

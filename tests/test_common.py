@@ -171,6 +171,18 @@ def test_help_lists_every_datasets_defaults(capsys):
     assert "images per mini-batch" in out
 
 
+
+def test_help_shows_on_off_defaults_as_their_flag(capsys):
+    import semi_supervised_aae
+
+    with pytest.raises(SystemExit):
+        semi_supervised_aae.main(["--help"])
+    out = capsys.readouterr().out
+    clustering = next(line for line in out.splitlines() if line.startswith("  mnist with --labels 0:"))
+    semi_supervised = next(line for line in out.splitlines() if line.startswith("  mnist     "))
+    assert "--batch-norm," in clustering and "--no-batch-norm" in semi_supervised
+
+
 def test_a_trained_model_in_four_lines(tmp_path):
     import aae
     from helpers import run_script
