@@ -328,3 +328,16 @@ def test_the_new_flags_refuse_bad_values_in_one_line(tmp_path, capsys, argv, mes
     assert cli(["--labels", "0", "--epochs", "1", "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_2d_reduction_of_points_draws_its_code_space_over_the_prior(tmp_path):
+    """--reduce-dim 2 on points: toy.py draws the codes over samples of the code's prior, y W_C + z."""
+    assert cli(["--dataset", "toy25", "--labels", "0", "--reduce-dim", "2", "--epochs", "1", "--hidden", "16",
+                "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run/code_space.png").is_file()
+    model, _ = tiny_model(reduce_dim=2, clusters=4)
+    torch.manual_seed(0)
+    codes = model.sample_prior(4000)
+    assert codes.shape == (4000, 2)
+    nearest = torch.cdist(codes, model.cluster_heads.detach()).argmin(1)
+    assert len(nearest.unique()) == 4  # a Gaussian around each head
