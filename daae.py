@@ -351,7 +351,8 @@ def add_flags(parser):
                         help="adversarial-first (default: discriminator, encoder, reconstruction, as the authors' "
                         "notebooks) or reconstruction-first (the AAE paper's order)")
     parser.add_argument("--init", choices=tuple(aae.INITS), help="initial weights of the fully connected "
-                        "networks: glorot (default, the authors' lasagne), he (short Omniglot runs: see docs/daae.md) or normal")
+                        "networks: glorot (default, the authors' lasagne), he (short Omniglot runs: see "
+                        "docs/daae.md) or normal")
     return parser
 
 

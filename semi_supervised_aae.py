@@ -389,7 +389,7 @@ def parse_args(argv):
     parser.add_argument("--grad-clip", type=machinery.non_negative_float, help="clip each network's gradient to "
                         "this L2 norm before its step (default 0: off; musyoku's clustering: 5)")
     parser.add_argument("--hidden", type=machinery.positive_int, help="units in each of the two hidden layers of "
-                        "the encoder and decoder (default: 256 on digits, 1000 on mnist; Section 6's recalled width is 3000)")
+                        "the encoder and decoder (default: 256 on digits, 1000 on mnist; Section 6 recalls 3000)")
     tables = {**SEMI_SUPERVISED, **{f"{name} with --labels 0:": row for name, row in CLUSTERING.items()}}
     machinery.describe_defaults(parser, {name: {**row, "hidden": row["hidden"][0]} for name, row in tables.items()})
     args = parser.parse_args(argv)
