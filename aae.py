@@ -81,7 +81,7 @@ SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll
 
 def mlp(sizes, activation=nn.ReLU):
     """Linear layers of the given sizes with `activation()` between them (none after the last).
-    learned_prior_aae.py makes its fully connected networks with it too (LeakyReLU)."""
+    learned_prior_aae.py makes its fully connected networks, D_C among them, with LeakyReLU."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), activation()]
@@ -119,9 +119,9 @@ class Discriminator(nn.Module):
     """D(z) (or D(z, one-hot label) with labels): fully connected, no BatchNorm (it stalls a
     latent discriminator at 50 %). Returns the logit; the sigmoid is inside the loss."""
 
-    def __init__(self, latent_dim, hidden, label_slots=0):
+    def __init__(self, latent_dim, hidden, label_slots=0, activation=nn.ReLU):
         super().__init__()
-        self.net = mlp([latent_dim + label_slots, *hidden, 1])
+        self.net = mlp([latent_dim + label_slots, *hidden, 1], activation)
 
     def forward(self, z, onehot=None):
         return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
@@ -320,13 +320,19 @@ def make_optimizers(model, lr):
 # ---------------------------------------------------------------------------------------------
 
 
-def save_style_grid(model, fixed_z, path):
-    """Figure 7: one row per fixed style z, one column per class: dec([one-hot k, z]). The style
-    should persist along a row while the class changes."""
-    k = model.decoder_labels
-    z = fixed_z.repeat_interleave(k, 0)
-    labels = torch.arange(k, device=z.device).repeat(len(fixed_z))
-    common.save_grid(model.decode(z, labels), path, nrow=k)
+def label_grid(decode, z, k):
+    """Figure 7 (and the learned-prior paper's Figures 10 and 12): one row per style z, one column per
+    label 0..k-1, decode(z, label), for save_grid(..., nrow=k). Along a row the style should persist
+    while the class changes."""
+    return decode(z.repeat_interleave(k, 0), torch.arange(k, device=z.device).repeat(len(z)))
+
+
+def save_reconstructions(rows, labels, path):
+    """Groups of rows of up to 10 images, however small the test split: a row of each of `rows` (the
+    same test images, then what became of them), each labelled."""
+    per_row = min(10, len(rows[0]))
+    rows = [r[:len(r) // per_row * per_row].view(-1, per_row, *r.shape[1:]) for r in rows]
+    common.save_grid(torch.cat(rows, 1).flatten(0, 1), path, nrow=per_row, row_labels=labels)
 
 
 def save_pictures(model, run, fixed_z, epoch):
@@ -337,19 +343,16 @@ def save_pictures(model, run, fixed_z, epoch):
     out, data = run.out, run.data
     if toy.is_points(run.config["image_shape"]):
         return toy.save_pictures(model, run, epoch, {"samples dec(z)": model.decode(model.sample_prior(2000))})
+    k = model.decoder_labels
+    samples = label_grid(model.decode, fixed_z[:10], k) if k else model.decode(fixed_z)
     for path in (out / "samples" / f"epoch_{epoch:03d}.png", out / "samples.png"):
-        if model.decoder_labels:
-            save_style_grid(model, fixed_z[:10], path)
-        else:
-            common.save_grid(model.decode(fixed_z), path)
-    per_row = min(10, len(data.x_test))  # up to 5 rows of 10 test images, however small the test split
-    x = common.float_images(data.x_test[:per_row * min(5, len(data.x_test) // per_row)].to(run.device))
+        common.save_grid(samples, path, nrow=k or 10)
+    x = common.float_images(data.x_test[:50].to(run.device))
     x_in = common.corrupt(x, model.sigma)
     rows = [x, x_in.clamp(0, 1)] if model.sigma > 0 else [x]
     rows.append(model.decode(model.encode(x_in), data.y_test[:len(x)].to(run.device) if model.decoder_labels else None))
     labels = ["test images", f"corrupted, sigma {model.sigma:g}"][:len(rows) - 1] + ["reconstructions"]
-    common.save_grid(torch.cat([r.view(-1, per_row, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
-                     out / "reconstructions.png", nrow=per_row, row_labels=labels)
+    save_reconstructions(rows, labels, out / "reconstructions.png")
     if model.latent_dim == 2 and not model.decoder_labels and run.every_tenth(epoch):  # Figure 7 has its own
         common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
         common.save_manifold(model, out / "manifold.png")
@@ -435,10 +438,8 @@ def main(argv=None):
     variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
                                          "supervised" if args.supervised else None) if part)
     run = common.start_run("aae", args, defaults, variant=variant or None)
-    data = run.data
-    if run.config["supervised"] and (data.num_classes < 2 or (data.y_train < 0).any() or (data.y_test < 0).any()):
-        raise machinery.CLIError(f"--supervised needs a class label for every image, and {run.config['dataset']} "
-                                 "has none")
+    if run.config["supervised"]:
+        machinery.require_labels(run.data, "--supervised")
     train(run)
 
 

@@ -121,12 +121,8 @@ def load_dataset(name: str, data_dir: str = "data", image_size: int | None = Non
         arrays = machinery.load_cached(name, data_dir, lambda: CACHED_DATASETS[name](data_dir, download))
     else:
         raise machinery.unknown_dataset(name)
-    if image_size is not None:  # resized: refuse a size that cannot fit before allocating it
-        every_image = [arrays[key] for key in ("x_train", "x_val", "x_test")]
-        every_image += [x for key, x in arrays["extra"].items() if key.startswith("x_")]
-        channels, bytes_per_pixel = arrays["x_train"].shape[1], arrays["x_train"].element_size()
-        nbytes = sum(len(x) for x in every_image) * channels * image_size**2 * bytes_per_pixel
-        machinery.check_memory(nbytes, f"{name} at {image_size}x{image_size}", ["--image-size"], torch.device("cpu"))
+    if image_size is not None:
+        machinery.check_resized_fit(arrays, name, image_size)
 
     def images(x):
         return _resized(x, image_size)
@@ -526,26 +522,42 @@ def save_grid(images, path, nrow=10, row_labels=None):
         picture.save(tmp, format="png", compress_level=1)
 
 
-def save_code_space(model, x_test, y_test, path, n_prior=2000, marks=None):
-    """The AAE paper's Figures 2, 4(a,c) and 11, for any model with 2-D codes: test codes, coloured by
-    label where every image has one, over samples of the prior; `marks` (Figure 11's cluster heads)
-    as black crosses."""
+def save_code_space(model, x_test, y_test, path, n_prior=2000, marks=None, prior=None):
+    """Test codes, coloured by label where every image has one, over samples of the prior: the AAE
+    paper's Figures 2, 4(a,c) and 11 (`marks`, its cluster heads, as black crosses). `prior`, the
+    codes of a labelled prior and their labels, draws them beside the test codes instead, coloured
+    by label: the learned-prior paper's Figures 11 and 13. Codes of more than two dimensions are
+    drawn in one 2-D PCA of both sets (that paper uses t-SNE)."""
+    from sklearn.decomposition import PCA
+
     z = map_batches(model.encode, x_test, 500, model.device())
-    prior = model.sample_prior(n_prior).cpu()
-    figure = plt_figure(figsize=(6, 6))
-    axes = figure.add_subplot(1, 1, 1)
-    axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
-    labelled = bool((y_test >= 0).all())
-    points = axes.scatter(z[:, 0], z[:, 1], s=4, c=y_test.cpu() if labelled else "tab:blue", cmap="tab10",
-                          vmin=-0.5, vmax=9.5)
-    if labelled:
-        figure.colorbar(points, ax=axes, ticks=range(10), label="label")
+    prior, prior_labels = prior if prior is not None else (model.sample_prior(n_prior).cpu(), None)
+    if z.shape[1] > 2:
+        pca = PCA(2).fit(torch.cat([z, prior]).numpy())
+        z, prior = (torch.from_numpy(pca.transform(codes.numpy())) for codes in (z, prior))
+    figure = plt_figure(figsize=(6, 6) if prior_labels is None else (12, 6))
+    axes = figure.add_subplot(1, 1 if prior_labels is None else 2, 1)
+    if prior_labels is None:  # the AAE paper's figures: the prior in grey under the test codes
+        axes.scatter(prior[:, 0], prior[:, 1], s=2, c="lightgrey", label="prior samples")
+    else:  # the learned-prior paper's: the prior's codes beside them
+        _scatter_by_label(figure, figure.add_subplot(1, 2, 2, sharex=axes, sharey=axes, title="prior codes"),
+                          prior, prior_labels)
+    _scatter_by_label(figure, axes, z, y_test)
+    axes.set_title("test codes" + (" over the prior" if prior_labels is None else ""))
     if marks is not None:
         axes.scatter(marks[:, 0], marks[:, 1], s=80, c="black", marker="x", label="cluster heads")
         axes.legend(loc="upper right")
-    axes.set_title("test codes over the prior")
-    axes.set_aspect("equal")
     save_figure(figure, path)
+
+
+def _scatter_by_label(figure, axes, points, labels):
+    """Points coloured by label (a colour bar beside them), or in one colour unless every one has a label."""
+    labelled = bool((labels >= 0).all())
+    drawn = axes.scatter(points[:, 0], points[:, 1], s=4, c=labels.cpu() if labelled else "tab:blue", cmap="tab10",
+                         vmin=-0.5, vmax=9.5)
+    if labelled:
+        figure.colorbar(drawn, ax=axes, ticks=range(10), label="label")
+    axes.set_aspect("equal")
 
 
 def save_manifold(model, path, steps=20):
@@ -571,9 +583,7 @@ def start_run(model, args, defaults, variant=None):
         machinery.one_thread_if_busy(device)
         data = load_dataset(config["dataset"], config["data_dir"], config["image_size"])
         config["image_shape"], config["num_classes"] = list(data.image_shape), data.num_classes
-        if config["batch_size"] > len(data.x_train):
-            raise CLIError(f"--batch-size {config['batch_size']} is larger than the training set "
-                           f"({len(data.x_train)} images); choose a smaller one")
+        machinery.check_batch_size(config["batch_size"], len(data.x_train))
         machinery.save_settings(model, config, out, data, device, shown_dataset=args.dataset)
     return Run(model, config, out, device, data, checkpoint)
 
@@ -594,10 +604,7 @@ class Run:
         """The networks, optimisers and learning-rate schedules that every checkpoint saves. When
         resuming, their state (and the loop's) is restored from the checkpoint now."""
         self.model, self.optimizers, self.schedulers = model, optimizers, schedulers or {}
-        if self.config["batch_size"] < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                                 for m in model.modules()):
-            raise CLIError(f"--batch-size {self.config['batch_size']}: these networks use batch normalisation, "
-                           "which needs at least 2 images a batch; choose a larger --batch-size")
+        machinery.check_batch_size(self.config["batch_size"], batch_norm=model)
         if self.checkpoint is not None:
             machinery.restore_checkpoint(self, self.checkpoint)
 
@@ -650,12 +657,7 @@ class Run:
                     f"Resume with: {machinery.resume_command(self.name, self.out)}")
         bar.close()
         means = {k: float(v) / steps for k, v in self.sums.items()}
-        bad = [k for k, v in means.items() if not math.isfinite(v)]
-        if bad:
-            kept = (f"{self.out / 'checkpoint.pt'} keeps epoch {self.saved_epoch}, before it went bad"
-                    if self.saved_epoch is not None else "no checkpoint had been saved yet")
-            raise CLIError(f"the {bad[0]} loss became {means[bad[0]]} in epoch {self.epoch + 1}; {kept}. "
-                           "Try a lower --lr")
+        machinery.check_finite(means, self.epoch + 1, self.out, self.saved_epoch)  # the NaN stop
         self.epoch += 1
         self.elapsed += time.perf_counter() - started
         self.history.append({"epoch": self.epoch, **{k: round(v, 5) for k, v in means.items()},

@@ -146,12 +146,13 @@ class ResidualDecoder(nn.Module):
         return crop_to((self.net(z) + 1) / 2, *self.image_shape[1:])
 
 
-def image_discriminator_features(image_shape, channels, leaky_slope):
-    """Table A3, D_I's convolutional layers: 4x4 stride-2 convs 64 (LeakyReLU), 128 and 256 (BN +
-    LeakyReLU). Their output is F of the perceptual loss (Eq. 6). Returns (layers, output size)."""
+def image_discriminator_features(image_shape, channels, activation):
+    """Table A3, D_I's convolutional layers: 4x4 stride-2 convs 64, 128 and 256 (BN after all but the
+    first), each followed by activation() (the paper's LeakyReLU). Their output is F of the perceptual
+    loss (Eq. 6). Returns (layers, output size)."""
     c, layers = channels, []
     for i, (n_in, n_out) in enumerate([(image_shape[0], c), (c, 2 * c), (2 * c, 4 * c)]):
         norm = i > 0  # BatchNorm after all but the first
         layers += [nn.Conv2d(n_in, n_out, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(n_out)] if norm else []),
-                   nn.LeakyReLU(leaky_slope)]
+                   activation()]
     return nn.Sequential(ToConvScale(), nn.Sequential(*layers)), 4 * c * (CONV_SIZE // 8) ** 2

@@ -15,12 +15,11 @@ dec(enc(x))). Each mini-batch has two phases (Algorithm 1, Figure 3):
     max_{D_I}  log D_I(x) + log(1 - D_I(dec(z_c))) + log(1 - D_I(dec(enc(x))))    (Eq. 4, Alg. 1)
     min_{CG, dec}  -log D_I(dec(z_c)) - log D_I(dec(enc(x)))   (the decoder too: footnote 2)
 
-L_rec is the paper's perceptual loss: the log's perceptual_reconstruction (pixel_reconstruction
-with --pixel-loss). Conditional priors (Section 3.B). Supervised: CG(z, s) takes the image's label
-s, D_C sees (code, s) (Eq. 8), and a classifier Q on D_I's hidden layer recovers s from dec(z_c);
-its cross-entropy, InfoGAN's bound on I(s; dec(z_c)), L_I = -E_{z,s}[log Q(s | dec(CG(z, s)))]
-(Eq. 7), trains CG, the decoder and Q. Categorical (the paper's "unsupervised setting", Figure 5):
-s is uniform over K categories, D_C class-agnostic, L_I as above.
+Conditional priors (Section 3.B). Supervised: CG(z, s) takes the image's label s, D_C sees
+(code, s) (Eq. 8), and a classifier Q on D_I's hidden layer recovers s from dec(z_c); its
+cross-entropy, InfoGAN's bound on I(s; dec(z_c)), L_I = -E_{z,s}[log Q(s | dec(CG(z, s)))] (Eq. 7),
+trains CG, the decoder and Q. Categorical (the paper's "unsupervised setting", Figure 5): s is
+uniform over K categories, D_C class-agnostic, L_I as above.
 
 Ablation switches (Table 3): --no-learned-prior (no CG: z_c = z, or [one-hot s, z]),
 --pixel-loss (pixel MSE instead of Eq. 6), --no-decoder-in-prior-phase. Table 3's rows:
@@ -33,6 +32,7 @@ Ablation switches (Table 3): --no-learned-prior (no CG: z_c = z, or [one-hot s, 
     python learned_prior_aae.py --dataset mnist --setting supervised --channels 8  # 1/8 of the width
 """
 
+import functools
 import math
 
 import torch
@@ -48,43 +48,38 @@ import toy
 SETTINGS = ("unsupervised", "supervised", "categorical")
 # The paper gives no optimiser settings, batch size or epochs in its text (its appendix tables are
 # images): Adam with the DCGAN settings, batch 64. digits (8x8, offline) is a small setting of ours.
+# The codes are the unsupervised setting's, Figure 8's: 8-D for MNIST, 64-D for CIFAR-10 (the paper
+# gives no CG input size, so the noise is as large as the code).
 PAPER_NETWORKS = dict(conv=True, channels=64, hidden=None, image_discriminator_hidden=1000,
                       code_discriminator_hidden=[1000, 500, 200], lr=2e-4, batch_size=64)
 DEFAULTS = {"digits": dict(conv=False, hidden=[256, 256], image_discriminator_hidden=256,
-                           code_discriminator_hidden=[256, 256], lr=1e-3, batch_size=64, epochs=100),
-            "mnist": dict(PAPER_NETWORKS, epochs=50), "cifar10": dict(PAPER_NETWORKS, epochs=100),
-            "svhn": dict(PAPER_NETWORKS, epochs=100),
-            # points in the plane: toy.NETWORKS' width and length
+                           code_discriminator_hidden=[256, 256], latent_dim=8, noise_dim=8, lr=1e-3, batch_size=64,
+                           epochs=100),
+            "mnist": dict(PAPER_NETWORKS, latent_dim=8, noise_dim=8, epochs=50),
+            **{name: dict(PAPER_NETWORKS, latent_dim=64, noise_dim=64, epochs=100) for name in ("cifar10", "svhn")},
+            # points in the plane: toy.NETWORKS' width and length, a 2-D code in every setting (ours)
             **{name: dict(conv=False, hidden=[128, 128], image_discriminator_hidden=128,
-                          code_discriminator_hidden=[128, 128], lr=1e-3, batch_size=100, epochs=5)
-               for name in toy.MIXTURES}}
+                          code_discriminator_hidden=[128, 128], latent_dim=2, noise_dim=2, lr=1e-3, batch_size=100,
+                          epochs=5) for name in toy.MIXTURES}}
 SHARED_DEFAULTS = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
                        decoder_in_prior_phase=True)
-# (latent_dim, noise_dim) per setting: Figure 8 (8-D MNIST, 64-D CIFAR-10 codes; the paper gives no
-# CG input size, so the noise is as large as the code), Figure 10 (10-D one-hot + 54-D noise -> 64-D
-# code), Figure 12 (10 categories + 90-D noise -> 100-D code).
-# Points in the plane: a 2-D code in every setting (ours), to be drawn as it is.
-CODE_SIZES = {"unsupervised": {"digits": (8, 8), "mnist": (8, 8), "cifar10": (64, 64), "svhn": (64, 64)},
-              "supervised": {name: (64, 54) for name in DEFAULTS},
-              "categorical": {name: (100, 90) for name in DEFAULTS}}
-for sizes in CODE_SIZES.values():
-    sizes.update({name: (2, 2) for name in toy.MIXTURES})
+# The conditional settings' (latent_dim, noise_dim) for images: Figure 10 (10-D one-hot + 54-D noise
+# -> 64-D code), Figure 12 (10 categories + 90-D noise -> 100-D code).
+CONDITIONAL_CODE_SIZES = {"supervised": (64, 54), "categorical": (100, 90)}
 CATEGORIES = 10
 ADAM_BETAS = (0.5, 0.999)  # DCGAN's (Radford et al.): the paper gives none
-LEAKY_SLOPE = 0.2  # the paper says LeakyReLU, not its slope; DCGAN's
+leaky_relu = functools.partial(nn.LeakyReLU, 0.2)  # the paper says LeakyReLU, not its slope: DCGAN's
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks: D_I, CG and D_C (Tables A2-A3) and the model; for 8x8 digits the AAE's fully
-# connected encoder and decoder, and fully connected features in D_I
+# Networks: D_I, CG and D_C (Tables A2-A3), the model; for digits and points fully connected ones
 # ---------------------------------------------------------------------------------------------
 
 
 def fc_image_features(image_shape, hidden):
     """D_I's feature layers for small images: LeakyReLU layers; the last one is F (Eq. 6)."""
     sizes = [math.prod(image_shape), *hidden]
-    return nn.Sequential(nn.Flatten(), aae.mlp(sizes, lambda: nn.LeakyReLU(LEAKY_SLOPE)),
-                         nn.LeakyReLU(LEAKY_SLOPE)), sizes[-1]
+    return nn.Sequential(nn.Flatten(), aae.mlp(sizes, leaky_relu), leaky_relu()), sizes[-1]
 
 
 class ImageDiscriminator(nn.Module):
@@ -94,7 +89,7 @@ class ImageDiscriminator(nn.Module):
     def __init__(self, features, feature_size, hidden):
         super().__init__()
         self.features = features
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(feature_size, hidden), nn.LeakyReLU(LEAKY_SLOPE))
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(feature_size, hidden), leaky_relu())
         self.real_or_fake = nn.Linear(hidden, 1)
 
     def forward(self, x):
@@ -115,17 +110,6 @@ class CodeGenerator(nn.Module):
         return self.net(z if onehot is None else torch.cat([z, onehot], 1))
 
 
-class CodeDiscriminator(nn.Module):
-    """D_C (Table A3): FC 1000-500-200 LeakyReLU, FC 1 (logit); with a label, D_C(code, s)."""
-
-    def __init__(self, latent_dim, hidden, label_slots=0):
-        super().__init__()
-        self.net = aae.mlp([latent_dim + label_slots, *hidden, 1], lambda: nn.LeakyReLU(LEAKY_SLOPE))
-
-    def forward(self, z, onehot=None):
-        return self.net(z if onehot is None else torch.cat([z, onehot], 1)).squeeze(1)
-
-
 class LearnedPriorAAE(nn.Module):
     """Encoder, decoder, CG, D_C, D_I and Q, and what eval.py uses: encode, decode, sample, and
     sigma (0: nothing corrupts the encoder's input)."""
@@ -134,24 +118,21 @@ class LearnedPriorAAE(nn.Module):
                  conv=False, channels=64, hidden=(256, 256), image_discriminator_hidden=1000,
                  code_discriminator_hidden=(1000, 500, 200)):
         super().__init__()
-        if setting not in SETTINGS:
-            raise ValueError(f"setting must be one of {SETTINGS}")
         self.setting, self.num_labels = setting, num_labels if setting != "unsupervised" else 0
         self.latent_dim, self.noise_dim, self.sigma = latent_dim, noise_dim, 0.0
-        if not learned_prior and noise_dim + self.num_labels != latent_dim:
-            raise ValueError("without a code generator the code is [one-hot label, noise]")
         if conv:
             self.encoder = conv_networks.ResidualEncoder(image_shape, latent_dim, channels)
             self.decoder = conv_networks.ResidualDecoder(image_shape, latent_dim, channels)
-            features, feature_size = conv_networks.image_discriminator_features(image_shape, channels, LEAKY_SLOPE)
+            features, feature_size = conv_networks.image_discriminator_features(image_shape, channels, leaky_relu)
         else:
             self.encoder = aae.Encoder(image_shape, hidden, latent_dim)
             self.decoder = aae.Decoder(image_shape, hidden[::-1], latent_dim)
             features, feature_size = fc_image_features(image_shape, hidden)
         self.code_generator = CodeGenerator(noise_dim, self.num_labels, latent_dim) if learned_prior else None
-        # Eq. 8: only the supervised D_C sees the label; the categorical one is class-agnostic.
-        self.code_discriminator = CodeDiscriminator(latent_dim, code_discriminator_hidden,
-                                                    self.num_labels if setting == "supervised" else 0)
+        # D_C (Table A3): the AAE's discriminator, with LeakyReLU. Eq. 8: only the supervised D_C
+        # sees the label; the categorical one is class-agnostic.
+        self.code_discriminator = aae.Discriminator(latent_dim, code_discriminator_hidden,
+                                                    self.num_labels if setting == "supervised" else 0, leaky_relu)
         self.image_discriminator = ImageDiscriminator(features, feature_size, image_discriminator_hidden)
         self.classifier = nn.Linear(image_discriminator_hidden, self.num_labels) if self.num_labels else None  # Q
 
@@ -175,6 +156,10 @@ class LearnedPriorAAE(nn.Module):
     def sample_labels(self, n):
         """s ~ uniform over the labels (None in the unsupervised setting)."""
         return torch.randint(self.num_labels, (n,), device=self.device()) if self.num_labels else None
+
+    def labels_for(self, y):
+        """s for a phase of a batch y: y itself (supervised), a fresh uniform draw (categorical), or None."""
+        return y if self.setting == "supervised" else self.sample_labels(len(y))
 
     def encode(self, x):
         return self.encoder(x)
@@ -208,14 +193,18 @@ def build_model(config):
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses
+# Losses, the updates of Algorithm 1, and the step that orders them
 # ---------------------------------------------------------------------------------------------
+# Where the printed Algorithm 1 and the text disagree we follow the equations: the AAE phase
+# updates D_C, not D_I (a typo in the pseudo-code); Eq. 6's squared error, not the
+# pseudo-code's unsquared norm; and the prior-improvement phase updates CG (the text, Figure
+# 3(a)), which the pseudo-code leaves out. The reconstructions among D_I's fakes, and the
+# decoder trained against D_I on them, come from the pseudo-code (the text is silent).
 
 
-# -[log D(real) + the sum over the fakes of log(1 - D(fake))], each term a batch mean: ln 2 per term when
-# balanced (1.386 for D_C, 2.079 for D_I with its two kinds of fake). -log D(fake), ln 2 when balanced: the
-# non-saturating form of the min over log(1 - D(fake)) in Eqs. 4-5 (the paper writes the minimax game),
-# for the encoder against D_C and for CG against D_I.
+# Eqs. 4-5 with aae.py's losses: the discriminators' cross-entropy (ln 2 per term when balanced: 1.386
+# for D_C, 2.079 for D_I with its two kinds of fake), and -log D(fake), the non-saturating form of the
+# paper's min over log(1 - D(fake)), for the encoder against D_C and for CG against D_I.
 discriminator_loss = aae.discriminator_loss
 encoder_adversarial_loss = code_generator_adversarial_loss = aae.encoder_adversarial_loss
 
@@ -233,21 +222,6 @@ def information_loss(model, hidden, labels):
     return F.cross_entropy(model.classifier(hidden), labels)
 
 
-# ---------------------------------------------------------------------------------------------
-# The updates of Algorithm 1, and the step that orders them
-# ---------------------------------------------------------------------------------------------
-# Where the printed Algorithm 1 and the text disagree we follow the equations: the AAE phase
-# updates D_C, not D_I (a typo in the pseudo-code); Eq. 6's squared error, not the
-# pseudo-code's unsquared norm; and the prior-improvement phase updates CG (the text, Figure
-# 3(a)), which the pseudo-code leaves out. The reconstructions among D_I's fakes, and the
-# decoder trained against D_I on them, come from the pseudo-code (the text is silent).
-
-
-def labels_for(model, y):
-    """s for one phase: the images' own labels (supervised), a fresh uniform draw (categorical), or None."""
-    return y if model.setting == "supervised" else model.sample_labels(len(y))
-
-
 def reconstruction_update(model, optimizer, x, perceptual=True):
     """AAE phase: the autoencoder takes a step on L_rec, the perceptual loss (Eq. 6), or with
     --pixel-loss the pixel MSE. D_I is frozen: its features only measure the error here."""
@@ -263,7 +237,7 @@ def reconstruction_update(model, optimizer, x, perceptual=True):
 def code_discriminator_update(model, optimizer, x, y):
     """AAE phase: D_C learns prior codes z_c (real) from encodings enc(x) (fake), Eq. 5; in the
     supervised setting each beside its label (Eq. 8)."""
-    s = labels_for(model, y)
+    s = model.labels_for(y)
     with torch.no_grad():
         z_c, z_fake = model.prior_code(model.sample_noise(len(x)), s), model.encoder(x)
     loss = discriminator_loss(*aae.real_and_fake_logits(model.code_discriminator, z_c, z_fake, model.code_label(s)))
@@ -338,7 +312,7 @@ def train_step(model, optimizers, x, y, perceptual=True, decoder_in_prior_phase=
     losses = {reconstruction: reconstruction_update(model, optimizers["reconstruction"], x, perceptual),
               "code_discriminator": code_discriminator_update(model, optimizers["code_discriminator"], x, y),
               "encoder_adversarial": encoder_adversarial_update(model, optimizers["encoder_adversarial"], x, y)}
-    s, z = labels_for(model, y), model.sample_noise(len(x))  # one draw for both updates of the phase
+    s, z = model.labels_for(y), model.sample_noise(len(x))  # one draw for both updates of the phase
     losses.update(image_discriminator_update(model, optimizers["image_discriminator"], x, z, s))
     if "code_generator" in optimizers:  # else nothing learns against D_I (the AAE baseline)
         losses.update(code_generator_update(model, optimizers["code_generator"], x, z, s, decoder_in_prior_phase))
@@ -349,15 +323,13 @@ def make_optimizers(model, lr, decoder_in_prior_phase=True):
     """One Adam per update: a network pulled by two different losses (the encoder, the decoder)
     has one for each, with its own moment estimates. D_I's also trains Q; CG's also the decoder
     (footnote 2), and without a learned prior only the decoder."""
-    params = {"reconstruction": [*model.encoder.parameters(), *model.decoder.parameters()],
-              "code_discriminator": list(model.code_discriminator.parameters()),
-              "encoder_adversarial": list(model.encoder.parameters()),
-              "image_discriminator": [*model.image_discriminator.parameters(),
-                                      *(model.classifier.parameters() if model.classifier is not None else [])]}
-    prior = [m for m in (model.code_generator, model.decoder if decoder_in_prior_phase else None) if m is not None]
-    if prior:
-        params["code_generator"] = [p for m in prior for p in m.parameters()]
-    return {name: common.adam(p, lr, betas=ADAM_BETAS) for name, p in params.items()}
+    networks = {"reconstruction": [model.encoder, model.decoder],
+                "code_discriminator": [model.code_discriminator],
+                "encoder_adversarial": [model.encoder],
+                "image_discriminator": [model.image_discriminator, model.classifier],
+                "code_generator": [model.code_generator, model.decoder if decoder_in_prior_phase else None]}
+    return {name: common.adam([p for m in group if m is not None for p in m.parameters()], lr, betas=ADAM_BETAS)
+            for name, group in networks.items() if any(m is not None for m in group)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,59 +337,30 @@ def make_optimizers(model, lr, decoder_in_prior_phase=True):
 # ---------------------------------------------------------------------------------------------
 
 
-def fixed_sample_inputs(model, rows=10):
-    """Noise and labels of the sample grid: with labels, `rows` noise vectors times every label
-    (row = one noise vector, column = one label, as Figures 10 and 12); else 100 noises."""
-    if not model.num_labels:
-        return model.sample_noise(100), None
-    k = model.num_labels
-    return model.sample_noise(rows).repeat_interleave(k, 0), torch.arange(k, device=model.device()).repeat(rows)
-
-
-def save_code_space(model, x_test, y_test, path, n_prior=2000):
-    """Figures 11 and 13: test encodings (coloured by their true class) and prior codes CG(z, s)
-    (coloured by s), both projected by one 2-D PCA fitted to the two sets together."""
-    from sklearn.decomposition import PCA
-
-    z_enc = common.map_batches(model.encode, x_test, 500, model.device())
-    s = model.sample_labels(n_prior)
-    z_c = model.prior_code(model.sample_noise(n_prior), s).cpu()
-    pca = PCA(2).fit(torch.cat([z_enc, z_c]).numpy())
-    figure = common.plt_figure(figsize=(11, 5))
-    panels = [(z_enc, y_test, "encoder output, test images (colour: class)"),
-              (z_c, None if s is None else s.cpu(), "prior codes z_c" + (" (colour: s)" if s is not None else ""))]
-    for i, (codes, colours, title) in enumerate(panels):
-        axes, xy = figure.add_subplot(1, 2, i + 1), pca.transform(codes.numpy())
-        if colours is None or (colours < 0).all():  # no labels (-1: unlabelled)
-            axes.scatter(xy[:, 0], xy[:, 1], s=3, c="grey")
-        else:
-            points = axes.scatter(xy[:, 0], xy[:, 1], s=3, c=colours, cmap="tab10", vmin=-0.5, vmax=9.5)
-            figure.colorbar(points, ax=axes, ticks=range(10))
-        axes.set_title(title, fontsize=9)
-        axes.set(xlabel="PC 1", ylabel="PC 2")
-    common.save_figure(figure, path)
-
-
-def save_pictures(model, run, fixed, epoch):
-    """samples.png (and samples/epoch_NNN.png) of the fixed inputs; reconstructions.png, rows of test
-    images over their reconstructions; every tenth of the run, code_space.png. Points in the plane:
-    toy.save_pictures."""
-    out, data = run.out, run.data
+def save_pictures(model, run, fixed_noise, epoch):
+    """samples.png (and samples/epoch_NNN.png) of the fixed noise: with labels, one row per noise
+    vector and one column per label (Figures 10 and 12); reconstructions.png (aae.py's); every tenth
+    of the run, code_space.png (Figures 11 and 13). Points in the plane: toy.save_pictures."""
+    out, data, k = run.out, run.data, model.num_labels
     if toy.is_points(run.config["image_shape"]):
         return toy.save_pictures(model, run, epoch, {"samples dec(CG(z))": model.sample(2000)})
-    samples, nrow = model.decode(model.prior_code(*fixed)), model.num_labels or 10
-    common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
-    common.save_grid(samples, out / "samples.png", nrow=nrow)
+    if k:
+        samples = aae.label_grid(lambda z, s: model.decode(model.prior_code(z, s)), fixed_noise, k)
+    else:
+        samples = model.decode(model.prior_code(fixed_noise))
+    for path in (out / "samples" / f"epoch_{epoch:03d}.png", out / "samples.png"):
+        common.save_grid(samples, path, nrow=k or 10)
     x = common.float_images(data.x_test[:50].to(run.device))
-    rows = [x, model.decode(model.encode(x))]
-    common.save_grid(torch.cat([r.view(5, 10, *r.shape[1:]) for r in rows], 1).flatten(0, 1),
-                     out / "reconstructions.png")
+    aae.save_reconstructions([x, model.decode(model.encode(x))], ["test images", "reconstructions"],
+                             out / "reconstructions.png")
     if run.every_tenth(epoch):
-        save_code_space(model, data.x_test, data.y_test, out / "code_space.png")
+        s = model.sample_labels(2000)
+        prior = None if s is None else (model.prior_code(model.sample_noise(2000), s).cpu(), s)
+        common.save_code_space(model, data.x_test, data.y_test, out / "code_space.png", prior=prior)
 
 
 # ---------------------------------------------------------------------------------------------
-# Training
+# Training, flags and main
 # ---------------------------------------------------------------------------------------------
 
 
@@ -427,7 +370,7 @@ def train(run):
     model = build_model(config).to(run.device)
     optimizers = make_optimizers(model, config["lr"], config["decoder_in_prior_phase"])
     run.track(model, optimizers)
-    fixed = fixed_sample_inputs(model)
+    fixed_noise = model.sample_noise(10 if model.num_labels else 100)  # 10 rows of labels, or 100 samples
     perceptual = config["reconstruction"] == "perceptual"
 
     for epoch in run.epochs():
@@ -437,15 +380,10 @@ def train(run):
             run.record(losses)
         if run.saving(epoch):
             with common.drawing(model):
-                save_pictures(model, run, fixed, epoch)
+                save_pictures(model, run, fixed_noise, epoch)
             run.save_checkpoint()
     run.done()
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# Flags and main
-# ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
@@ -454,8 +392,8 @@ def parse_args(argv):
                         help="unsupervised (default): CG(z); supervised: CG(z, label), D_C(code, label), Q; "
                              "categorical: CG(z, s), s uniform over --categories, class-agnostic D_C, Q")
     parser.add_argument("--noise-dim", type=machinery.positive_int,
-                        help="size of CG's Gaussian input z (default: per setting, see CODE_SIZES)")
-    parser.add_argument("--categories", type=machinery.positive_int,
+                        help="size of CG's Gaussian input z (default: per setting and dataset, listed below)")
+    parser.add_argument("--categories", type=machinery.at_least_two,
                         help=f"number of categories of s in the categorical setting (default {CATEGORIES})")
     parser.add_argument("--channels", type=machinery.positive_int,
                         help="width of the 32x32 networks (default 64, the paper's; 8 on a CPU: docs/learned_prior.md)")
@@ -465,15 +403,11 @@ def parse_args(argv):
                         help="ablation: pixel MSE as the reconstruction loss instead of Eq. 6")
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
-    machinery.describe_defaults(parser, DEFAULTS)
-    parser.epilog += "\n--latent-dim / --noise-dim per --setting and dataset (CODE_SIZES):\n" + "\n".join(
-        f"  {setting:<13} " + ", ".join(f"{name} {latent}/{noise}" for name, (latent, noise) in sizes.items())
-        for setting, sizes in CODE_SIZES.items())
+    machinery.describe_defaults(parser, DEFAULTS).epilog += "\n--latent-dim / --noise-dim of images in the " + \
+        ", ".join(f"{setting} setting {latent}/{noise}" for setting, (latent, noise) in CONDITIONAL_CODE_SIZES.items())
     args = parser.parse_args(argv)
     if args.categories is not None and (args.setting or SHARED_DEFAULTS["setting"]) != "categorical":
         raise machinery.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
-    if args.categories is not None and args.categories < 2:
-        raise machinery.CLIError("--categories must be at least 2")
     if args.learned_prior is False and args.noise_dim is not None:
         raise machinery.CLIError("with --no-learned-prior the code is [one-hot label, noise]: set --latent-dim, "
                                  "not --noise-dim")
@@ -484,30 +418,29 @@ def main(argv=None):
     args = parse_args(argv)
     setting, defaults = args.setting or SHARED_DEFAULTS["setting"], {}
     for name, row in DEFAULTS.items():
-        latent_dim, noise_dim = CODE_SIZES[setting][name]
+        row = {**SHARED_DEFAULTS, **row, "categories": CATEGORIES if setting == "categorical" else None}
+        if setting in CONDITIONAL_CODE_SIZES and name not in toy.MIXTURES:
+            row["latent_dim"], row["noise_dim"] = CONDITIONAL_CODE_SIZES[setting]
         if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
-            noise_dim = max(1, args.latent_dim - (latent_dim - noise_dim))
-        defaults[name] = {**SHARED_DEFAULTS, **row, "latent_dim": latent_dim, "noise_dim": noise_dim,
-                          "categories": CATEGORIES if setting == "categorical" else None}
+            row["noise_dim"] = max(1, args.latent_dim - (row["latent_dim"] - row["noise_dim"]))
+        defaults[name] = row
     run = common.start_run("learned_prior_aae", args, defaults,
                            variant=setting if setting != SHARED_DEFAULTS["setting"] else None)
     config, data = run.config, run.data
-    if config["setting"] == "supervised" and (data.num_classes < 2 or (data.y_train < 0).any()):
-        raise machinery.CLIError(f"--setting supervised needs a class label for every training image; "
-                                 f"{config['dataset']} has none")
+    if config["setting"] == "supervised":
+        machinery.require_labels(data, "--setting supervised")
     if config["channels"] is not None and not config["conv"]:
         raise machinery.CLIError(f"--channels sets the width of the 32x32 networks; {config['dataset']} uses the "
                                  "fully connected ones: drop --channels")
-    size = conv_networks.CONV_SIZE
-    if config["conv"] and max(config["image_shape"][1:]) > size:
-        raise machinery.CLIError(f"the paper's networks take images up to {size}x{size}; add --image-size {size}")
+    if config["conv"] and max(config["image_shape"][1:]) > conv_networks.CONV_SIZE:
+        raise machinery.CLIError("the paper's networks take images up to 32x32; add --image-size 32")
     k = num_labels(config)
-    if not config["learned_prior"] and config["noise_dim"] != config["latent_dim"] - k:
-        config["noise_dim"] = config["latent_dim"] - k  # the baseline's code is [one-hot s (K), noise]
+    if not config["learned_prior"]:  # the baseline's code is [one-hot s (K), noise]
+        if config["latent_dim"] <= k:
+            raise machinery.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
+                                     f"{k} label dimensions; choose a larger one")
+        config["noise_dim"] = config["latent_dim"] - k
         machinery.write_json(run.out / "config.json", config)
-    if config["noise_dim"] < 1:
-        raise machinery.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
-                                 f"{k} label dimensions; choose a larger one")
     train(run)
 
 

@@ -81,6 +81,14 @@ def non_negative_float(text):
     return value
 
 
+def at_least_two(text):
+    """A number of classes, clusters or categories: one holds no information."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (one category holds no information), got {text}")
+    return value
+
+
 def fraction(text):
     """A probability or Adam's beta1: from 0 up to, not including, 1."""
     value = float(text)
@@ -302,6 +310,36 @@ def check_memory(nbytes, what, flags, device):
     if nbytes > total:
         raise CLIError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB of "
                        f"memory of {device.type}: choose a smaller {' or '.join(flags)}")
+
+
+def check_resized_fit(arrays, name, image_size):
+    """Refuse an --image-size whose resized images cannot fit in memory, before allocating them."""
+    every_image = [arrays[key] for key in ("x_train", "x_val", "x_test")]
+    every_image += [x for key, x in arrays["extra"].items() if key.startswith("x_")]
+    channels, bytes_per_pixel = arrays["x_train"].shape[1], arrays["x_train"].element_size()
+    nbytes = sum(len(x) for x in every_image) * channels * image_size**2 * bytes_per_pixel
+    check_memory(nbytes, f"{name} at {image_size}x{image_size}", ["--image-size"], torch.device("cpu"))
+
+
+def check_batch_size(batch_size, n_train=None, batch_norm=None):
+    """Refuse a --batch-size larger than the training set (`n_train` images), or below 2 for
+    networks with batch normalisation (`batch_norm`: the model), which needs two images a batch."""
+    if n_train is not None and batch_size > n_train:
+        raise CLIError(f"--batch-size {batch_size} is larger than the training set ({n_train} images); "
+                       "choose a smaller one")
+    if batch_norm is not None and batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                                         for m in batch_norm.modules()):
+        raise CLIError(f"--batch-size {batch_size}: these networks use batch normalisation, which needs at "
+                       "least 2 images a batch; choose a larger --batch-size")
+
+
+def check_finite(mean_losses, epoch, out, saved_epoch):
+    """Stop a run whose epoch's mean loss is not finite, naming the last good checkpoint, which is kept."""
+    bad = [k for k, v in mean_losses.items() if not math.isfinite(v)]
+    if bad:
+        kept = (f"{out / 'checkpoint.pt'} keeps epoch {saved_epoch}, before it went bad"
+                if saved_epoch is not None else "no checkpoint had been saved yet")
+        raise CLIError(f"the {bad[0]} loss became {mean_losses[bad[0]]} in epoch {epoch}; {kept}. Try a lower --lr")
 
 
 def check_networks_fit(build, config, device, flags=("--latent-dim", "--image-size")):
@@ -571,6 +609,12 @@ def save_settings(model, config, out, data, device, shown_dataset):
     for key in sorted(k for k in config if k not in PLUMBING):
         print(f"  {key:<24} {config[key]}")
     write_json(out / "config.json", config)
+
+
+def require_labels(data, flag):
+    """`flag` needs a class label for every image (train and test); else one CLIError line."""
+    if data.num_classes < 2 or (data.y_train < 0).any() or (data.y_test < 0).any():
+        raise CLIError(f"{flag} needs a class label for every image, and {data.name} has none")
 
 
 def _resumed_config(out, given):

@@ -306,8 +306,7 @@ def save_pictures(model, run, fixed_z, epoch):
     if toy.is_points(run.config["image_shape"]):
         toy.save_pictures(model, run, epoch, {"samples dec(y, z)": model.sample(2000)})
         return toy.save_clusters(model, data.x_test[:2000], out / "clusters.png")
-    samples = model.decode(model.code(torch.eye(k, device=run.device).repeat(len(fixed_z), 1),
-                                      fixed_z.repeat_interleave(k, 0)))
+    samples = aae.label_grid(lambda z, y: model.decode(model.code(F.one_hot(y, k).float(), z)), fixed_z, k)
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png", nrow=k)
     common.save_grid(samples, out / "samples.png", nrow=k)
     save_clusters(model, data.x_test, out / "clusters.png")
@@ -371,7 +370,8 @@ def parse_args(argv):
     parser = machinery.model_parser("semi_supervised_aae", __doc__)
     parser.add_argument("--labels", type=int, help="labelled training images, balanced over the classes "
                         "(default: 100 on digits, 1000 on mnist); 0: unsupervised clustering (Section 6)")
-    parser.add_argument("--clusters", type=int, help="K, the size of y (default: the classes; 16 with --labels 0)")
+    parser.add_argument("--clusters", type=machinery.at_least_two,
+                        help="K, the size of y (default: the classes; 16 with --labels 0)")
     parser.add_argument("--style-dim", type=machinery.positive_int, help="size of z (default 10; 5 with --labels 0)")
     parser.add_argument("--reduce-dim", type=machinery.positive_int, help="Section 7: the decoder sees the n-D "
                         "code y W_C + z with learned cluster heads W_C (z is then n-D); 2 for Figure 11")
@@ -398,9 +398,6 @@ def parse_args(argv):
                                  "not --latent-dim")
     if args.labels is not None and args.labels < 0:
         raise machinery.CLIError("--labels must be 0 (clustering) or a positive number of labelled images")
-    if args.clusters is not None and args.clusters < 2:
-        raise machinery.CLIError(f"--clusters must be at least 2 (got {args.clusters}): one category holds no "
-                                 "information")
     if args.reduce_dim and args.style_dim not in (None, args.reduce_dim):
         raise machinery.CLIError("with --reduce-dim n the style z is n-D: drop --style-dim")
     if args.hidden is not None:

@@ -4,6 +4,8 @@ hundred training steps on tiny data made progress, and the same check on a run f
 import csv
 from pathlib import Path
 
+import numpy as np
+
 import machinery
 
 
@@ -46,3 +48,11 @@ def assert_loss_falls(run_dir, key, factor=0.8):
     log = read_log(run_dir)
     assert len(log) >= 2, f"{run_dir}/log.csv has {len(log)} epochs"
     assert log[-1][key] < factor * log[0][key], f"{key}: epoch 1 {log[0][key]}, epoch {len(log)} {log[-1][key]}"
+
+
+def tiny_npz(path, n_train=80, n_test=7):
+    """A .npz of random 8x8 uint8 images with labels 0-9, and a test split smaller than a row of pictures."""
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.integers(0, 256, (n_train, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 10, n_train),
+             x_test=rng.integers(0, 256, (n_test, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 10, n_test))
+    return path

@@ -10,13 +10,12 @@ import sys
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import aae
 import common
-from helpers import assert_training_progresses, run_script
+from helpers import assert_training_progresses, run_script, tiny_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,10 +276,19 @@ def test_the_real_command_prints_one_line_not_a_traceback():
 
 
 def test_pictures_work_with_a_tiny_test_split(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (80, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 10, 80),
-             x_test=rng.integers(0, 256, (7, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 10, 7))
+    path = tiny_npz(tmp_path / "tiny.npz")
     assert cli(["--dataset", str(path), "--epochs", "1", "--batch-size", "16", "--sigma", "0.3",
                 "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run/reconstructions.png").is_file()
+
+
+def test_reconstructions_are_groups_of_rows_of_up_to_ten_however_small_the_test_split(monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(aae.common, "save_grid", lambda images, path, nrow, row_labels: drawn.update(
+        images=images, nrow=nrow, row_labels=row_labels))
+    x = torch.rand(23, 1, 8, 8)
+    aae.save_reconstructions([x, 1 - x], ["test images", "reconstructions"], "unused.png")
+    assert drawn["nrow"] == 10 and drawn["images"].shape == (40, 1, 8, 8)  # 2 groups of 2 rows; 3 images left out
+    assert torch.equal(drawn["images"][10:20], 1 - x[:10]) and torch.equal(drawn["images"][20:30], x[10:20])
+    aae.save_reconstructions([x[:7], x[:7]], ["a", "b"], "unused.png")
+    assert drawn["nrow"] == 7 and drawn["images"].shape == (14, 1, 8, 8)

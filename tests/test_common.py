@@ -209,6 +209,41 @@ def test_grid_row_labels_are_written_in_a_left_margin(tmp_path):
     assert (labelled[:30, :margin] < 128).any() and (labelled[30:, :margin] < 128).any()  # a label on each row
 
 
+class _Codes(torch.nn.Module):
+    """A stand-in model with d-D codes: the first d pixels of an image."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.d, self.weight = d, torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, x):
+        return x.flatten(1)[:, :self.d]
+
+    def sample_prior(self, n):
+        return torch.randn(n, self.d)
+
+    def device(self):
+        return self.weight.device
+
+
+def test_code_space_projects_long_codes_and_puts_a_labelled_prior_beside_them(tmp_path, monkeypatch):
+    from sklearn.decomposition import PCA
+    drawn = []
+    monkeypatch.setattr(common, "save_figure", lambda figure, path: drawn.append(figure))
+    x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 10
+    common.save_code_space(_Codes(2), x, y, tmp_path / "a.png")  # 2-D: drawn as they are, over the prior
+    scatter, _colour_bar = drawn[-1].axes
+    assert len(scatter.collections) == 2 and np.allclose(scatter.collections[1].get_offsets(), x.flatten(1)[:, :2])
+    prior, s = torch.randn(30, 5), torch.arange(30) % 3
+    common.save_code_space(_Codes(5), x, y, tmp_path / "b.png", prior=(prior, s))
+    test_panel, prior_panel = [axes for axes in drawn[-1].axes if axes.get_title()]
+    assert (test_panel.get_title(), prior_panel.get_title()) == ("test codes", "prior codes")
+    pca = PCA(2).fit(torch.cat([x.flatten(1)[:, :5], prior]).numpy())  # one projection of both sets
+    assert np.allclose(prior_panel.collections[0].get_offsets(), pca.transform(prior.numpy()), atol=1e-5)
+    assert np.allclose(test_panel.collections[0].get_offsets(), pca.transform(x.flatten(1)[:, :5].numpy()), atol=1e-5)
+    assert np.array_equal(prior_panel.collections[0].get_array(), s.numpy())  # coloured by the prior's labels
+
+
 def test_losses_png_draws_the_games_equilibrium_for_the_models_that_have_it(tmp_path, monkeypatch):
     import matplotlib.axes
     drawn = []

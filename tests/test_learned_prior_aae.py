@@ -15,7 +15,7 @@ import common
 import conv_networks
 import machinery
 import learned_prior_aae as lp
-from helpers import run_script
+from helpers import run_script, tiny_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(hidden=(32, 32), image_discriminator_hidden=32, code_discriminator_hidden=(32, 32))
@@ -55,7 +55,7 @@ def aae_phase(model, optimizers, x, y):
 
 def prior_improvement_phase(model, optimizers, x, y, decoder_in_prior_phase=True):
     """Algorithm 1's prior-improvement phase: the last updates of lp.train_step, on one draw of s and z."""
-    s, z = lp.labels_for(model, y), model.sample_noise(len(x))
+    s, z = model.labels_for(y), model.sample_noise(len(x))
     losses = lp.image_discriminator_update(model, optimizers["image_discriminator"], x, z, s)
     if "code_generator" in optimizers:
         losses.update(lp.code_generator_update(model, optimizers["code_generator"], x, z, s, decoder_in_prior_phase))
@@ -289,6 +289,13 @@ def test_cli_writes_the_run_folder_that_eval_loads(tmp_path, argv, latent_dim, n
     assert samples.shape == (4, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 1
     assert model.sigma == 0.0
     assert (model.code_generator is None) == ("--no-learned-prior" in argv)
+
+
+def test_pictures_work_with_a_tiny_test_split(tmp_path):
+    path = tiny_npz(tmp_path / "tiny.npz")
+    assert cli(["--dataset", str(path), "--setting", "supervised", "--channels", "4", "--epochs", "1",
+                "--batch-size", "16", "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run/reconstructions.png").is_file() and (tmp_path / "run/code_space.png").is_file()
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
