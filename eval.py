@@ -1174,10 +1174,11 @@ def read_evaluated(run_dir):
 
 def check_same_data(runs):
     """compare pairs runs image by image: all of them trained and evaluated on one dataset at one
-    image size (common.py fixes the splits), or one CLIError line."""
+    image size (common.py fixes the splits), or one CLIError line. A .npz file counts by its name,
+    so that runs made where it lay in another folder (results/, another machine) pair with yours."""
     def data(run):
         size = run.config.get("image_size")
-        return f"{run.config.get('dataset')}" + (f" at {size} x {size}" if size else "")
+        return machinery.dataset_tag(str(run.config.get("dataset"))) + (f" at {size} x {size}" if size else "")
 
     other = next((run for run in runs if data(run) != data(runs[0])), None)
     if other is not None:

@@ -233,6 +233,20 @@ def test_one_seed_is_no_test_for_per_run_measures(groups, capsys):
     assert "DAAE − AAE on test accuracy: +10.00 points" in out  # per image: tested with one pair too
 
 
+def test_a_npz_file_pairs_by_its_name_wherever_it_lay(tmp_path, capsys):
+    correct = np.arange(N_IMAGES) % 2 == 0
+    here = [make_run(tmp_path / f"a-{s}", "daae", s, correct, np.ones(N_IMAGES), 0.0, 0.0, "/here/mnist10k.npz")
+            for s in (1, 2)]
+    stored = [make_run(tmp_path / f"b-{s}", "daae", s, correct, np.ones(N_IMAGES), 0.0, 0.0,
+                       "/elsewhere/mnist10k.npz") for s in (1, 2)]
+    status, out, err = run_cli(["compare", *here, "--against", *stored], capsys)
+    assert status == 0, err
+    other = [make_run(tmp_path / f"c-{s}", "daae", s, correct, np.ones(N_IMAGES), 0.0, 0.0, "/here/other.npz")
+             for s in (1, 2)]
+    status, out, err = run_cli(["compare", *here, "--against", *other], capsys)
+    assert status == 2 and "compare needs runs of one dataset" in err and "npz-other" in err
+
+
 @pytest.mark.parametrize("change, words", [
     ("dataset", "compare needs runs of one dataset"),
     ("old eval.json", "has no classification results per test image or drawer (svm_rbf_correct)"),
