@@ -604,7 +604,7 @@ class Run:
         """The networks, optimisers and learning-rate schedules that every checkpoint saves. When
         resuming, their state (and the loop's) is restored from the checkpoint now."""
         self.model, self.optimizers, self.schedulers = model, optimizers, schedulers or {}
-        machinery.check_batch_size(self.config["batch_size"], batch_norm=model)
+        machinery.check_batch_norm_batch(self.config["batch_size"], model)
         if self.checkpoint is not None:
             machinery.restore_checkpoint(self, self.checkpoint)
 

@@ -321,14 +321,16 @@ def check_resized_fit(arrays, name, image_size):
     check_memory(nbytes, f"{name} at {image_size}x{image_size}", ["--image-size"], torch.device("cpu"))
 
 
-def check_batch_size(batch_size, n_train=None, batch_norm=None):
-    """Refuse a --batch-size larger than the training set (`n_train` images), or below 2 for
-    networks with batch normalisation (`batch_norm`: the model), which needs two images a batch."""
-    if n_train is not None and batch_size > n_train:
+def check_batch_size(batch_size, n_train):
+    """Refuse a --batch-size larger than the training set (`n_train` images)."""
+    if batch_size > n_train:
         raise CLIError(f"--batch-size {batch_size} is larger than the training set ({n_train} images); "
                        "choose a smaller one")
-    if batch_norm is not None and batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                                         for m in batch_norm.modules()):
+
+
+def check_batch_norm_batch(batch_size, model):
+    """Refuse a --batch-size below 2 for a model with batch normalisation, which needs two images a batch."""
+    if batch_size < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise CLIError(f"--batch-size {batch_size}: these networks use batch normalisation, which needs at "
                        "least 2 images a batch; choose a larger --batch-size")
 

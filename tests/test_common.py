@@ -171,7 +171,6 @@ def test_help_lists_every_datasets_defaults(capsys):
     assert "images per mini-batch" in out
 
 
-
 def test_help_shows_on_off_defaults_as_their_flag(capsys):
     import semi_supervised_aae
 
