@@ -151,7 +151,11 @@ def model_parser(model, description):
                              "with AVX512-BF16 or AMX, recent GPUs), elsewhere the run says so and stays fp32")
     parser.add_argument("--save-every", type=positive_int,
                         help="write the checkpoint and the pictures every this many epochs (default 1); the last "
-                             "epoch's are always written, and so is a checkpoint on Ctrl-C or SIGTERM")
+                             "epoch's are always written, and so is a checkpoint on Ctrl-C, SIGTERM, SIGUSR1 or "
+                             "SIGUSR2 (a scheduler's time-limit warning)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write the losses per epoch, the settings and the pictures as TensorBoard events "
+                             "in the run folder (needs the tensorboard package); log.csv is written either way")
     add_device_flags(parser)
     return parser
 
@@ -493,8 +497,9 @@ def write_log(out, history, plot=True, model=None):
 # ---------------------------------------------------------------------------------------------
 
 SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0, "precision": "fp32", "save_every": 1}
-RESUMABLE = {"epochs", "device", "resume", "out", "save_every"}  # the flags a resumed run may change
-PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "dataset", "image_shape", "num_classes"}
+RESUMABLE = {"epochs", "device", "resume", "out", "save_every", "tensorboard"}  # the flags a resumed run may change
+PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "dataset", "image_shape", "num_classes",
+            "tensorboard"}
 LOCK_FILE = ".lock"
 _held_locks = {}  # run folder -> (the open lock file of this process, the outermost folder it made)
 
@@ -749,10 +754,12 @@ def print_done(out):
 
 
 class StopOnCtrlC:
-    """The first Ctrl-C (or SIGTERM, a scheduler's or `kill`'s request) asks the loop to stop after
-    the current step and save; a second one stops now."""
+    """The first Ctrl-C asks the loop to stop after the current step and save; a second one stops
+    now. SIGTERM (`kill`'s request) and SIGUSR1 or SIGUSR2 (the warning a scheduler such as Slurm
+    sends before a time limit, and which sweep.py forwards as well) ask the same as the first
+    Ctrl-C, however often they come, so that two senders of one request never lose the save."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *(getattr(signal, s) for s in ("SIGUSR1", "SIGUSR2") if hasattr(signal, s)))
 
     def __enter__(self):
         self.requested = False
@@ -760,13 +767,54 @@ class StopOnCtrlC:
         return self
 
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+class TensorBoardLog:
+    """--tensorboard: the run's losses per epoch (losses/<name>, charts/seconds, CleanRL's names),
+    its settings, and each picture saved since the last epoch, as TensorBoard events in the run
+    folder, so that `tensorboard --logdir` over a sweep's folder overlays every run. A resumed run
+    drops the events past its checkpoint. log.csv stays the record that eval.py's tables read."""
+
+    def __init__(self, out, config, epoch):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CLIError("--tensorboard needs the tensorboard package: pip install tensorboard (or drop "
+                           "--tensorboard; log.csv is written either way)") from None
+        self.out = Path(out)
+        self.seen = {path: path.stat().st_mtime for path in self._pictures()}  # a resumed run's older pictures
+        self.writer = SummaryWriter(str(out), purge_step=epoch + 1)
+        if epoch == 0:
+            rows = "\n".join(f"|{key}|{json.dumps(value)}|" for key, value in sorted(config.items()))
+            self.writer.add_text("settings", "|setting|value|\n|-|-|\n" + rows)
+
+    def _pictures(self):
+        return [*self.out.glob("*.png"), *self.out.glob("samples/*.png")]
+
+    def epoch(self, row):
+        from PIL import Image
+        step = row["epoch"]
+        for key, value in row.items():
+            if key not in ("epoch", "seconds"):
+                self.writer.add_scalar(f"losses/{key}", value, step)
+        self.writer.add_scalar("charts/seconds", row["seconds"], step)
+        for path in self._pictures():
+            if path.name != "losses.png" and self.seen.get(path) != path.stat().st_mtime:
+                self.seen[path] = path.stat().st_mtime
+                name = "samples_by_epoch" if path.parent.name == "samples" else path.stem  # one slider
+                self.writer.add_image(f"pictures/{name}", np.asarray(Image.open(path).convert("RGB")), step,
+                                      dataformats="HWC")
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
 
 
 def rng_state():
