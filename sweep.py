@@ -27,6 +27,7 @@ they are ("identical"). docs/sweep.md says more.
 import argparse
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -133,9 +134,14 @@ def study_flags(key, result):
 
 
 def jobs_from_results(folder, out, sets):
-    """One job per run stored in FOLDER: its script and settings from config.json, --set's over
-    them, and its studies, with their flags, from eval.json."""
-    runs = sorted(path.parent for path in Path(folder).glob("*/config.json"))
+    """One job per run stored in FOLDER (or in its folders: results/ holds the README's table), or
+    only those its table.json names: its script and settings from config.json, --set's over them,
+    and its studies, with their flags, from eval.json."""
+    runs = sorted(path.parent for path in Path(folder).rglob("config.json"))
+    if (Path(folder) / "table.json").exists():
+        named = {name for spec in json.loads((Path(folder) / "table.json").read_text())
+                 for name in spec.get("runs", []) + spec.get("against", [])}
+        runs = [run for run in runs if run.relative_to(folder).as_posix() in named]
     if not runs:
         raise machinery.CLIError(f"{folder} holds no run folders (*/config.json): give a results folder, e.g. "
                                  "results/toy25")
@@ -156,7 +162,8 @@ def jobs_from_results(folder, out, sets):
             settings[key] = settings.get(key) if value is None else value
         stored = Job(run.name, run, script, {}, {}).read("eval.json")
         studies = {key_study[key]: study_flags(key, result) for key, result in stored.items() if key in key_study}
-        jobs.append(Job(run.name, Path(out) / run.name, script, settings, studies))
+        name = run.relative_to(folder).as_posix()
+        jobs.append(Job(name, Path(out) / name, script, settings, studies))
     for key, _ in sets:
         if all(machinery.parse_setting(job.script, key, "1") is None for job in jobs):
             raise machinery.CLIError(f"--set {key}: no script of {folder} has --{key.replace('_', '-')}")
@@ -300,6 +307,7 @@ def run_slurm(jobs, args, threads):
         import submitit
     except ImportError:
         raise machinery.CLIError("--slurm needs submitit: pip install submitit") from None
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # not a warning a minute on clusters without sacct
     if shutil.which("sbatch") is None:
         raise machinery.CLIError("--slurm: sbatch is not on PATH; run on a Slurm cluster's login node, or drop --slurm")
     executor = submitit.AutoExecutor(folder=Path(args.out) / "slurm" / "%j", cluster="slurm",
@@ -318,8 +326,9 @@ def run_slurm(jobs, args, threads):
     print(f"submitted job array {array} ({len(tasks)} tasks), logs in {Path(args.out) / 'slurm'}", flush=True)
     outcome, shown_line, gone = {}, "", {}
     while len(outcome) < len(tasks):
-        queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", array], capture_output=True, text=True)
-        states = dict(line.split() for line in queue.stdout.splitlines() if line.strip())
+        queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True)
+        states = {job_id: state for job_id, state in (line.split() for line in queue.stdout.splitlines() if line.strip())
+                  if job_id.split("_")[0] == array}
         for job, task in zip(jobs, tasks):
             finished = Path(task.paths.result_pickle).exists()  # not task.done(), which asks sacct
             gone[job.name] = (gone.get(job.name) or time.time()) \
