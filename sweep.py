@@ -1,27 +1,17 @@
 """Many runs at once: a stored results folder again, or a grid of one script's settings, here or
-on a Slurm cluster, and what comes out checked against what the project stored.
+on a Slurm cluster (through submitit), and what comes out checked against the stored figures.
 
-A job is one of the model scripts' own command lines, run as a subprocess in its own run folder,
-then the eval.py studies it needs; its output goes to <run folder>/sweep.log.
+    python sweep.py results/toy25 --out runs/toy25            the stored runs, their studies, the table
+    python sweep.py --command "python daae.py --dataset toy25" --seeds 0 1 2 --set sigma=0,0.5 --out runs/g
+    ... --set epochs=1000        ... --slurm --partition debug --time 60        ... --dry-run
 
-    python sweep.py results/toy25 --out runs/toy25        each stored run, its command rebuilt from
-                                                          its config.json, then its stored studies,
-                                                          the folder's table, and the check
-    python sweep.py --command "python daae.py --dataset toy25" --seeds 0 1 2 --set sigma=0,0.5 \\
-                    --out runs/toy25-daae                 a grid: one run per value and seed
-    ... --set epochs=1000                                 any setting, in every job
-    ... --slurm --partition debug --time 60               one Slurm job array, through submitit
-
-Safe to run again: a job whose run has its epochs and whose studies are in eval.json is skipped;
-a run that was cut (a time limit, a kill of the sweep) resumes with --resume, exactly; a folder
-another process holds is reported and left alone. On Slurm the time-limit warning (SIGUSR2)
-reaches the training run, which saves and stops as on SIGTERM, and submitit requeues the task.
-
-The check: each figure of the stored folder's table beside the new one. A mean ± sd is "the
-same" when the two means differ by at most twice the standard error of their difference; a
-paired difference when each 95 % interval holds the other's difference. CPU kernels differ
-between machines, so runs are not bit-equal across them; on one machine with the same threads
-they are ("identical"). docs/sweep.md says more.
+A job is a model script's command line (rebuilt from a stored run's config.json, or the grid's),
+run as a subprocess in its run folder, then the eval.py studies it needs; its output goes to
+<run folder>/sweep.log. Safe to run again: a job whose run has its epochs and whose studies are
+in eval.json is skipped, a run that was cut resumes exactly with --resume, a folder another
+process holds is left alone. On Slurm the time-limit warning (SIGUSR2) makes the run save and
+stop, as SIGTERM does, and submitit requeues the task. docs/sweep.md says what the check's
+"the same" means: within the stored runs' spread; bit-equal ("identical") only on one machine.
 """
 
 import argparse
