@@ -386,7 +386,7 @@ def compare(a_dirs, b_dirs, names=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# The README's results table, rendered from the runs stored in results/
+# The results tables: the README's, rendered from the runs stored in results/, and eval.py's of runs side by side
 # ---------------------------------------------------------------------------------------------
 
 RESULTS_COLUMNS = ["result", "paper", "this project", "data, budget, seeds", "command"]
@@ -445,6 +445,78 @@ def results_table(folder):
         cell = stored_cell(runs, spec) if "key" in spec else difference_cell(runs, spec, folder)
         body.append([spec["result"], spec["paper"], cell, spec["budget"], spec["command"]])
     return markdown(RESULTS_COLUMNS, body)
+
+
+def comparison_table(runs, results, sigmas):
+    """eval.py's table of several runs side by side (runs: with .name and .config; results: their
+    studies' results by name; sigmas: each one's corruption sigma), one row per measurement of the
+    studies run (the paper's tables, transposed)."""
+    def plus_minus(entry, key, digits):
+        return f"{entry[key]:.{digits}f} ± {entry['se']:.{digits}f}"
+
+    config = runs[0].config if len({r.config["dataset"] for r in runs}) == 1 else {"dataset": None}
+    columns = {"run": lambda r: r.name, "model": lambda r: r.config["model"],
+               "sigma": lambda r: f"{sigmas[r.name]:g}"}
+    studies = set().union(*(results[r.name] for r in runs))
+    if "modes" in studies:
+        def coverage(entry, total):
+            return (f"{entry['modes_covered']} of {total}, {entry['high_quality']:.1%} high-quality in "
+                    f"{entry['modes_with_high_quality']}")
+
+        columns["samples: modes covered"] = lambda r: coverage(results[r.name]["modes"], results[r.name]["modes"]["modes"])
+        steps = sorted({int(t) for r in runs for t in results[r.name].get("modes", {}).get("steps", {})})
+        for t in steps:
+            columns[f"after {t} chain steps"] = lambda r, t=t: coverage(results[r.name]["modes"]["steps"][str(t)],
+                                                                         results[r.name]["modes"]["modes"])
+        columns["reconstruction (squared distance)"] = lambda r: (
+            f"{results[r.name]['modes']['reconstruction']:.4f} ± {results[r.name]['modes']['reconstruction_se']:.4f}")
+    if "reconstruction" in studies:
+        columns["reconstruction MSE"] = lambda r: plus_minus(results[r.name]["reconstruction"], "mse", 4)
+    if "classification" in studies:
+        for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"),
+                           ("svm_rbf_pixels_auto", "SVC pixels (gamma auto)"), ("svm_rbf_pca", "SVC PCA"),
+                           ("svm_rbf_pca_auto", "SVC PCA (gamma auto)"),
+                           ("loo20_linear", "LOO-20 codes (mean)"), ("loo20_linear_max", "LOO-20 codes (max)"),
+                           ("loo20_linear_pixels", "LOO-20 pixels"), ("loo20_linear_pca", "LOO-20 PCA"),
+                           ("attributes_linear", "attributes (mean)"), ("semi_supervised_error", "q(y|x) error"),
+                           ("nn_baseline_error", "NN baseline error"), ("svm_pixels_error", "SVC pixels error"),
+                           ("cluster_error", "cluster error")):
+            if any(key in results[r.name].get("classification", {}) for r in runs):
+                columns[title] = lambda r, key=key: f"{results[r.name]['classification'][key]:.2%}"
+    if "likelihood" in studies:
+        for split in ("test", "evaluation"):
+            if any(split in results[r.name].get("likelihood", {}) for r in runs):
+                columns[f"Parzen LL {split_name(config, split)}"] = lambda r, split=split: plus_minus(
+                    results[r.name]["likelihood"][split], "mean", 1)
+        steps = sorted({int(t) for r in runs for t in results[r.name].get("likelihood", {}).get("steps", {})})
+        for t in steps:
+            columns[f"LL after {t} chain steps"] = lambda r, t=t: plus_minus(
+                results[r.name]["likelihood"]["steps"][str(t)], "mean", 1)
+    if "quality" in studies:
+        networks = {results[r.name]["quality"]["feature_network"] for r in runs if "quality" in results[r.name]}
+        if len(networks) > 1:  # FIDs and ISs of two feature networks cannot be compared
+            columns["feature network"] = lambda r: results[r.name]["quality"]["feature_network"]
+
+        def fid_and_is(scores):
+            return f"{scores['fid']:.2f}", f"{scores['inception_score']:.2f} ± {scores['inception_score_std']:.2f}"
+
+        columns["FID"] = lambda r: fid_and_is(results[r.name]["quality"])[0]
+        columns["IS ± sd"] = lambda r: fid_and_is(results[r.name]["quality"])[1]
+        steps = sorted({int(t) for r in runs for t in results[r.name].get("quality", {}).get("steps", {})})
+        for t in steps:
+            for i, title in enumerate(("FID", "IS")):
+                columns[f"{title} after {t} chain steps"] = lambda r, t=t, i=i: fid_and_is(
+                    results[r.name]["quality"]["steps"][str(t)])[i]
+
+    def cell(column, run):
+        try:
+            return column(run)
+        except KeyError:
+            return "–"
+
+    # A row per measure and a column per run: a terminal holds a few runs side by side, not 16 measures
+    return markdown(["measure", *(run.name for run in runs)],
+                    [[title, *(cell(column, run) for run in runs)] for title, column in columns.items() if title != "run"])
 
 
 def compare_command(args):

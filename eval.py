@@ -58,16 +58,9 @@ AAE vs DAAE vs iDAAE tables); --table writes it to a file.
 """
 
 import argparse
-import contextlib
-import hashlib
 import importlib
-import io
 import math
-import sys
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +68,13 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import SGDClassifier
 from sklearn.svm import SVC
-from tqdm import tqdm
 
 import common
 import compare
+import feature_networks
 import machinery
 import toy
-from machinery import CLIError
+from machinery import CLIError, progress
 from results import (CLASSIFICATION, CLUSTER_CORRECT, CLUSTER_MAJORITY_CORRECT, CORRECT, EACH, LIKELIHOOD, LOO20,
                      MODES, QUALITY, RECONSTRUCTION, SQUARED_ERRORS, SVM_RBF, check_writable, markdown, merge_results,
                      pack_bits, pack_numbers, read_eval_json, split_name, write_table)
@@ -100,10 +93,6 @@ CELEBA_ATTRIBUTES = (
     "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
     "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
 ).split()
-
-
-def progress(iterable, desc, **kwargs):
-    return tqdm(iterable, desc=desc, leave=False, disable=None, dynamic_ncols=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,180 +695,8 @@ def likelihood_table(result, config):
 # Sample quality: FID and the Inception Score
 # ---------------------------------------------------------------------------------------------
 
-INCEPTION = "Inception-v3"
 IS_SPLIT_SEED = 0
-IS_SPLITS = 10  # the Inception Score's mean and spread over 10 splits of the samples (Salimans et al., 2016)
 QUALITY_BATCH = 100  # images per forward pass of the feature network (Inception-v3 sees them at 299 x 299)
-CLASSIFIER_FEATURES = 128  # the size of the classifier's penultimate layer, where FID is measured
-CLASSIFIER_STEPS, CLASSIFIER_BATCH, CLASSIFIER_LR = 1000, 128, 1e-3
-CLASSIFIER_VERSION = b"1"  # part of the cache key: a change to the classifier or its training trains a new one
-
-
-@dataclass
-class FeatureNetwork:
-    """What judges the samples: its name (in eval.json and the tables), a maker of torchmetrics'
-    FID and IS on it, what it needs done to images in [0, 1], and what a reader should know about
-    it (the classifier's test accuracy)."""
-
-    name: str
-    metrics: Callable
-    prepare: Callable
-    about: dict
-
-
-def torchmetrics_quality():
-    """torchmetrics' FrechetInceptionDistance and InceptionScore, imported only when the quality
-    study runs: torchmetrics imports torchvision's models, which takes seconds."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
-
-    return FrechetInceptionDistance, InceptionScore
-
-
-def quality_metrics(fid_feature, is_feature, **kwargs):
-    """torchmetrics' FID, which keeps the reference images' features when it is reset (they are
-    computed once for every set of samples), and its Inception Score over IS_SPLITS splits."""
-    FrechetInceptionDistance, InceptionScore = torchmetrics_quality()
-    with warnings.catch_warnings():  # IS keeps every sample's logits: 40 MB for 10,000 Inception-v3 samples
-        warnings.filterwarnings("ignore", "Metric `InceptionScore` will save all extracted features")
-        return (FrechetInceptionDistance(feature=fid_feature, reset_real_features=False, **kwargs),
-                InceptionScore(feature=is_feature, splits=IS_SPLITS, **kwargs))
-
-
-def inception_network():
-    """Inception-v3 as the papers measure FID and IS on natural images: its 2048 pool features
-    and its logits, with the TensorFlow weights that torch-fidelity ports (downloaded once into
-    torch's hub cache). normalize: torchmetrics turns images in [0, 1] into the bytes it expects;
-    grey images are repeated on the three channels."""
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    print(f"loading the {INCEPTION} weights (downloaded into {checkpoints} the first time, about 100 MB)")
-    try:
-        with contextlib.redirect_stderr(io.StringIO()) as download:  # torch.hub's messages, kept for success
-            quality_metrics(2048, "logits_unbiased", normalize=True)  # loads the weights now: offline is one line
-        sys.stderr.write(download.getvalue())
-    except ModuleNotFoundError:  # torchmetrics' Inception-v3 is torch-fidelity's
-        raise CLIError(f"{INCEPTION} needs torch-fidelity: pip install torch-fidelity, or use "
-                              "--feature-network classifier (a classifier of the run's own dataset)") from None
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a damaged download a RuntimeError
-        reason = machinery.first_line(error, 100)
-        raise CLIError(f"cannot load the {INCEPTION} weights for FID and IS ({reason}); they are "
-                              f"downloaded once into {checkpoints}: connect to the internet once, or use "
-                              "--feature-network classifier (a classifier trained on the run's own dataset)") from None
-    return FeatureNetwork(INCEPTION, lambda: quality_metrics(2048, "logits_unbiased", normalize=True),
-                          lambda x: common.float_images(x).clamp(0, 1).expand(-1, 3, -1, -1), {})
-
-
-class DatasetClassifier(torch.nn.Module):
-    """The feature network of the grey datasets, where Inception-v3 (trained on colour photos)
-    does not fit, as sample quality on MNIST is usually measured: a small CNN trained on the
-    dataset's own training split. forward: class logits, for the Inception Score; features: its
-    penultimate layer, for FID."""
-
-    def __init__(self, image_shape, num_classes):
-        super().__init__()
-        channels, height, width = image_shape
-        size = max(4, min(height, width, 28))  # larger images (Omniglot's 105 x 105) are averaged down to 28 x 28
-        self.features = torch.nn.Sequential(
-            torch.nn.AdaptiveAvgPool2d(size),
-            torch.nn.Conv2d(channels, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(32 * (size // 4) ** 2, CLASSIFIER_FEATURES), torch.nn.ReLU())
-        self.features.num_features = CLASSIFIER_FEATURES  # where torchmetrics' FID reads the feature size
-        self.logits = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(CLASSIFIER_FEATURES, num_classes))
-
-    def forward(self, x):
-        return self.logits(self.features(x))
-
-
-def train_classifier(data, device):
-    """The classifier trained by cross-entropy on the training split (Adam, CLASSIFIER_STEPS random
-    batches), and its accuracy on the test split. Seed 0 whatever --seed is: every run on a dataset
-    is judged by the same network."""
-    torch.manual_seed(0)
-    classifier = DatasetClassifier(data.image_shape, data.num_classes).to(device).train()
-    optimizer = common.adam(classifier.parameters(), CLASSIFIER_LR)
-    x, y = data.x_train.to(device), data.y_train.to(device)
-    for _ in progress(range(CLASSIFIER_STEPS), "training the classifier"):
-        index = torch.randint(len(x), (CLASSIFIER_BATCH,), device=device)
-        loss = torch.nn.functional.cross_entropy(classifier(common.float_images(x[index])), y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    classifier.eval()
-    predicted = common.map_batches(lambda b: classifier(b).argmax(1), data.x_test, BATCH, device)
-    return classifier, float((predicted == data.y_test).float().mean())
-
-
-def classifier_cache(data, data_dir):
-    """(path, key) of a dataset's classifier: data_dir/cache/classifier-<dataset>-<C>x<H>x<W>-<key>.pt,
-    beside the datasets' caches. The key hashes the training and test images and labels and the
-    classifier's version, so another dataset, another --image-size, or an edited .npz file of the
-    same name never reads a classifier that was not trained on it."""
-    key = hashlib.sha256(CLASSIFIER_VERSION)
-    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
-        key.update(str(tuple(tensor.shape)).encode())
-        key.update(tensor.contiguous().numpy().tobytes())
-    key = key.hexdigest()[:16]
-    shape = "x".join(map(str, data.image_shape))
-    return Path(data_dir) / "cache" / f"classifier-{machinery.dataset_tag(data.name)}-{shape}-{key}.pt", key
-
-
-def read_classifier(path, key, data):
-    """The cached classifier and its test accuracy, or None (with the reason on stderr) when the file
-    is damaged or not this dataset's; loaded with weights_only=True, so it cannot run code."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict) or saved.get("key") != key:
-            raise ValueError("not this dataset's classifier")
-        classifier = DatasetClassifier(data.image_shape, data.num_classes)
-        classifier.load_state_dict(saved["model_state"])
-        return classifier, float(saved["test_accuracy"])
-    except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
-        reason = machinery.first_line(error, 80)
-        print(f"the classifier cache {path} is damaged ({reason}); training it again", file=sys.stderr)
-        return None
-
-
-def classifier_network(data, data_dir, device):
-    """The classifier of the run's own dataset as the feature network, trained once and read from
-    data_dir/cache/ after; its test accuracy is printed: how good a judge it is. The classes are the
-    dataset's labels: digits for digits, MNIST and .npz files, and for Omniglot its characters (the
-    background set's, as common.py numbers them), drawers 1-19 training and drawer 20 testing."""
-    if data.num_classes < 2 or data.y_train.ndim != 1 or (data.y_train < 0).any():
-        raise CLIError(f"{data.name} has no class labels to train a classifier on: use --feature-network "
-                              "inception")
-    path, key = classifier_cache(data, data_dir)
-    cached = read_classifier(path, key, data) if path.is_file() else None
-    if cached is None:
-        print(f"training a classifier of {machinery.dataset_tag(data.name)} for FID and IS ({CLASSIFIER_STEPS} steps; "
-              f"once: it is cached in {path})")
-        started = time.perf_counter()
-        classifier, accuracy = train_classifier(data, device)
-        try:
-            with machinery.atomic_path(path) as tmp:
-                torch.save({"key": key, "model_state": classifier.state_dict(), "test_accuracy": accuracy}, tmp)
-        except (CLIError, RuntimeError) as error:  # a full disk: the study goes on, the next one trains again
-            print(f"warning: the classifier was not cached ({error})", file=sys.stderr)
-        print(f"trained in {time.perf_counter() - started:.1f} s", end="; ")
-    else:
-        classifier, accuracy = cached
-        print(f"classifier of {machinery.dataset_tag(data.name)} read from {path} (delete it to train it again)", end="; ")
-    print(f"its accuracy on the {len(data.y_test)} test images: {accuracy:.2%}")
-    classifier = classifier.to(device).eval().requires_grad_(False)
-    return FeatureNetwork(f"{machinery.dataset_tag(data.name)} classifier",
-                          lambda: quality_metrics(classifier.features, classifier),
-                          lambda x: common.float_images(x).clamp(0, 1), {"classifier_test_accuracy": accuracy})
-
-
-def default_feature_network(config):
-    """Inception-v3 for colour images (CIFAR-10, SVHN, CelebA, Sprites), as the papers report FID
-    and IS; the dataset's own classifier for grey ones (digits, MNIST, Omniglot, .npz files)."""
-    return "inception" if config["image_shape"][0] == 3 else "classifier"
-
-
-def feature_network(choice, data, data_dir, device):
-    """--feature-network: "inception" or "classifier" (of the run's dataset) as a FeatureNetwork."""
-    return inception_network() if choice == "inception" else classifier_network(data, data_dir, device)
 
 
 def quality_scores(images, fid, inception_score, network, device):
@@ -909,8 +726,8 @@ def quality(model, data, config, device, network, samples=None, steps=None, plot
              + (f" (test accuracy {network.about['classifier_test_accuracy']:.2%})" if network.about else "")]
     if samples is None:
         notes.append(f"{n} samples, the default for {machinery.dataset_tag(config['dataset'])} (--samples)")
-    if network.name == INCEPTION and data.x_test.shape[1] == 1:
-        notes.append(f"grey images repeated on the three channels {INCEPTION} expects")
+    if network.name == feature_networks.INCEPTION and data.x_test.shape[1] == 1:
+        notes.append(f"grey images repeated on the three channels {feature_networks.INCEPTION} expects")
     print(f"quality: {n} samples, FID against the {len(data.x_test)} {split_name(config, 'test')} images, "
           f"on {network.name}")
     metric_device = device if device.type != "mps" else torch.device("cpu")  # FID sums in float64, which MPS lacks
@@ -940,7 +757,7 @@ def save_quality_plot(steps, path, config, network):
     t = [int(k) for k in steps]
     figure = common.plt_figure(figsize=(9, 3.5))
     for i, (key, label) in enumerate((("fid", "FID (lower is better)"),
-                                            ("inception_score", f"Inception Score (± sd over {IS_SPLITS} splits)"))):
+                                            ("inception_score", f"Inception Score (± sd over {feature_networks.IS_SPLITS} splits)"))):
         axes = figure.add_subplot(1, 2, i + 1)
         spread = [v["inception_score_std"] for v in steps.values()] if key == "inception_score" else None
         axes.errorbar(t, [v[key] for v in steps.values()], yerr=spread, marker="o", capsize=3)
@@ -960,77 +777,7 @@ def quality_table(result, config):
     rows.append(row(f"{result['validation']['images']} {split_name(config, 'validation')} images (real)",
                     result["validation"]))
     return markdown(["images", f"FID against the {result['reference_images']} {split_name(config, 'test')} images",
-                     "Inception Score", f"sd over {IS_SPLITS} splits"], rows)
-
-
-def comparison_table(runs, results):
-    """The runs side by side, one row per measurement of the studies run (the paper's tables, transposed)."""
-    def plus_minus(entry, key, digits):
-        return f"{entry[key]:.{digits}f} ± {entry['se']:.{digits}f}"
-
-    config = runs[0].config if len({r.config["dataset"] for r in runs}) == 1 else {"dataset": None}
-    columns = {"run": lambda r: r.name, "model": lambda r: r.config["model"],
-               "sigma": lambda r: f"{r.model.sigma:g}"}
-    studies = set().union(*(results[r.name] for r in runs))
-    if "modes" in studies:
-        def coverage(entry, total):
-            return (f"{entry['modes_covered']} of {total}, {entry['high_quality']:.1%} high-quality in "
-                    f"{entry['modes_with_high_quality']}")
-
-        columns["samples: modes covered"] = lambda r: coverage(results[r.name]["modes"], results[r.name]["modes"]["modes"])
-        steps = sorted({int(t) for r in runs for t in results[r.name].get("modes", {}).get("steps", {})})
-        for t in steps:
-            columns[f"after {t} chain steps"] = lambda r, t=t: coverage(results[r.name]["modes"]["steps"][str(t)],
-                                                                         results[r.name]["modes"]["modes"])
-        columns["reconstruction (squared distance)"] = lambda r: (
-            f"{results[r.name]['modes']['reconstruction']:.4f} ± {results[r.name]['modes']['reconstruction_se']:.4f}")
-    if "reconstruction" in studies:
-        columns["reconstruction MSE"] = lambda r: plus_minus(results[r.name]["reconstruction"], "mse", 4)
-    if "classification" in studies:
-        for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"),
-                           ("svm_rbf_pixels_auto", "SVC pixels (gamma auto)"), ("svm_rbf_pca", "SVC PCA"),
-                           ("svm_rbf_pca_auto", "SVC PCA (gamma auto)"),
-                           ("loo20_linear", "LOO-20 codes (mean)"), ("loo20_linear_max", "LOO-20 codes (max)"),
-                           ("loo20_linear_pixels", "LOO-20 pixels"), ("loo20_linear_pca", "LOO-20 PCA"),
-                           ("attributes_linear", "attributes (mean)"), ("semi_supervised_error", "q(y|x) error"),
-                           ("nn_baseline_error", "NN baseline error"), ("svm_pixels_error", "SVC pixels error"),
-                           ("cluster_error", "cluster error")):
-            if any(key in results[r.name].get("classification", {}) for r in runs):
-                columns[title] = lambda r, key=key: f"{results[r.name]['classification'][key]:.2%}"
-    if "likelihood" in studies:
-        for split in ("test", "evaluation"):
-            if any(split in results[r.name].get("likelihood", {}) for r in runs):
-                columns[f"Parzen LL {split_name(config, split)}"] = lambda r, split=split: plus_minus(
-                    results[r.name]["likelihood"][split], "mean", 1)
-        steps = sorted({int(t) for r in runs for t in results[r.name].get("likelihood", {}).get("steps", {})})
-        for t in steps:
-            columns[f"LL after {t} chain steps"] = lambda r, t=t: plus_minus(
-                results[r.name]["likelihood"]["steps"][str(t)], "mean", 1)
-    if "quality" in studies:
-        networks = {results[r.name]["quality"]["feature_network"] for r in runs if "quality" in results[r.name]}
-        if len(networks) > 1:  # FIDs and ISs of two feature networks cannot be compared
-            columns["feature network"] = lambda r: results[r.name]["quality"]["feature_network"]
-
-        def fid_and_is(scores):
-            return f"{scores['fid']:.2f}", f"{scores['inception_score']:.2f} ± {scores['inception_score_std']:.2f}"
-
-        columns["FID"] = lambda r: fid_and_is(results[r.name]["quality"])[0]
-        columns["IS ± sd"] = lambda r: fid_and_is(results[r.name]["quality"])[1]
-        steps = sorted({int(t) for r in runs for t in results[r.name].get("quality", {}).get("steps", {})})
-        for t in steps:
-            for i, title in enumerate(("FID", "IS")):
-                columns[f"{title} after {t} chain steps"] = lambda r, t=t, i=i: fid_and_is(
-                    results[r.name]["quality"]["steps"][str(t)])[i]
-
-    def cell(column, run):
-        try:
-            return column(run)
-        except KeyError:
-            return "–"
-
-    # A row per measure and a column per run: a terminal holds a few runs side by side, not 16 measures
-    return markdown(["measure", *(run.name for run in runs)],
-                    [[title, *(cell(column, run) for run in runs)] for title, column in columns.items() if title != "run"])
+                     "Inception Score", f"sd over {feature_networks.IS_SPLITS} splits"], rows)
 
 
 def parse_args(argv):
@@ -1107,10 +854,10 @@ def main(argv=None):
     for run in runs:
         if {"likelihood", "quality"} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps
             check_sample_memory(run.config, args.samples, args.steps, device)
-    choices = {run.name: args.feature_network or default_feature_network(run.config) for run in runs}
+    choices = {run.name: args.feature_network or feature_networks.default_feature_network(run.config) for run in runs}
     data_cache, networks, results = {}, {}, {}
     if any("quality" in studies_of[run.name] and choices[run.name] == "inception" for run in runs):
-        networks["inception"] = inception_network()  # offline is found out before hours of work
+        networks["inception"] = feature_networks.inception_network()  # offline is found out before hours of work
     for run in runs:
         studies = studies_of[run.name]
         data = load_data(run.config, args.data_dir, data_cache)
@@ -1121,7 +868,7 @@ def main(argv=None):
             if study == "quality":  # before the seed: a classifier trained or read leaves the same random numbers
                 network_key = "inception" if choices[run.name] == "inception" else id(data)
                 if network_key not in networks:  # one Inception-v3, one classifier per dataset
-                    networks[network_key] = feature_network(choices[run.name], data,
+                    networks[network_key] = feature_networks.feature_network(choices[run.name], data,
                                                             args.data_dir or run.config["data_dir"], device)
             common.seed_everything(args.seed)  # each study's numbers do not depend on the others run before it
             started = time.perf_counter()
@@ -1158,7 +905,7 @@ def main(argv=None):
             merge_results(run.path, key, result)
             results[run.name][key] = result
         print(f"\nresults merged into {run.path / 'eval.json'}")
-    table = comparison_table(runs, results)
+    table = compare.comparison_table(runs, results, {run.name: run.model.sigma for run in runs})
     if len(runs) > 1:
         print(f"\n## comparison\n\n{table}")
     if args.table:

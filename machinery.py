@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import torch
+from tqdm import tqdm
 
 try:
     import fcntl  # the run folder's lock (POSIX)
@@ -224,6 +225,11 @@ def first_line(error, limit=160):
     """The first line of an exception's message, cut at a word (not mid-word) when it is long."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def progress(iterable, desc, **kwargs):
+    """A progress bar on a terminal (none in a log file), gone when done."""
+    return tqdm(iterable, desc=desc, leave=False, disable=None, dynamic_ncols=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
