@@ -61,7 +61,6 @@ import argparse
 import importlib
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,14 +97,6 @@ CELEBA_ATTRIBUTES = (
 # ---------------------------------------------------------------------------------------------
 # Runs: a folder -> its settings, its trained model, its data
 # ---------------------------------------------------------------------------------------------
-
-
-def load_run(run_dir, device):
-    """common.load_run (the run's model, in eval mode), once its eval.json is known to be readable:
-    a damaged eval.json stops us before any work, not after it."""
-    run = common.load_run(run_dir, device)
-    read_eval_json(run.path)
-    return run
 
 
 def mean_and_standard_error(values):
@@ -849,7 +840,9 @@ def main(argv=None):
     device = machinery.choose_device(args.device)
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
-    runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
+    runs = [common.load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work,
+    for run in runs:  # its eval.json too: a damaged one stops us before hours of work, not after them
+        read_eval_json(run.path)
     studies_of = {run.name: studies_for(args.study, run) for run in runs}
     for run in runs:
         if {"likelihood", "quality"} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps

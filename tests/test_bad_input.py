@@ -429,7 +429,7 @@ def test_chain_steps_that_cannot_fit_are_refused_up_front():
     """A chain holds every step it takes: 10^12 steps of an 8x8 image are refused before sampling;
     a model without a chain ignores --steps, and the paper's settings pass."""
     daae_run = {"dataset": "digits", "image_shape": [1, 8, 8], "sample_steps": 10}
-    with pytest.raises(common.CLIError, match="--steps"):
+    with pytest.raises(machinery.CLIError, match="--steps"):
         evaluation.check_sample_memory(daae_run, None, [0, 10**12], torch.device("cpu"))
     evaluation.check_sample_memory({k: v for k, v in daae_run.items() if k != "sample_steps"}, None, [10**12],
                                     torch.device("cpu"))

@@ -90,18 +90,18 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     machinery.save_checkpoint(path, {"model": "aae", "epoch": 3, "weights": torch.arange(4.0)})
     loaded = machinery.load_checkpoint(path, "aae")
     assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], torch.arange(4.0))
-    with pytest.raises(common.CLIError, match="daae.py|not daae"):
+    with pytest.raises(machinery.CLIError, match="daae.py|not daae"):
         machinery.load_checkpoint(path, "daae")
 
     path.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(common.CLIError, match="not a valid checkpoint"):
+    with pytest.raises(machinery.CLIError, match="not a valid checkpoint"):
         machinery.load_checkpoint(path, "aae")
 
     torch.save({"format": "something else"}, path)
-    with pytest.raises(common.CLIError, match="not a checkpoint written by these scripts"):
+    with pytest.raises(machinery.CLIError, match="not a checkpoint written by these scripts"):
         machinery.load_checkpoint(path, "aae")
 
-    with pytest.raises(common.CLIError, match="no checkpoint"):
+    with pytest.raises(machinery.CLIError, match="no checkpoint"):
         machinery.load_checkpoint(tmp_path / "missing.pt", "aae")
 
 
@@ -120,7 +120,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": machinery.CHECKPOINT_FORMAT, "payload": RunsCode(str(marker))}, f, protocol=2)
-    with pytest.raises(common.CLIError, match="not a valid checkpoint"):
+    with pytest.raises(machinery.CLIError, match="not a valid checkpoint"):
         machinery.load_checkpoint(path, "aae")
     assert not marker.exists()
 
@@ -144,7 +144,7 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
 def test_parser_errors_are_one_line_cli_errors():
     parser = machinery.model_parser("aae", "test")
     for argv in (["--epochs", "0"], ["--batch-size", "-3"], ["--lr", "nan"], ["--bogus"]):
-        with pytest.raises(common.CLIError, match="see --help"):
+        with pytest.raises(machinery.CLIError, match="see --help"):
             parser.parse_args(argv)
     assert math.isclose(parser.parse_args(["--lr", "2e-4"]).lr, 2e-4)
 
@@ -155,7 +155,7 @@ def test_device_flag_and_its_gpu_alias():
     assert parser.parse_args(["--gpu"]).device == "cuda"
     assert parser.parse_args(["--device", "cpu"]).device == "cpu"
     assert machinery.choose_device("cpu") == torch.device("cpu")  # forced even where CUDA exists
-    with pytest.raises(common.CLIError, match="--device"):
+    with pytest.raises(machinery.CLIError, match="--device"):
         parser.parse_args(["--device", "tpu"])
 
 

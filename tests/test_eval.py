@@ -100,7 +100,7 @@ def test_all_studies_on_digits_write_the_keys_and_print_tables(digits_run, capsy
 
 
 def test_reconstruction_matches_a_direct_computation_and_is_reproducible(digits_run):
-    model = evaluation.load_run(digits_run, torch.device("cpu")).model
+    model = common.load_run(digits_run, torch.device("cpu")).model
     data = common.load_dataset("digits")
     common.seed_everything(0)
     first = evaluation.reconstruct(model, data, torch.device("cpu"))
@@ -207,7 +207,7 @@ def test_bandwidth_is_chosen_on_validation_never_on_test(digits_run, monkeypatch
         return real(samples, data, bandwidths, desc)
 
     monkeypatch.setattr(evaluation, "log_likelihoods", spy)
-    run = evaluation.load_run(digits_run, torch.device("cpu"))
+    run = common.load_run(digits_run, torch.device("cpu"))
     data = common.load_dataset("digits")
     result = evaluation.likelihood(run.model, data, run.config, torch.device("cpu"), samples=200)
     choosing = [c for c in calls if len(c[1]) > 1]

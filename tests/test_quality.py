@@ -12,6 +12,7 @@ import torch
 
 import aae
 import common
+import machinery
 import eval as evaluation
 import feature_networks
 from helpers import run_eval as run_cli, run_script
@@ -175,7 +176,7 @@ def test_a_damaged_or_unsafe_classifier_cache_is_trained_again(tmp_path, capsys,
 def test_a_dataset_without_labels_needs_inception(tmp_path):
     data = common.load_dataset("digits")
     data.y_train = torch.full_like(data.y_train, -1)
-    with pytest.raises(common.CLIError, match="--feature-network inception"):
+    with pytest.raises(machinery.CLIError, match="--feature-network inception"):
         feature_networks.classifier_network(data, tmp_path, CPU)
 
 

@@ -12,6 +12,7 @@ import torch
 import aae
 import ali
 import common
+import machinery
 import daae
 import eval as evaluation
 import idaae
@@ -49,7 +50,7 @@ def test_ring8_lies_on_a_circle_of_radius_2():
 
 
 def test_toy_datasets_have_no_image_size():
-    with pytest.raises(common.CLIError, match="points in the plane"):
+    with pytest.raises(machinery.CLIError, match="points in the plane"):
         common.load_dataset("toy25", image_size=28)
 
 
