@@ -60,6 +60,7 @@ DEFAULTS = {
 ADAM_BETAS = (0.5, 0.999)  # Tables 3-5: beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2)
 MLP_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.2, 0.5))  # see Discriminator
 TOY_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.0, 0.0))  # points: no dropout, as the authors' toy
+MAXOUT_PIECES = 2  # Table 3: CIFAR-10's D
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +100,17 @@ class Decoder(nn.Module):
     def forward(self, z):
         x = self.net(z).view(-1, *self.image_shape)
         return x if self.points else torch.sigmoid(x)
+
+
+class Maxout(nn.Module):
+    """The largest of `pieces` consecutive channels (Goodfellow et al., 2013): CIFAR-10's D."""
+
+    def __init__(self, pieces):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x):
+        return x.unflatten(1, (-1, self.pieces)).amax(2)
 
 
 def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
@@ -146,7 +158,6 @@ CONV_NETWORKS = {
         x_discriminator=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
         z_discriminator=[1024, 1024], joint_discriminator=[2048, 2048]),
 }
-MAXOUT_PIECES = 2  # Table 3
 INIT_STD = 0.01  # Tables 3-5: weights N(0, 0.01^2), biases 0
 
 
@@ -186,17 +197,6 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z):
         return torch.sigmoid(self.net(z[:, :, None, None]) + self.pixel_bias)
-
-
-class Maxout(nn.Module):
-    """The largest of `pieces` consecutive channels (Goodfellow et al., 2013): CIFAR-10's D."""
-
-    def __init__(self, pieces):
-        super().__init__()
-        self.pieces = pieces
-
-    def forward(self, x):
-        return x.unflatten(1, (-1, self.pieces)).amax(2)
 
 
 class ConvDiscriminator(nn.Module):
