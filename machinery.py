@@ -281,7 +281,7 @@ def choose_precision(precision, device):
 
 
 def one_thread_if_busy(device):
-    """On busy cores torch's threads wait for each other: a step ran 4-10x slower with 2 than with 1."""
+    """On busy cores torch's threads wait for each other, and one thread is faster (docs/performance.md)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
     if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)

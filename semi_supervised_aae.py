@@ -51,9 +51,8 @@ import toy
 # Section 5's appendix (recalled): 2 x 1000 ReLU units in every network, y and z 10-D, z ~ N(0, I), noise of
 # std 0.3 on the autoencoder's input; SGD with momentum (reconstruction lr 0.01, cross-entropy and adversarial
 # 0.1, divided by 10 after epoch 50, 5000 epochs). We take the re-implementations' Adam, which learns in tens
-# of epochs, at 1e-3, also for the adversarial networks: with their 1e-4 our D_gauss won and z kept the class
-# (docs/aae.md), and the paper's adversarial rate is not below its reconstruction rate. Batch size: not
-# recorded, 100. digits is a small setting of ours.
+# of epochs, at 1e-3, also for the adversarial networks (why: docs/aae.md; the paper's adversarial rate is not
+# below its reconstruction rate). Batch size: not recorded, 100. digits is a small setting of ours.
 SECTION_5 = dict(style_dim=10, input_noise=0.3, input_dropout=0.0, batch_norm=False, discriminator_noise=0.0,
                  lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9, grad_clip=0.0)
 SEMI_SUPERVISED = {
@@ -66,9 +65,8 @@ TOY = dict(hidden=[128, 128], discriminator_hidden=[128, 128], batch_size=100, s
            input_dropout=0.0, lr=1e-3, adversarial_lr=1e-3, epochs=5)
 SEMI_SUPERVISED.update({name: dict(SECTION_5, **TOY, labels=10 * len(m)) for name, (m, _) in toy.MIXTURES.items()})
 # Section 6's appendix (recalled): 2 x 3000 ReLU, z 5-D, 20 % dropout on the input, BatchNorm in the
-# encoder (without it most clusters went unused: docs/aae.md), 1500 epochs. Not the paper's: 1000 units
-# (--hidden 3000 is the recalled width), which clustered better than 3000 over 8,000 updates, paired over
-# seeds and test images (docs/aae.md, Section 6), and the discriminators' noise.
+# encoder, 1500 epochs. Not the paper's: 1000 units (--hidden 3000 is the recalled width; why: docs/aae.md,
+# Section 6), and the discriminators' noise.
 SECTION_6 = dict(style_dim=5, clusters=16, input_noise=0.0, input_dropout=0.2, batch_norm=True,
                  discriminator_noise=0.3, lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9,
                  grad_clip=0.0)
