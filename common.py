@@ -568,9 +568,11 @@ def save_manifold(model, path, steps=20):
 # ---------------------------------------------------------------------------------------------
 
 
-def start_run(model, args, defaults, variant=None):
+def start_run(model, args, defaults, variant=None, fill=None):
     """The run the flags ask for: the paper's settings for the dataset under the flags given (the
-    saved ones with --resume), printed; the run folder, locked; the seeded RNGs, device and data."""
+    saved ones with --resume), printed; the run folder, locked; the seeded RNGs, device and data.
+    fill(config, data): the model's checks of its flags against the data, and the settings that
+    depend on the data, done before config.json is written (once)."""
     with machinery.run_folder(model, args, defaults, variant) as (config, out, checkpoint):
         seed_everything(config["seed"])
         device = machinery.choose_device(config["device"])
@@ -579,6 +581,8 @@ def start_run(model, args, defaults, variant=None):
         data = load_dataset(config["dataset"], config["data_dir"], config["image_size"])
         config["image_shape"], config["num_classes"] = list(data.image_shape), data.num_classes
         machinery.check_batch_size(config["batch_size"], len(data.x_train))
+        if fill is not None:
+            fill(config, data)
         machinery.save_settings(model, config, out, data, device, shown_dataset=args.dataset)
     return Run(model, config, out, device, data, checkpoint)
 

@@ -61,12 +61,15 @@ DEFAULTS = {"digits": dict(conv=False, hidden=[256, 256], image_discriminator_hi
             **{name: dict(conv=False, hidden=[128, 128], image_discriminator_hidden=128,
                           code_discriminator_hidden=[128, 128], latent_dim=2, noise_dim=2, lr=1e-3, batch_size=100,
                           epochs=5) for name in toy.MIXTURES}}
-SHARED_DEFAULTS = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
-                       decoder_in_prior_phase=True)
-# The conditional settings' (latent_dim, noise_dim) for images: Figure 10 (10-D one-hot + 54-D noise
-# -> 64-D code), Figure 12 (10 categories + 90-D noise -> 100-D code).
-CONDITIONAL_CODE_SIZES = {"supervised": (64, 54), "categorical": (100, 90)}
+FULL_MODEL = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
+                  decoder_in_prior_phase=True)  # the paper's full model; the ablation's flags turn parts off
+# The conditional settings' codes of images: Figure 10 (10-D one-hot + 54-D noise), Figure 12 (10 + 90-D).
+CODE_SIZES = {"supervised": dict(latent_dim=64, noise_dim=54), "categorical": dict(latent_dim=100, noise_dim=90)}
 CATEGORIES = 10
+SETTING_DEFAULTS = {setting: {name: {**FULL_MODEL, **row, **(CODE_SIZES.get(setting, {}) if name not in toy.MIXTURES
+                                                                else {}),
+                                     "setting": setting, "categories": CATEGORIES if setting == "categorical" else None}
+                              for name, row in DEFAULTS.items()} for setting in SETTINGS}  # each setting's, complete
 ADAM_BETAS = (0.5, 0.999)  # DCGAN's (Radford et al.): the paper gives none
 leaky_relu = functools.partial(nn.LeakyReLU, 0.2)  # the paper says LeakyReLU, not its slope: DCGAN's
 
@@ -404,9 +407,9 @@ def parse_args(argv):
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
     machinery.describe_defaults(parser, DEFAULTS).epilog += "\n--latent-dim / --noise-dim of images in the " + \
-        ", ".join(f"{setting} setting {latent}/{noise}" for setting, (latent, noise) in CONDITIONAL_CODE_SIZES.items())
+        ", ".join(f"{setting} setting {row['latent_dim']}/{row['noise_dim']}" for setting, row in CODE_SIZES.items())
     args = parser.parse_args(argv)
-    if args.categories is not None and (args.setting or SHARED_DEFAULTS["setting"]) != "categorical":
+    if args.categories is not None and (args.setting or FULL_MODEL["setting"]) != "categorical":
         raise machinery.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
     if args.learned_prior is False and args.noise_dim is not None:
         raise machinery.CLIError("with --no-learned-prior the code is [one-hot label, noise]: set --latent-dim, "
@@ -414,19 +417,8 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    setting, defaults = args.setting or SHARED_DEFAULTS["setting"], {}
-    for name, row in DEFAULTS.items():
-        row = {**SHARED_DEFAULTS, **row, "categories": CATEGORIES if setting == "categorical" else None}
-        if setting in CONDITIONAL_CODE_SIZES and name not in toy.MIXTURES:
-            row["latent_dim"], row["noise_dim"] = CONDITIONAL_CODE_SIZES[setting]
-        if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
-            row["noise_dim"] = max(1, args.latent_dim - (row["latent_dim"] - row["noise_dim"]))
-        defaults[name] = row
-    run = common.start_run("learned_prior_aae", args, defaults,
-                           variant=setting if setting != SHARED_DEFAULTS["setting"] else None)
-    config, data = run.config, run.data
+def fill_settings(config, data):
+    """The flags checked against the data, and the baseline's noise size, before config.json is written."""
     if config["setting"] == "supervised":
         machinery.require_labels(data, "--setting supervised")
     if config["channels"] is not None and not config["conv"]:
@@ -440,8 +432,17 @@ def main(argv=None):
             raise machinery.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
                                      f"{k} label dimensions; choose a larger one")
         config["noise_dim"] = config["latent_dim"] - k
-        machinery.write_json(run.out / "config.json", config)
-    train(run)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setting = args.setting or FULL_MODEL["setting"]
+    defaults = SETTING_DEFAULTS[setting]
+    if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
+        defaults = {name: {**row, "noise_dim": max(1, args.latent_dim - (row["latent_dim"] - row["noise_dim"]))}
+                    for name, row in defaults.items()}
+    train(common.start_run("learned_prior_aae", args, defaults,
+                           variant=setting if setting != FULL_MODEL["setting"] else None, fill=fill_settings))
 
 
 if __name__ == "__main__":

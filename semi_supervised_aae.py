@@ -54,7 +54,8 @@ import toy
 # of epochs, at 1e-3, also for the adversarial networks (why: docs/aae.md; the paper's adversarial rate is not
 # below its reconstruction rate). Batch size: not recorded, 100. digits is a small setting of ours.
 SECTION_5 = dict(style_dim=10, input_noise=0.3, input_dropout=0.0, batch_norm=False, discriminator_noise=0.0,
-                 lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9, grad_clip=0.0)
+                 lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9, grad_clip=0.0, clusters=None,
+                 reduce_dim=0)  # clusters: one per class of the data
 SEMI_SUPERVISED = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], labels=100, batch_size=64, **SECTION_5),
     "mnist": dict(hidden=[1000, 1000], discriminator_hidden=[1000, 1000], labels=1000, batch_size=100, **SECTION_5),
@@ -69,7 +70,7 @@ SEMI_SUPERVISED.update({name: dict(SECTION_5, **TOY, labels=10 * len(m)) for nam
 # Section 6), and the discriminators' noise.
 SECTION_6 = dict(style_dim=5, clusters=16, input_noise=0.0, input_dropout=0.2, batch_norm=True,
                  discriminator_noise=0.3, lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9,
-                 grad_clip=0.0)
+                 grad_clip=0.0, labels=0, reduce_dim=0)
 # musyoku/adversarial-autoencoder, the public Chainer re-implementation, clusters with --hidden 1000 --no-batch-norm
 # --input-dropout 0 --init normal --lr 1e-4 --adversarial-lr 1e-4 --beta1 0.1 --grad-clip 5 and our D noise; beyond
 # flags, a 10-D z, a tanh decoder with the squared error, batch 64 and one Adam for both encoder updates (docs/aae.md).
@@ -403,6 +404,17 @@ def parse_args(argv):
     return args
 
 
+def fill_settings(config, data):
+    """What depends on the data, before config.json is written: y's size (one category per class
+    unless --clusters says), the labelled set --labels asks for (it must exist; else one CLIError
+    line), and the code's size."""
+    if config["clusters"] is None:  # semi-supervised: one category per class
+        config["clusters"] = data.num_classes
+    if config["labels"]:
+        check_labels(config, data)
+    config["latent_dim"] = config["style_dim"] if config["reduce_dim"] else config["clusters"] + config["style_dim"]
+
+
 def check_labels(config, data):
     """The labelled set --labels asks for exists; else one CLIError line."""
     n, k = config["labels"], data.num_classes
@@ -425,19 +437,10 @@ def check_labels(config, data):
 def main(argv=None):
     args = parse_args(argv)
     reduce = {"style_dim": args.reduce_dim} if args.reduce_dim else {}  # Section 7: z is n-D
-    defaults = {name: {"labels": 0, "clusters": None, "reduce_dim": 0, **row, **reduce}
-                for name, row in (CLUSTERING if args.labels == 0 else SEMI_SUPERVISED).items()}
+    defaults = {name: {**row, **reduce} for name, row in (CLUSTERING if args.labels == 0 else SEMI_SUPERVISED).items()}
     variant = "-".join(part for part in ("clustering" if args.labels == 0 else None,
                                          f"reduce{args.reduce_dim}" if args.reduce_dim else None) if part)
-    run = common.start_run("semi_supervised_aae", args, defaults, variant=variant or None)
-    config, data = run.config, run.data
-    if config["clusters"] is None:  # semi-supervised: one category per class
-        config["clusters"] = data.num_classes
-    if config["labels"]:
-        check_labels(config, data)
-    config["latent_dim"] = config["style_dim"] if config["reduce_dim"] else config["clusters"] + config["style_dim"]
-    machinery.write_json(run.out / "config.json", config)
-    train(run)
+    train(common.start_run("semi_supervised_aae", args, defaults, variant=variant or None, fill=fill_settings))
 
 
 if __name__ == "__main__":
