@@ -194,10 +194,8 @@ def per_item_values(runs, study, key, unpack):
     values = []
     for run in runs:
         if stored(run, study, key) is None:
-            command = "reconstruct" if study == RECONSTRUCTION else "classify"
-            raise CLIError(f"{run.path / 'eval.json'} has no {study} results per test image or drawer "
-                                  f"({key}), which compare pairs: re-run `python eval.py {command} {run.path}` "
-                                  "(or `all`)")
+            raise CLIError(f"{run.path / 'eval.json'} has no {study} results per test image or drawer ({key}), "
+                           f"which compare pairs: re-run `python eval.py {study} {run.path}` (or `all`)")
         values.append(unpack(stored(run, study, key)))
     counts = {len(v) for v in values}
     if len(counts) > 1:

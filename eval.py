@@ -1,7 +1,7 @@
 """The DAAE paper's measurements (Creswell & Bharath), for any run folder of any model script.
 
-    python eval.py reconstruct runs/daae-mnist
-    python eval.py classify runs/aae-mnist runs/daae-mnist runs/idaae-mnist --max-train 10000
+    python eval.py reconstruction runs/daae-mnist
+    python eval.py classification runs/aae-mnist runs/daae-mnist runs/idaae-mnist --max-train 10000
     python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
     python eval.py quality runs/aae-mnist runs/daae-mnist --steps 0 5 10
     python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
@@ -11,11 +11,13 @@ The first three studies follow the DAAE paper's evaluation protocol (arXiv:1703.
 experiments, and its appendix for the log-likelihood); the fourth measures the samples as later
 papers do:
 
-  reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
+  reconstruction
+               corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images
                (and each image's error, for compare).
                A supervised AAE (aae.py --supervised) decodes with each test image's true label.
-  classify     an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
+  classification
+               an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
                on the test split; the same SVC on raw pixels and on PCA to the code size as
                baselines, these two also with gamma "auto" (1 / dims), the default of the
                authors' scikit-learn 0.18 (today's, "scale", gives the same for codes of unit
@@ -78,8 +80,8 @@ from results import (CLASSIFICATION, CLUSTER_CORRECT, CLUSTER_MAJORITY_CORRECT, 
                      MODES, QUALITY, RECONSTRUCTION, SQUARED_ERRORS, SVM_RBF, check_writable, markdown, merge_results,
                      pack_bits, pack_numbers, read_eval_json, split_name, write_table)
 
-STUDIES = ("reconstruct", "classify", "likelihood", "quality")  # of images
-TOY_STUDIES = ("modes",)  # of points in the plane (toy25, ring8)
+STUDIES = (RECONSTRUCTION, CLASSIFICATION, LIKELIHOOD, QUALITY)  # of images, each named as in eval.json
+TOY_STUDIES = (MODES,)  # of points in the plane (toy25, ring8)
 TOY_SAMPLES = 10_000  # the ALI paper's: 10,000 samples of p(x), and 10,000 held-out points reconstructed
 BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
 LOO_CHARACTERS = 20  # test (b): the first 20 characters of the evaluation set
@@ -845,11 +847,11 @@ def main(argv=None):
         read_eval_json(run.path)
     studies_of = {run.name: studies_for(args.study, run) for run in runs}
     for run in runs:
-        if {"likelihood", "quality"} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps
+        if {LIKELIHOOD, QUALITY} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps
             check_sample_memory(run.config, args.samples, args.steps, device)
     choices = {run.name: args.feature_network or feature_networks.default_feature_network(run.config) for run in runs}
     data_cache, networks, results = {}, {}, {}
-    if any("quality" in studies_of[run.name] and choices[run.name] == "inception" for run in runs):
+    if any(QUALITY in studies_of[run.name] and choices[run.name] == "inception" for run in runs):
         networks["inception"] = feature_networks.inception_network()  # offline is found out before hours of work
     for run in runs:
         studies = studies_of[run.name]
@@ -858,45 +860,45 @@ def main(argv=None):
         print(f"\n## {run.name}: {run.config['model']}, {progress_note}, {data}")
         results[run.name] = {}
         for study in studies:
-            if study == "quality":  # before the seed: a classifier trained or read leaves the same random numbers
+            if study == QUALITY:  # before the seed: a classifier trained or read leaves the same random numbers
                 network_key = "inception" if choices[run.name] == "inception" else id(data)
                 if network_key not in networks:  # one Inception-v3, one classifier per dataset
                     networks[network_key] = feature_networks.feature_network(choices[run.name], data,
                                                             args.data_dir or run.config["data_dir"], device)
             common.seed_everything(args.seed)  # each study's numbers do not depend on the others run before it
             started = time.perf_counter()
-            if study == "reconstruct":
-                key, result = RECONSTRUCTION, reconstruct(run.model, data, device)
+            if study == RECONSTRUCTION:
+                result = reconstruct(run.model, data, device)
                 table = reconstruction_table(result)
-            elif study == "classify":
-                key, result = CLASSIFICATION, classify(run.model, data, device, args.max_train, args.seed)
+            elif study == CLASSIFICATION:
+                result = classify(run.model, data, device, args.max_train, args.seed)
                 table = classification_table(result, run.config)
                 if hasattr(run.model, "class_probabilities"):  # semi_supervised_aae.py: the paper's own measures
                     extra = semi_supervised_study(run, data, device, args.seed)
                     notes = result["notes"] + extra.pop("notes")
                     result.update(extra, notes=notes)
                     table += "\n\n" + semi_supervised_table(result)
-            elif study == "likelihood":
-                key, result = LIKELIHOOD, likelihood(run.model, data, run.config, device, args.samples, args.steps,
-                                                       run.path / "likelihood_steps.png", args.bandwidth_on)
+            elif study == LIKELIHOOD:
+                result = likelihood(run.model, data, run.config, device, args.samples, args.steps,
+                                    run.path / "likelihood_steps.png", args.bandwidth_on)
                 table = likelihood_table(result, run.config)
-            elif study == "modes":
-                key, result = MODES, modes(run.model, data, run.config, device, args.samples, args.steps)
+            elif study == MODES:
+                result = modes(run.model, data, run.config, device, args.samples, args.steps)
                 table = modes_table(result)
             else:
-                key, result = QUALITY, quality(run.model, data, run.config, device, networks[network_key],
-                                                 args.samples, args.steps, run.path / "quality_steps.png")
+                result = quality(run.model, data, run.config, device, networks[network_key], args.samples, args.steps,
+                                 run.path / "quality_steps.png")
                 table = quality_table(result, run.config)
             result.update(seconds=round(time.perf_counter() - started, 2), epoch=run.epoch, seed=args.seed)
             if run.unfinished:
                 result["unfinished"] = run.unfinished
-            print(f"\n### {key} ({result['seconds']:.1f} s)\n")
+            print(f"\n### {study} ({result['seconds']:.1f} s)\n")
             for note in result.get("notes", []):
                 print(f"note: {note}")
             if table:
                 print(table)
-            merge_results(run.path, key, result)
-            results[run.name][key] = result
+            merge_results(run.path, study, result)
+            results[run.name][study] = result
         print(f"\nresults merged into {run.path / 'eval.json'}")
     table = compare.comparison_table(runs, results, {run.name: run.model.sigma for run in runs})
     if len(runs) > 1:

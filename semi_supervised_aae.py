@@ -32,7 +32,7 @@ test codes c are Figure 11's scatter. Values marked "recalled" come from seconda
     python semi_supervised_aae.py --labels 0 --clusters 30        # digits, 30 clusters (Section 6)
     python semi_supervised_aae.py --reduce-dim 2 --labels 0 --clusters 20      # Figure 11c
     python semi_supervised_aae.py --dataset mnist --labels 1000                # Table 2
-    python eval.py classify runs/semi_supervised_aae-digits       # the test error (or the cluster error)
+    python eval.py classification runs/semi_supervised_aae-digits       # the test error (or the cluster error)
 """
 
 import argparse

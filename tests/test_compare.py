@@ -274,12 +274,12 @@ def test_bad_comparisons_are_one_line(groups, tmp_path, capsys, change, words):
     status, out, err = run_cli(["compare", *daae, "--against", *aae], capsys)
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     if change == "old eval.json":
-        assert "re-run `python eval.py classify" in err
+        assert "re-run `python eval.py classification" in err
 
 
 @pytest.mark.parametrize("argv, words", [
     (["compare", "{run}"], "compare needs a second group"),
-    (["classify", "{run}", "--against", "{run}"], "--against and --names are for eval.py compare"),
+    (["classification", "{run}", "--against", "{run}"], "--against and --names are for eval.py compare"),
     (["compare", "{run}", "--against", "{run}", "--names", "X", "X"], "different names"),
 ])
 def test_bad_compare_command_lines_are_one_line(groups, capsys, argv, words):
@@ -297,7 +297,7 @@ def test_bad_compare_command_lines_are_one_line(groups, capsys, argv, words):
 def evaluated_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "aae-digits"
     aae.main(["--epochs", "1", "--sigma", "0.5", "--latent-dim", "4", "--out", str(out)])
-    for study in ("classify", "reconstruct"):
+    for study in ("classification", "reconstruction"):
         assert evaluation.main([study, str(out), "--max-train", "400"]) is None
     return out
 

@@ -254,7 +254,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 def test_eval_reports_the_papers_measures_and_the_baselines(digits_runs, monkeypatch, capsys):
     monkeypatch.setattr(evaluation, "NN_BASELINE_STEPS", 50)
-    assert run_script(evaluation.main, ["classify", str(digits_runs / "semi"), str(digits_runs / "reduce")]) == 0
+    assert run_script(evaluation.main, ["classification", str(digits_runs / "semi"), str(digits_runs / "reduce")]) == 0
     out = capsys.readouterr().out
     semi = json.loads((digits_runs / "semi/eval.json").read_text())["classification"]
     for key in ("semi_supervised_error", "nn_baseline_error", "svm_pixels_error", "svm_rbf"):

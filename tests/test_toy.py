@@ -118,7 +118,7 @@ def test_every_model_trains_on_toy25_and_eval_scores_its_modes(model, capsys):
 
 def test_image_studies_refuse_toy_runs_and_modes_refuses_image_runs(capsys):
     assert run_script(aae.main, ["--dataset", "toy25", "--epochs", "1", "--batch-size", "5000", "--out", "toy"]) == 0
-    status, _, err = run_eval(["classify", "toy"], capsys)
+    status, _, err = run_eval(["classification", "toy"], capsys)
     assert status != 0 and "points in the plane" in err and "modes" in err
     assert run_script(aae.main, ["--epochs", "1", "--out", "digits"]) == 0
     status, _, err = run_eval(["modes", "digits"], capsys)
