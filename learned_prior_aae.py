@@ -86,14 +86,14 @@ def fc_image_features(image_shape, hidden):
 
 
 class ImageDiscriminator(nn.Module):
-    """D_I (Table A3): feature layers F, then FC `hidden` + LeakyReLU, then FC 1 (the logit; the
-    sigmoid is inside the loss). Returns (logit, hidden layer); Q reads the hidden layer."""
+    """D_I (Table A3): feature layers F, then FC `units` + LeakyReLU, then FC 1 (the logit; the
+    sigmoid is inside the loss). Returns (logit, hidden layer's activations); Q reads them."""
 
-    def __init__(self, features, feature_size, hidden):
+    def __init__(self, features, feature_size, units):
         super().__init__()
         self.features = features
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(feature_size, hidden), leaky_relu())
-        self.real_or_fake = nn.Linear(hidden, 1)
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(feature_size, units), leaky_relu())
+        self.real_or_fake = nn.Linear(units, 1)
 
     def forward(self, x):
         h = self.hidden(self.features(x))
@@ -220,9 +220,9 @@ def perceptual_loss(model, x, x_rec):
     return F.mse_loss(reconstructed, target)
 
 
-def information_loss(model, hidden, labels):
-    """Eq. 7: L_I = -E[log Q(s | dec(z_c))], Q read from D_I's hidden layer of dec(z_c)."""
-    return F.cross_entropy(model.classifier(hidden), labels)
+def information_loss(model, activations, labels):
+    """Eq. 7: L_I = -E[log Q(s | dec(z_c))], Q read from D_I's hidden layer's activations on dec(z_c)."""
+    return F.cross_entropy(model.classifier(activations), labels)
 
 
 def reconstruction_update(model, optimizer, x, perceptual=True):
@@ -266,14 +266,14 @@ def image_discriminator_update(model, optimizer, x, z, s):
     reconstructions dec(enc(x)) (Eq. 4 + Algorithm 1)."""
     with torch.no_grad():
         x_prior, x_rec = model.decoder(model.prior_code(z, s)), model.decoder(model.encoder(x))
-    prior_logits, prior_hidden = model.image_discriminator(x_prior)
+    prior_logits, prior_activations = model.image_discriminator(x_prior)
     loss = discriminator_loss(model.image_discriminator(x)[0], prior_logits, model.image_discriminator(x_rec)[0])
     losses = {"image_discriminator": loss.detach()}
     if model.classifier is not None:
         # Q learns to name s from dec(z_c) (Eq. 7). Q is a head on D_I's hidden layer, and, as
         # in InfoGAN, the layers it shares with D_I learn from L_I too: we read Algorithm 1's
         # "theta_Q" as Q with its shared layers (the paper does not say).
-        information = information_loss(model, prior_hidden, s)
+        information = information_loss(model, prior_activations, s)
         loss = loss + information
         losses["information_q"] = information.detach()
     optimizer.zero_grad(set_to_none=True)
@@ -289,14 +289,14 @@ def code_generator_update(model, optimizer, x, z, s, decoder_in_prior_phase=True
     unless --no-decoder-in-prior-phase fixes it. D_I, Q and the encoder are fixed."""
     with common.frozen(model.image_discriminator, model.classifier, model.encoder,
                        None if decoder_in_prior_phase else model.decoder):
-        logits, hidden = model.image_discriminator(model.decoder(model.prior_code(z, s)))
+        logits, activations = model.image_discriminator(model.decoder(model.prior_code(z, s)))
         adversarial = code_generator_adversarial_loss(logits)
         if decoder_in_prior_phase:
             adversarial = adversarial + code_generator_adversarial_loss(
                 model.image_discriminator(model.decoder(model.encoder(x)))[0])
         losses, loss = {"code_generator_adversarial": adversarial.detach()}, adversarial
         if model.classifier is not None:
-            information = information_loss(model, hidden, s)  # Eq. 7, now for CG and the decoder
+            information = information_loss(model, activations, s)  # Eq. 7, now for CG and the decoder
             loss = loss + information
             losses["information"] = information.detach()
         optimizer.zero_grad(set_to_none=True)
