@@ -69,7 +69,7 @@ PRIORS = ("gaussian", "mixture", "swissroll")
 # keeps the class out of z (the encoder does not see the label), so the smaller z, the less room it has
 # for the class: on 8x8 digits ours is 2-D (docs/aae.md, Section 4, measures why).
 SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
-DEFAULTS = {name: dict(prior="gaussian", labels=0, sigma=0.0, supervised=False, **row) for name, row in
+DEFAULTS = {name: dict(row, prior="gaussian", labels=0, sigma=0.0, supervised=False) for name, row in
             NETWORKS.items()}
 SUPERVISED_DEFAULTS = {name: dict(row, latent_dim=SUPERVISED_LATENT_DIM.get(name, row["latent_dim"]))
                        for name, row in DEFAULTS.items()}  # --supervised
@@ -426,8 +426,8 @@ def parse_args(argv):
     return args
 
 
-def check_data(config, data):
-    """The flags checked against the data, before config.json is written; else one CLIError line."""
+def fill_settings(config, data):
+    """The flags checked against the data before config.json is written (none filled); else one CLIError line."""
     if config["supervised"]:
         machinery.require_labels(data, "--supervised")
     if config["labels"] and data.num_classes != MIXTURE_COMPONENTS:
@@ -442,7 +442,7 @@ def main(argv=None):
     variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
                                          "supervised" if args.supervised else None) if part)
     train(common.start_run("aae", args, SUPERVISED_DEFAULTS if args.supervised else DEFAULTS, variant=variant or None,
-                           fill=check_data))
+                           fill=fill_settings))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ reparametrisation so that D's gradient reaches mu and log sigma (Eq. 2; the code
 
     z^ = mu(x) + sigma(x) * eps,   eps ~ N(0, I)
 
-The paper's networks are convolutional (Tables 3-5: CIFAR-10, SVHN, CelebA); digits, MNIST,
-Omniglot and Sprites get the DAAE's fully connected sizes, so that eval.py compares the two
-objectives on networks of the same size.
+The paper's networks are convolutional (Tables 3-5: CIFAR-10, SVHN, CelebA); digits, MNIST, Omniglot
+and Sprites get the DAAE's fully connected sizes, so that eval.py compares the two objectives alike.
 
     python ali.py                                  # digits, offline, about a minute on a CPU
     python ali.py --dataset mnist                  # the DAAE's MNIST sizes, ALI's game
@@ -243,7 +242,7 @@ class ALI(nn.Module):
     def __init__(self, image_shape, latent_dim, network="mlp", encoder_hidden=(), decoder_hidden=(),
                  discriminator_hidden=()):
         super().__init__()
-        self.latent_dim, self.sigma = latent_dim, 0.0  # eval.py's reconstruct corrupts with sigma; ALI: none
+        self.latent_dim, self.sigma = latent_dim, 0.0  # sigma: the corruption of the encoder's input, none
         if network == "mlp":
             # PyTorch's default init (aae.py and daae.py: Glorot's), the authors' BN in G_z, G_x (docs/ali.md)
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
@@ -306,9 +305,8 @@ def build_model(config):
 
 
 def discriminator_loss(data_logits, sample_logits):
-    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)), as softplus of D's logits l: the
-    encoder's pairs are "real"; 2 ln 2 = 1.386 at equilibrium. In float32 also under --precision
-    bf16, where autocast would leave softplus in bfloat16."""
+    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)), as softplus of D's logits: the encoder's pairs
+    are "real"; 2 ln 2 = 1.386 at equilibrium. In float32 also under bf16, where autocast would keep bfloat16."""
     return F.softplus(-data_logits.float()).mean() + F.softplus(sample_logits.float()).mean()
 
 
@@ -436,13 +434,15 @@ def parse_args(argv):
     return machinery.describe_defaults(machinery.model_parser("ali", __doc__), DEFAULTS).parse_args(argv)
 
 
-def main(argv=None):
-    run = common.start_run("ali", parse_args(argv), DEFAULTS)
-    network = run.config["network"]
-    size = CONV_NETWORKS[network]["image_size"] if network != "mlp" else None
-    if size and run.config["image_shape"][1:] != [size, size]:  # known once the data is loaded
+def fill_settings(config, data):
+    """The paper's networks take one image size (Tables 3-5), checked before config.json is written."""
+    network, size = config["network"], CONV_NETWORKS.get(config["network"], {}).get("image_size")  # None: mlp
+    if size and config["image_shape"][1:] != [size, size]:
         raise machinery.CLIError(f"the paper's {network} networks take {size}x{size} images; use --image-size {size}")
-    train(run)
+
+
+def main(argv=None):
+    train(common.start_run("ali", parse_args(argv), DEFAULTS, fill=fill_settings))
 
 
 if __name__ == "__main__":
