@@ -97,7 +97,7 @@ CELEBA_ATTRIBUTES = (
 
 
 # ---------------------------------------------------------------------------------------------
-# Runs: a folder -> its settings, its trained model, its data
+# The run's data (its split), and the mean with its standard error every study reports
 # ---------------------------------------------------------------------------------------------
 
 
