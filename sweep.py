@@ -15,10 +15,10 @@ stop, as SIGTERM does, and submitit requeues the task. docs/sweep.md says what t
 """
 
 import argparse
+import importlib.util
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -31,18 +31,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import compare
 import machinery
+from results import CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION, read_eval_json, stored
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali")
-STUDY_KEYS = {"reconstruct": "reconstruction", "classify": "classification", "likelihood": "likelihood",
-              "quality": "quality", "modes": "modes"}  # eval.py's study -> its entry in eval.json
-ALL_STUDIES = {"points": ("modes",), "images": ("reconstruct", "classify", "likelihood", "quality")}
+STUDIES = {"points": (MODES,), "images": (RECONSTRUCTION, CLASSIFICATION, LIKELIHOOD, QUALITY)}  # eval.py's
 
 
-# ---------------------------------------------------------------------------------------------
 # Jobs: a script's settings and studies, and what is left to do in its run folder
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -63,18 +61,13 @@ class Job:
         return [["python", "eval.py", study, str(self.out), *self.studies[study]] for study in studies]
 
     def read(self, name):
-        try:
-            return json.loads((self.out / name).read_text())
-        except (OSError, ValueError):
-            return {}
+        return json.loads((self.out / name).read_text()) if (self.out / name).exists() else {}
 
     def trained_epochs(self):
         """The epochs in log.csv (the last epoch is always saved); 0 for none."""
-        try:
-            rows = (self.out / "log.csv").read_text().splitlines()[1:]
-            return max((int(row.split(",")[0]) for row in rows if row.strip()), default=0)
-        except (OSError, ValueError):
-            return 0
+        log = self.out / "log.csv"
+        return max((int(row.split(",")[0]) for row in log.read_text().splitlines()[1:] if row), default=0) \
+            if log.exists() else 0
 
     def epochs(self):
         return self.settings.get("epochs") or self.read("config.json").get("epochs")
@@ -84,8 +77,8 @@ class Job:
         results, config = self.read("eval.json"), self.read("config.json")
         kind = "points" if len(config.get("image_shape", [0, 0])) == 1 else "images"
         return [study for study in self.studies if any(
-            results.get(STUDY_KEYS[s], {}).get("epoch") != self.epochs() or "unfinished" in results.get(STUDY_KEYS[s], {})
-            for s in (ALL_STUDIES[kind] if study == "all" else (study,)))]
+            results.get(s, {}).get("epoch") != self.epochs() or "unfinished" in results.get(s, {})
+            for s in (STUDIES[kind] if study == "all" else (study,)))]
 
     def todo(self):
         """The commands still to run, decided from the run folder as it is now."""
@@ -98,27 +91,24 @@ class Job:
 
 def parse_sets(sets):
     """--set KEY=V1[,V2...] ... -> [(key, [texts])]."""
-    pairs = []
     for text in sets or []:
-        key, sep, values = text.partition("=")
-        if not sep or not key or not values:
+        if not re.fullmatch(r"[\w-]+=.+", text):
             raise machinery.CLIError(f"--set {text}: write KEY=VALUE (e.g. --set epochs=1000), or KEY=V1,V2 for a grid")
-        pairs.append((key.strip().lstrip("-").replace("-", "_"), values.split(",")))
-    return pairs
+    return [(key.replace("-", "_"), values.split(",")) for key, values in (text.split("=", 1) for text in sets or [])]
 
 
 def study_flags(key, result):
     """The eval.py flags a stored study was run with, from what its eval.json entry records."""
     flags = ["--seed", str(result["seed"])] if result.get("seed") else []
-    if key in ("likelihood", "quality", "modes") and result.get("samples"):
+    if key in (LIKELIHOOD, QUALITY, MODES) and result.get("samples"):
         flags += ["--samples", str(result["samples"])]
     if isinstance(result.get("steps"), (list, dict)) and result["steps"]:
         flags += ["--steps", *map(str, result["steps"])]
-    if key == "likelihood" and result.get("bandwidth_chosen_on"):
+    if key == LIKELIHOOD and result.get("bandwidth_chosen_on"):
         flags += ["--bandwidth-on", result["bandwidth_chosen_on"]]
-    if key == "quality" and result.get("feature_network"):
+    if key == QUALITY and result.get("feature_network"):
         flags += ["--feature-network", "inception" if "Inception" in result["feature_network"] else "classifier"]
-    if key == "classification" and any("--max-train" in note for note in result.get("notes", [])):
+    if key == CLASSIFICATION and any("--max-train" in note for note in result.get("notes", [])):
         flags += ["--max-train", str(result["train_images"])]
     return flags
 
@@ -135,7 +125,7 @@ def jobs_from_results(folder, out, sets):
     if not runs:
         raise machinery.CLIError(f"{folder} holds no run folders (*/config.json): give a results folder, e.g. "
                                  "results/toy25")
-    jobs, key_study = [], {key: study for study, key in STUDY_KEYS.items()}
+    jobs = []
     for run in runs:
         config = machinery.read_config(run)
         script = config["model"]
@@ -150,8 +140,8 @@ def jobs_from_results(folder, out, sets):
                                          "setting (a grid is for --command)")
             value = machinery.parse_setting(script, key, values[0])
             settings[key] = settings.get(key) if value is None else value
-        stored = Job(run.name, run, script, {}, {}).read("eval.json")
-        studies = {key_study[key]: study_flags(key, result) for key, result in stored.items() if key in key_study}
+        studies = {study: study_flags(study, result) for study, result in read_eval_json(run).items()
+                   if study in STUDIES["points"] + STUDIES["images"]}
         name = run.relative_to(folder).as_posix()
         jobs.append(Job(name, Path(out) / name, script, settings, studies))
     for key, _ in sets:
@@ -165,12 +155,9 @@ def jobs_from_command(command, seeds, sets, out, studies):
     words = shlex.split(command)
     words = words[1:] if words and Path(words[0]).name.startswith("python") else words
     script = Path(words[0]).stem if words else ""
-    if script not in SCRIPTS:
-        raise machinery.CLIError(f"--command {command!r}: give a model script's command line, e.g. "
-                                 f"\"python daae.py --dataset toy25\" ({', '.join(s + '.py' for s in SCRIPTS)})")
-    if "--out" in words or "--resume" in words:
-        raise machinery.CLIError("--command: leave out --out and --resume; the sweep names each run folder and "
-                                 "resumes it")
+    if script not in SCRIPTS or "--out" in words or "--resume" in words:
+        raise machinery.CLIError(f"--command {command!r}: give a model script's command line without --out and "
+                                 f"--resume, e.g. \"python daae.py --dataset toy25\" ({', '.join(SCRIPTS)})")
     machinery.script_parser(script)  # imports the script
     given = {k: v for k, v in vars(sys.modules[script].parse_args(words[1:])).items() if v not in (None, False)}
     grid = []
@@ -188,29 +175,22 @@ def jobs_from_command(command, seeds, sets, out, studies):
     return jobs
 
 
-def shown(command):
-    return " ".join(shlex.quote(word) for word in command)
-
-
 def start(command, log, threads):
     """One command of a job, its output added to the run folder's sweep.log; it dies with us."""
     with open(log, "a") as handle:
-        handle.write(f"$ {shown(command)}\n")
+        handle.write(f"$ {shlex.join(command)}\n")
         handle.flush()
         return subprocess.Popen([sys.executable, str(HERE / command[1]), *command[2:]], stdout=handle,
                                 stderr=subprocess.STDOUT, preexec_fn=machinery.die_with_parent,
                                 env={**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
 
 
-# ---------------------------------------------------------------------------------------------
 # Here: a pool of processes, each job's commands one after another
-# ---------------------------------------------------------------------------------------------
 
 
 def status(job, command):
-    if command[1] == "eval.py":
-        return f"{job.name} eval {command[2]}"
-    return f"{job.name} epoch {min(job.trained_epochs() + 1, job.epochs() or 1)}/{job.epochs() or '?'}"
+    return f"{job.name} eval {command[2]}" if command[1] == "eval.py" else \
+        f"{job.name} epoch {min(job.trained_epochs() + 1, job.epochs() or 1)}/{job.epochs() or '?'}"
 
 
 def run_local(jobs, workers, threads):
@@ -223,7 +203,7 @@ def run_local(jobs, workers, threads):
                 job.out.mkdir(parents=True, exist_ok=True)
                 commands = job.todo()
                 running[job.name] = job, commands, start(commands[0], job.out / "sweep.log", threads)
-                print(f"started {job.name}: {shown(commands[0])}", flush=True)
+                print(f"started {job.name}: {shlex.join(commands[0])}", flush=True)
             for name, (job, commands, process) in list(running.items()):
                 if process.poll() is None:
                     continue
@@ -237,10 +217,7 @@ def run_local(jobs, workers, threads):
             line = (f"[{sum(v is None for v in outcome.values())} done, {len(running)} running: "
                     + ", ".join(status(job, commands[0]) for job, commands, _ in running.values())
                     + f"; {sum(v is not None for v in outcome.values())} failed, {len(waiting)} waiting]")
-            if sys.stdout.isatty():
-                print("\r" + line[:shutil.get_terminal_size().columns - 1].ljust(len(shown_line)), end="", flush=True)
-                shown_line = line
-            elif line != shown_line and time.time() - shown_at > 30:
+            if line != shown_line and time.time() - shown_at > 30:  # the running jobs' epochs
                 print(line, flush=True)
                 shown_line, shown_at = line, time.time()
             time.sleep(0.5)
@@ -249,13 +226,10 @@ def run_local(jobs, workers, threads):
             process.send_signal(signal.SIGTERM)
             process.wait()
         raise
-    print("\r" if sys.stdout.isatty() else "", end="")
     return outcome
 
 
-# ---------------------------------------------------------------------------------------------
 # Slurm: one submitit job array; a task at its time limit saves, and is requeued to resume
-# ---------------------------------------------------------------------------------------------
 
 
 class SlurmTask:
@@ -293,13 +267,12 @@ class SlurmTask:
 def run_slurm(jobs, args, threads):
     """The jobs as one submitit job array; waits for it, with the queue's states; {job name: None
     or why it failed}."""
-    try:
-        import submitit
-    except ImportError:
-        raise machinery.CLIError("--slurm needs submitit: pip install submitit") from None
+    if importlib.util.find_spec("submitit") is None or shutil.which("sbatch") is None:
+        raise machinery.CLIError("--slurm needs submitit (pip install submitit) and Slurm's sbatch (a cluster's login "
+                                 "node); or drop --slurm to run here")
+    import submitit
+
     logging.getLogger("submitit").setLevel(logging.ERROR)  # not a warning a minute on clusters without sacct
-    if shutil.which("sbatch") is None:
-        raise machinery.CLIError("--slurm: sbatch is not on PATH; run on a Slurm cluster's login node, or drop --slurm")
     executor = submitit.AutoExecutor(folder=Path(args.out) / "slurm" / "%j", cluster="slurm",
                                      slurm_max_num_timeout=args.max_requeues)
     optional = {"slurm_partition": args.partition, "gpus_per_node": args.gpus_per_job}
@@ -314,25 +287,22 @@ def run_slurm(jobs, args, threads):
     tasks = executor.submit_array([SlurmTask(job, threads, max(5, args.signal_delay - 15)) for job in jobs])
     array = tasks[0].job_id.split("_")[0]
     print(f"submitted job array {array} ({len(tasks)} tasks), logs in {Path(args.out) / 'slurm'}", flush=True)
-    outcome, shown_line, gone = {}, "", {}
+    outcome, shown_line, lost = {}, "", {}
     while len(outcome) < len(tasks):
-        queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True)
-        states = {job_id: state for job_id, state in (line.split() for line in queue.stdout.splitlines() if line.strip())
-                  if job_id.split("_")[0] == array}
-        for job, task in zip(jobs, tasks):
-            finished = Path(task.paths.result_pickle).exists()  # not task.done(), which asks sacct
-            gone[job.name] = (gone.get(job.name) or time.time()) \
-                if queue.returncode == 0 and task.job_id not in states and array not in states else None
-            if job.name in outcome or not (finished or gone[job.name] and time.time() - gone[job.name] > 120):
-                continue
-            try:
-                outcome[job.name] = task.result() and None
-            except Exception as error:  # the task's own error, or Slurm's (cancelled, out of memory)
-                outcome[job.name] = machinery.first_line(error, 200)
-            if not finished:
+        queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True).stdout.split()
+        states = {job_id: state for job_id, state in zip(queue[::2], queue[1::2]) if job_id.split("_")[0] == array}
+        for job, task in [(job, task) for job, task in zip(jobs, tasks) if job.name not in outcome]:
+            if Path(task.paths.result_pickle).exists():  # not task.done(), which asks sacct
+                try:
+                    outcome[job.name] = task.result() and None
+                except Exception as error:  # the task's own error, or Slurm's (out of memory, ...)
+                    outcome[job.name] = machinery.first_line(error, 200)
+            elif task.job_id not in states and array not in states \
+                    and time.time() - lost.setdefault(job.name, time.time()) > 120:  # cancelled, say
                 outcome[job.name] = f"left the queue without a result: see {task.paths.stderr}"
-            print(f"done {job.name}" if outcome[job.name] is None else f"failed {job.name}: {outcome[job.name]}",
-                  flush=True)
+            if job.name in outcome:
+                print(f"done {job.name}" if outcome[job.name] is None else f"failed {job.name}: {outcome[job.name]}",
+                      flush=True)
         line = f"[{len(outcome)} of {len(tasks)} finished; squeue: " + ", ".join(
             f"{n} {state.lower()}" for state, n in sorted(Counter(states.values()).items())) + "]"
         if line != shown_line:
@@ -342,9 +312,7 @@ def run_slurm(jobs, args, threads):
     return outcome
 
 
-# ---------------------------------------------------------------------------------------------
 # The check: each figure of the stored table beside the new one
-# ---------------------------------------------------------------------------------------------
 
 
 def eval_table(folder):
@@ -358,112 +326,68 @@ def eval_table(folder):
 
 
 def figures(folder, spec):
-    """A table row's figure in each of its runs: eval.json's spec["study"] / spec["key"] path."""
-    values = []
-    for name in spec["runs"]:
-        value = Job(name, Path(folder) / name, "", {}, {}).read("eval.json").get(spec["study"])
-        for key in spec["key"]:
-            value = value.get(key) if isinstance(value, dict) else None
-        values.append(float(value) * spec.get("scale", 1))
-    return values
+    """A table row's figure in each of its runs (eval.json's spec["study"] / spec["key"] path)."""
+    runs = [compare.read_evaluated(Path(folder) / name) for name in spec["runs"]]
+    return [float(stored(run, spec["study"], *spec["key"])) * spec.get("scale", 1) for run in runs]
 
 
-def mean_sd(values):
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-
-
-def same_spread(old, new):
-    """identical; the same when the means differ by at most twice the standard error of their
-    difference, sqrt(sd_old^2 / n_old + sd_new^2 / n_new); else differs."""
-    if old == new:
-        return "identical"
-    (m_old, s_old), (m_new, s_new) = mean_sd(old), mean_sd(new)
-    margin = 2 * math.sqrt(s_old ** 2 / len(old) + s_new ** 2 / len(new))
-    return "same" if abs(m_new - m_old) <= margin and margin > 0 else "differs"
-
-
-def same_interval(old_cell, new_cell):
-    """A paired difference ("+0.6 points, 95 % -0.6 to +1.8"): identical; the same when each 95 %
-    interval holds the other's difference; else differs."""
-    if old_cell == new_cell:
-        return "identical"
-    old, new = ([float(n) for n in re.findall(r"[-+]?\d+(?:\.\d+)?", cell.replace("−", "-").replace("95 %", ""))]
-                for cell in (old_cell, new_cell))
-    if "95 %" not in old_cell + new_cell or len(old) < 3 or len(new) < 3:
-        return "differs"
-    return "same" if old[-2] <= new[0] <= old[-1] and new[-2] <= old[0] <= new[-1] else "differs"
-
-
-def check(stored, out):
+def check(stored_folder, out):
     """The new folder's table, then each figure beside the stored one with its verdict."""
-    specs = json.loads((Path(stored) / "table.json").read_text())
-    (text, new_rows), (_, old_rows) = eval_table(out), eval_table(stored)
-    print(f"\n## {out}\n\n{text}\n## {out} against {stored}\n\n| result | stored | new | verdict |\n| --- | --- | --- | --- |")
+    specs = json.loads((Path(stored_folder) / "table.json").read_text())
+    (text, new_rows), (_, old_rows) = eval_table(out), eval_table(stored_folder)
+    print(f"\n## {out}\n\n{text}\n## {out} against {stored_folder}\n\n| result | stored | new | verdict |\n| --- | --- | --- | --- |")
     verdicts = []
     for spec, old_row, new_row in zip(specs, old_rows, new_rows):
         if "runs" in spec:  # else a figure whose runs are not stored
-            verdicts.append(same_spread(figures(stored, spec), figures(out, spec)) if "key" in spec
-                            else same_interval(old_row[2], new_row[2]))
+            verdicts.append(compare.same_spread(figures(stored_folder, spec), figures(out, spec)) if "key" in spec
+                            else compare.same_interval(old_row[2], new_row[2]))
             print(f"| {spec['result']} | {old_row[2]} | {new_row[2]} | {verdicts[-1]} |")
     print(f"\nreproduced {sum(v != 'differs' for v in verdicts)} of {len(verdicts)} rows")
 
 
-def settings_changed(jobs, stored):
-    """A rebuilt run's settings that differ from its stored run's, other than --set's: a default
-    changed since, which no flag covers."""
+def settings_changed(jobs, stored_folder):
+    """Print a rebuilt run's settings that differ from its stored run's, other than --set's: a
+    default changed since, which no flag covers."""
     for job in jobs:
-        new, old = job.read("config.json"), machinery.read_config(Path(stored) / job.name)
-        changed = [key for key in sorted(set(new) | set(old)) if key not in machinery.PLUMBING | {"resume"}
-                   and key not in job.changed and new.get(key) != old.get(key)]
+        new, old = job.read("config.json"), machinery.read_config(Path(stored_folder) / job.name)
+        changed = [f"{key} {new.get(key)} (stored {old.get(key)})" for key in sorted(set(new) | set(old)) if key not in
+                   machinery.PLUMBING | {"resume"} | job.changed and new.get(key) != old.get(key)]
         if new and changed:
-            print(f"note: {job.name}'s settings differ from the stored run's: "
-                  + ", ".join(f"{key} {new.get(key)} (stored {old.get(key)})" for key in changed))
+            print(f"note: {job.name}'s settings differ from the stored run's: {', '.join(changed)}")
 
 
-# ---------------------------------------------------------------------------------------------
 # The command line
-# ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
     parser = machinery.ArgumentParser(prog="sweep.py", description=__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="?", metavar="RESULTS_FOLDER",
-                        help="a stored results folder (results/toy25): its runs again, their studies, its table and "
-                             "the check against it")
-    parser.add_argument("--command", help="a grid instead: a model script's command line without --out, e.g. "
-                                          "\"python daae.py --dataset toy25\"")
-    parser.add_argument("--seeds", type=machinery.seed_value, nargs="+",
-                        help="--command: one run per seed (default: the command's --seed, else 0)")
-    parser.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
-                        help="a setting in every job (epochs=1000, adversarial-lr=4e-5); with --command, KEY=V1,V2 "
-                             "makes a grid, one run folder per combination, named after the values")
-    parser.add_argument("--studies", nargs="+", choices=[*STUDY_KEYS, "all", "none"],
-                        help="--command: the eval.py studies of each run (default all: every study of its data)")
-    parser.add_argument("--out", required=True, help="the sweep's folder, one run folder per job in it")
-    parser.add_argument("--dry-run", action="store_true", help="print each job's commands and run folder, and stop")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="every run writes TensorBoard events too: tensorboard --logdir OUT overlays them")
-    parser.add_argument("--workers", type=machinery.positive_int,
-                        help="jobs at once (default: here, the cores divided by --threads; on Slurm, every job)")
-    parser.add_argument("--threads", type=machinery.positive_int,
-                        help="threads per job, OMP_NUM_THREADS (default 1; on Slurm, --cpus-per-job)")
-    slurm = parser.add_argument_group("Slurm (through submitit, as one job array)")
-    slurm.add_argument("--slurm", action="store_true", help="submit the jobs to Slurm instead of running them here")
-    slurm.add_argument("--partition", help="the partition (default: the cluster's default)")
-    slurm.add_argument("--time", type=machinery.positive_int, default=60,
-                       help="each task's time limit in minutes (default 60); a task that reaches it saves, is "
-                            "requeued and resumes")
-    slurm.add_argument("--cpus-per-job", type=machinery.positive_int, default=1, help="CPU cores per task (default 1)")
-    slurm.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per task (default 0)")
-    slurm.add_argument("--mem", default="4G", help="memory per task, as sbatch's --mem (default 4G)")
-    slurm.add_argument("--signal-delay", type=machinery.positive_int, default=90,
-                       help="seconds before the time limit that Slurm warns a task (default 90, submitit's)")
-    slurm.add_argument("--max-requeues", type=machinery.positive_int, default=10,
-                       help="times a task may be requeued at its time limit (default 10)")
-    slurm.add_argument("--sbatch", nargs="+", metavar="KEY=VALUE", action="extend",
-                       help="other sbatch options, e.g. --sbatch account=myproject qos=short")
+    add, positive = parser.add_argument, machinery.positive_int
+    add("results", nargs="?", metavar="RESULTS_FOLDER", help="a stored results folder (results/toy25): its runs "
+        "again, their studies, its table and the check against it")
+    add("--command", help="a grid instead: a model script's command line without --out (\"python daae.py ...\")")
+    add("--seeds", type=machinery.seed_value, nargs="+", help="--command: one run per seed (default: its --seed, or 0)")
+    add("--set", nargs="+", metavar="KEY=VALUE", action="extend", help="a setting in every job (epochs=1000, "
+        "adversarial-lr=4e-5); with --command, KEY=V1,V2 makes a grid, one run folder per combination")
+    add("--studies", nargs="+", metavar="STUDY", choices=[*STUDIES["images"], *STUDIES["points"], "all", "none"],
+        help="--command: the eval.py studies of each run (default all: every study of its data; none)")
+    add("--out", required=True, help="the sweep's folder, one run folder per job in it")
+    add("--dry-run", action="store_true", help="print each job's commands and run folder, and stop")
+    add("--tensorboard", action="store_true", help="every run writes TensorBoard events too (tensorboard --logdir OUT)")
+    add("--workers", type=positive, help="jobs at once (default: the cores / --threads; on Slurm, every job)")
+    add("--threads", type=positive, help="threads per job, OMP_NUM_THREADS (default 1; on Slurm, --cpus-per-job)")
+    add = parser.add_argument_group("Slurm (through submitit, as one job array)").add_argument
+    add("--slurm", action="store_true", help="submit the jobs to Slurm instead of running them here")
+    add("--partition", help="the partition (default: the cluster's default)")
+    add("--time", type=positive, default=60, help="each task's time limit in minutes (default 60); a task that "
+        "reaches it saves, is requeued and resumes")
+    add("--cpus-per-job", type=positive, default=1, help="CPU cores per task (default 1)")
+    add("--gpus-per-job", type=int, default=0, help="GPUs per task (default 0)")
+    add("--mem", default="4G", help="memory per task, as sbatch's --mem (default 4G)")
+    add("--signal-delay", type=positive, default=90, help="seconds before the time limit that Slurm warns a task "
+        "(default 90, submitit's)")
+    add("--max-requeues", type=positive, default=10, help="times a task may be requeued (default 10)")
+    add("--sbatch", nargs="+", metavar="KEY=VALUE", action="extend", help="other sbatch options (account=myproject)")
     args = parser.parse_args(argv)
     if bool(args.results) == bool(args.command):
         raise machinery.CLIError("give a stored results folder (sweep.py results/toy25 --out runs/toy25) or a grid "
@@ -489,8 +413,8 @@ def main(argv=None):
         job.tensorboard, job.changed = args.tensorboard, {key for key, _ in sets}
     if args.dry_run:
         for job in jobs:
-            print(f"{job.out}:\n" + "\n".join(f"  {shown(c)}" for c in [job.command(False),
-                                                                      *job.eval_commands(job.studies)]))
+            print(f"{job.out}:", *(f"  {shlex.join(c)}" for c in [job.command(False), *job.eval_commands(job.studies)]),
+                  sep="\n")
         return
     held = {job.name: machinery.lock_holder(job.out) for job in jobs}
     for name in filter(held.get, held):
@@ -508,7 +432,7 @@ def main(argv=None):
         print(f"{len(todo)} of {len(jobs)} jobs to run, {workers} at a time, {threads} thread(s) each", flush=True)
         outcome = run_local(todo, workers, threads)
     failed, busy = {name: why for name, why in outcome.items() if why}, sum(map(bool, held.values()))
-    if args.results and not failed and not busy:
+    if args.results and (Path(args.results) / "table.json").exists() and not failed and not busy:
         if not (Path(args.out) / "table.json").exists():
             shutil.copyfile(Path(args.results) / "table.json", Path(args.out) / "table.json")
         settings_changed(jobs, args.results)

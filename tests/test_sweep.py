@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import aae
+import compare
 import machinery
 import sweep
 from helpers import run_script
@@ -46,7 +47,7 @@ def test_a_stored_runs_command_gives_back_its_settings(folder):
 
 def test_a_stored_study_keeps_its_options():
     jobs = {job.name: job for job in sweep.jobs_from_results(REPO / "results/mnist10k-clustering", "runs/x", [])}
-    assert jobs["hidden1000-s0"].studies == {"classify": ["--max-train", "1000"]}
+    assert jobs["hidden1000-s0"].studies == {"classification": ["--max-train", "1000"]}
     daae = {job.name: job for job in sweep.jobs_from_results(REPO / "results/toy25", "runs/x", [])}["daae-s0"]
     assert daae.studies == {"modes": ["--samples", "10000", "--steps", "10"]}
 
@@ -66,7 +67,7 @@ def test_dry_run_prints_a_grid_of_values_and_seeds(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--out", "o"], "give a stored results folder"),
     (["--command", "python nosuch.py", "--out", "o"], "give a model script's command line"),
-    (["--command", TINY + " --out x", "--out", "o"], "leave out --out and --resume"),
+    (["--command", TINY + " --out x", "--out", "o"], "without --out and --resume"),
     (["--command", TINY, "--set", "epochs", "--out", "o"], "write KEY=VALUE"),
     (["--command", TINY, "--set", "nosuch=1", "--out", "o"], "aae.py has no --nosuch"),
     (["--command", TINY + " --lr -1", "--out", "o"], "argument --lr"),
@@ -83,7 +84,7 @@ def test_bad_input_is_one_line(argv, message, capsys):
 def test_a_grid_then_again_then_checked_as_a_stored_folder(capsys):
     """A tiny run and its study; the same command again does nothing; the folder, given a
     table.json, is re-run as a stored folder: its row reproduced, identical on this machine."""
-    argv = ["--command", TINY, "--studies", "reconstruct", "--out", "stored"]
+    argv = ["--command", TINY, "--studies", "reconstruction", "--out", "stored"]
     assert run_script(sweep.main, argv) == 0
     assert "1 jobs: 1 done, 0 failed" in capsys.readouterr().out
     assert json.loads(Path("stored/s0/eval.json").read_text())["reconstruction"]["epoch"] == 2
@@ -103,13 +104,13 @@ def test_a_grid_then_again_then_checked_as_a_stored_folder(capsys):
 
 
 def test_the_verdicts():
-    assert sweep.same_spread([1.0, 2.0], [1.0, 2.0]) == "identical"
-    assert sweep.same_spread([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]) == "same"  # 0.5 apart, margin 2 x 0.82
-    assert sweep.same_spread([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == "differs"
-    assert sweep.same_spread([25.0, 25.0], [24.0, 24.0]) == "differs"  # no spread: any difference counts
-    assert sweep.same_interval("+0.6 points, 95 % -0.6 to +1.8", "+1.0 points, 95 % -0.1 to +2.0") == "same"
-    assert sweep.same_interval("-6.01, 95 % -11.36 to -2.38", "-1.00, 95 % -1.50 to -0.50") == "differs"
-    assert sweep.same_interval("+15, 95 % +6 to +24", "+15, 95 % +6 to +24") == "identical"
+    assert compare.same_spread([1.0, 2.0], [1.0, 2.0]) == "identical"
+    assert compare.same_spread([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]) == "same"  # 0.5 apart, margin 2 x 0.82
+    assert compare.same_spread([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == "differs"
+    assert compare.same_spread([25.0, 25.0], [24.0, 24.0]) == "differs"  # no spread: any difference counts
+    assert compare.same_interval("+0.6 points, 95 % -0.6 to +1.8", "+1.0 points, 95 % -0.1 to +2.0") == "same"
+    assert compare.same_interval("-6.01, 95 % -11.36 to -2.38", "-1.00, 95 % -1.50 to -0.50") == "differs"
+    assert compare.same_interval("+15, 95 % +6 to +24", "+15, 95 % +6 to +24") == "identical"
 
 
 def test_a_failed_job_does_not_stop_the_others_and_the_exit_code_says_so(capsys):
