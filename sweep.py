@@ -33,7 +33,8 @@ from pathlib import Path
 
 import compare
 import machinery
-from results import CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION, read_eval_json, stored
+from results import CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION, read_eval_json, read_evaluated,
+                     stored
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali")
@@ -69,7 +70,7 @@ class Job:
         return max((int(row.split(",")[0]) for row in log.read_text().splitlines()[1:] if row), default=0) \
             if log.exists() else 0
 
-    def epochs(self):
+    def epochs(self):  # --set's or the command's, else what the script chose
         return self.settings.get("epochs") or self.read("config.json").get("epochs")
 
     def studies_left(self):
@@ -82,10 +83,9 @@ class Job:
 
     def todo(self):
         """The commands still to run, decided from the run folder as it is now."""
-        if not (self.out / "checkpoint.pt").exists():
-            return [self.command(resume=False), *self.eval_commands(self.studies)]
-        if self.trained_epochs() != self.epochs():
-            return [self.command(resume=True), *self.eval_commands(self.studies)]
+        resume = (self.out / "checkpoint.pt").exists()
+        if not resume or self.trained_epochs() != self.epochs():
+            return [self.command(resume), *self.eval_commands(self.studies)]
         return self.eval_commands(self.studies_left())
 
 
@@ -178,8 +178,7 @@ def jobs_from_command(command, seeds, sets, out, studies):
 def start(command, log, threads):
     """One command of a job, its output added to the run folder's sweep.log; it dies with us."""
     with open(log, "a") as handle:
-        handle.write(f"$ {shlex.join(command)}\n")
-        handle.flush()
+        print(f"$ {shlex.join(command)}", file=handle, flush=True)
         return subprocess.Popen([sys.executable, str(HERE / command[1]), *command[2:]], stdout=handle,
                                 stderr=subprocess.STDOUT, preexec_fn=machinery.die_with_parent,
                                 env={**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
@@ -239,11 +238,10 @@ class SlurmTask:
     is requeued with itself."""
 
     def __init__(self, job, threads, grace):
-        self.job, self.threads, self.grace, self.process = job, threads, grace, None
-        self.cwd = os.getcwd()  # relative run and data folders, as where the sweep was started
+        self.job, self.threads, self.grace, self.process, self.cwd = job, threads, grace, None, os.getcwd()
 
     def __call__(self):
-        os.chdir(self.cwd)
+        os.chdir(self.cwd)  # relative run and data folders, as where the sweep was started
         for command in self.job.todo():
             self.process = start(command, self.job.out / "sweep.log", self.threads)
             while self.process.poll() is None:  # not wait(): checkpoint() may come in between
@@ -275,12 +273,11 @@ def run_slurm(jobs, args, threads):
     logging.getLogger("submitit").setLevel(logging.ERROR)  # not a warning a minute on clusters without sacct
     executor = submitit.AutoExecutor(folder=Path(args.out) / "slurm" / "%j", cluster="slurm",
                                      slurm_max_num_timeout=args.max_requeues)
-    optional = {"slurm_partition": args.partition, "gpus_per_node": args.gpus_per_job}
-    executor.update_parameters(
+    executor.update_parameters(  # None: left out of the sbatch script
         name=f"sweep-{Path(args.out).name}", timeout_min=args.time, cpus_per_task=args.cpus_per_job,
-        slurm_mem=args.mem, slurm_signal_delay_s=args.signal_delay, slurm_array_parallelism=args.workers or len(jobs),
-        slurm_additional_parameters=dict(text.split("=", 1) for text in args.sbatch or []),
-        **{key: value for key, value in optional.items() if value})
+        slurm_partition=args.partition, gpus_per_node=args.gpus_per_job or None, slurm_mem=args.mem,
+        slurm_signal_delay_s=args.signal_delay, slurm_array_parallelism=args.workers or len(jobs),
+        slurm_additional_parameters=dict(text.split("=", 1) for text in args.sbatch or []))
     for job in jobs:
         job.out.mkdir(parents=True, exist_ok=True)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -319,23 +316,23 @@ def eval_table(folder):
     """`python eval.py table FOLDER`: its text, and its rows as lists of cells."""
     done = subprocess.run([sys.executable, str(HERE / "eval.py"), "table", str(folder)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise machinery.CLIError(f"python eval.py table {folder} failed: "
-                                 f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        raise machinery.CLIError(f"python eval.py table {folder}: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
     rows = [line for line in done.stdout.splitlines() if line.startswith("|")][2:]  # after the header and ---
     return done.stdout, [[cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
 
 
 def figures(folder, spec):
     """A table row's figure in each of its runs (eval.json's spec["study"] / spec["key"] path)."""
-    runs = [compare.read_evaluated(Path(folder) / name) for name in spec["runs"]]
-    return [float(stored(run, spec["study"], *spec["key"])) * spec.get("scale", 1) for run in runs]
+    return [float(stored(read_evaluated(Path(folder) / name), spec["study"], *spec["key"])) * spec.get("scale", 1)
+            for name in spec["runs"]]
 
 
 def check(stored_folder, out):
     """The new folder's table, then each figure beside the stored one with its verdict."""
     specs = json.loads((Path(stored_folder) / "table.json").read_text())
     (text, new_rows), (_, old_rows) = eval_table(out), eval_table(stored_folder)
-    print(f"\n## {out}\n\n{text}\n## {out} against {stored_folder}\n\n| result | stored | new | verdict |\n| --- | --- | --- | --- |")
+    print(f"\n## {out}\n\n{text}\n## {out} against {stored_folder}\n")
+    print("| result | stored | new | verdict |\n| --- | --- | --- | --- |")
     verdicts = []
     for spec, old_row, new_row in zip(specs, old_rows, new_rows):
         if "runs" in spec:  # else a figure whose runs are not stored
@@ -398,6 +395,9 @@ def parse_args(argv):
         raise machinery.CLIError("--out is the stored folder itself: give a new folder, e.g. runs/toy25")
     if any("=" not in text for text in args.sbatch or []):
         raise machinery.CLIError("--sbatch: write KEY=VALUE, e.g. --sbatch account=myproject")
+    if args.slurm and args.time * 60 < args.signal_delay + 90:  # Slurm warns up to a minute early (man sbatch)
+        raise machinery.CLIError(f"--time {args.time}: give at least {(args.signal_delay + 149) // 60} minutes, so "
+                                 f"that a task runs before Slurm's warning (--signal-delay {args.signal_delay} s)")
     return args
 
 

@@ -74,6 +74,7 @@ def test_dry_run_prints_a_grid_of_values_and_seeds(capsys):
     ([str(REPO / "results/toy25"), "--set", "epochs=1,2", "--out", "o"], "one value per setting"),
     ([str(REPO / "results/toy25"), "--seeds", "1", "--out", "o"], "--seeds and --studies are for --command"),
     ([str(REPO / "results/toy25"), "--out", str(REPO / "results/toy25")], "the stored folder itself"),
+    (["--command", TINY, "--slurm", "--time", "1", "--out", "o"], "--time 1: give at least 3 minutes"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys):
     assert run_script(sweep.main, argv) == 2
