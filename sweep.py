@@ -33,8 +33,8 @@ from pathlib import Path
 
 import compare
 import machinery
-from results import CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION, read_eval_json, read_evaluated,
-                     stored
+from results import (CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION, read_eval_json, read_evaluated,
+                     stored)
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali")
