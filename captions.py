@@ -237,7 +237,8 @@ def brought_sentences(data, embedding_dim):
 
 class ArraysOnly(pickle.Unpickler):
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("_codecs", "encode")}  # how Python 3 writes an array's bytes in a protocol-2 pickle
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:

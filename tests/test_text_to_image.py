@@ -104,7 +104,7 @@ def test_the_encoder_is_deterministic_200_dimensional_and_ignores_the_order_of_i
     data = common.load_dataset("digits")
     levels = captions.bins(captions.measure(data.x_train), data.y_train,
                            captions.class_thresholds(captions.measure(data.x_train), data.y_train, 10))
-    sentences, _ = captions.captions_for(data.y_train, levels, np.random.default_rng(0))
+    sentences, _ = captions.captions_for(data.y_train[:600], levels[:600], np.random.default_rng(0))
     a = captions.SentenceEncoder(sentences)
     b = captions.SentenceEncoder(sentences[::-1])
     queries = ["a thin eight", "a bold seven, slanted to the right", "an unseen sentence"]
@@ -185,7 +185,7 @@ def test_cli_trains_draws_the_figures_and_is_measured(tmp_path, capsys):
     for key in ("class", "thickness", "slant", "width", "all"):
         assert 0 <= result[key] <= 1 and result["real"][key] >= 0
     assert result["real"]["thickness"] == 1 and result["all"] <= result["class"]  # real: said from its pixels
-    assert result["fid"] > 0 and "thin" in result["held_out_example"]
+    assert result["fid"] > 0 and said_words(result["held_out_example"], "thickness", 0)
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
