@@ -15,7 +15,8 @@ can be downloaded here. So (ours, not the paper's):
 - brought embeddings: a .npz with x_train, y_train, x_test, y_test and sentences_<split> (N x k
   strings), embeddings_<split> (N x k x D floats); `python captions.py convert` writes one from
   the char-CNN-RNN files that the public text-to-image code distributes for Flowers-102 and CUB.
-- the agreement measure: `python captions.py agreement RUN...` (see `agreement`).
+- the agreement measure: `python captions.py agreement RUN...` (see `agreement`), and `python
+  captions.py compare RUN... --against RUN...`, its shares paired by seed.
 
     python captions.py convert --embeddings flowers/train --text flowers/text_c10 --images jpg \\
         --test-embeddings flowers/test --image-size 32 --out flowers32.npz
@@ -324,10 +325,11 @@ def agrees(classifier, images, said, thresholds):
 
 
 def shares(ok):
-    """Shares of agreeing samples: the class, each attribute, and all four at once."""
+    """Shares of agreeing samples: the class, each attribute, the class with the thickness (the
+    held-out pair's words), and all four at once."""
     return {"class": float(ok[:, 0].float().mean()),
             **{name: float(ok[:, i + 1].float().mean()) for i, name in enumerate(ATTRIBUTES)},
-            "all": float(ok.all(1).float().mean())}
+            "class_and_thickness": float(ok[:, :2].all(1).float().mean()), "all": float(ok.all(1).float().mean())}
 
 
 def generate(run, s, per_sentence, seed=0):
@@ -384,6 +386,31 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
     return result
 
 
+def compare(a_dirs, b_dirs):
+    """Each share of the agreement measure (and FID), runs a against runs b paired by seed:
+    the mean difference and its 95 % paired t interval (eval.py's)."""
+    import eval as evaluation
+
+    def stored(dirs):
+        runs = sorted((evaluation.read_evaluated(d) for d in dirs), key=lambda run: run.config["seed"])
+        missing = [str(run.path) for run in runs if "agreement" not in run.results]
+        if missing:
+            raise machinery.CLIError(f"{missing[0]} has no agreement measure: python captions.py agreement {missing[0]}")
+        return runs
+
+    a, b = stored(a_dirs), stored(b_dirs)
+    if [run.config["seed"] for run in a] != [run.config["seed"] for run in b]:
+        raise machinery.CLIError("the two groups need runs of the same seeds, to pair them seed by seed")
+    rows = []
+    for key in ("class", *ATTRIBUTES, "all", "fid"):
+        x, y = ([run.results["agreement"][key] * (1 if key == "fid" else 100) for run in runs] for runs in (a, b))
+        test = evaluation.paired_t(x, y)
+        interval = "" if test is None else f", 95 % {test[1][0]:+.1f} to {test[1][1]:+.1f}"
+        rows.append(f"{key}: {np.mean(x):.1f} against {np.mean(y):.1f}, {np.mean(x) - np.mean(y):+.1f}{interval}"
+                    + ("" if key == "fid" else " points"))
+    print(f"{len(a)} pairs by seed, paired t:\n" + "\n".join(rows))
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="captions.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -392,6 +419,9 @@ def parse_args(argv):
     measure_parser.add_argument("runs", nargs="+")
     measure_parser.add_argument("--samples-per-sentence", type=machinery.positive_int, default=10)
     measure_parser.add_argument("--data-dir", help="where the run's dataset is (default: the run's)")
+    pairs = commands.add_parser("compare", help="the agreement of runs against other runs, paired by seed")
+    pairs.add_argument("runs", nargs="+")
+    pairs.add_argument("--against", nargs="+", required=True)
     converter = commands.add_parser("convert", help="char-CNN-RNN files (Flowers-102, CUB) -> a .npz for "
                                                     "text_to_image.py --dataset")
     converter.add_argument("--embeddings", required=True,
@@ -408,6 +438,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.command == "convert":
         convert(args)
+    elif args.command == "compare":
+        compare(args.runs, args.against)
     else:
         for run_dir in args.runs:
             agreement(run_dir, args.samples_per_sentence, args.data_dir)

@@ -186,6 +186,9 @@ def test_cli_trains_draws_the_figures_and_is_measured(tmp_path, capsys):
         assert 0 <= result[key] <= 1 and result["real"][key] >= 0
     assert result["real"]["thickness"] == 1 and result["all"] <= result["class"]  # real: said from its pixels
     assert result["fid"] > 0 and said_words(result["held_out_example"], "thickness", 0)
+    capsys.readouterr()
+    assert run_script(captions.main, ["compare", str(out), "--against", str(out)]) == 0
+    assert "class: " in capsys.readouterr().out
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
