@@ -347,9 +347,12 @@ def generate(run, s, per_sentence, seed=0):
 def agreement(run_dir, per_sentence=10, data_dir=None):
     """The agreement measure of one run of text_to_image.py or learned_prior_aae.py --setting
     supervised, stored in its eval.json under "agreement", with the FID of the same samples."""
-    import eval as evaluation  # eval.py's classifier and FID, loaded only here
+    import eval as evaluation  # eval.py's classifier, FID and eval.json, loaded only here
+    import feature_networks
+    import results
 
-    run = evaluation.load_run(run_dir, "cpu")
+    run = common.load_run(run_dir, "cpu")
+    results.read_eval_json(run.path)  # a damaged eval.json stops us before the work, not after
     config = run.config
     text = config["model"] == "text_to_image"
     if not text and config.get("setting") != "supervised":
@@ -362,9 +365,9 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
     thresholds = class_thresholds(measure(data.x_train), data.y_train, 10)
     sentences, said = test_sentences(data, thresholds)
     condition = torch.from_numpy(described(data, config["embedding_dim"])[3](sentences)) if text else said[:, 0]
-    network = evaluation.classifier_network(data, data_dir or config["data_dir"], torch.device("cpu"))
-    classifier, _ = evaluation.read_classifier(*evaluation.classifier_cache(data, data_dir or config["data_dir"]),
-                                               data)
+    network = feature_networks.classifier_network(data, data_dir or config["data_dir"], torch.device("cpu"))
+    classifier, _ = feature_networks.read_classifier(
+        *feature_networks.classifier_cache(data, data_dir or config["data_dir"]), data)
     classifier.eval()
     held_out = (said[:, 0] == HELD_OUT["class"]) & (said[:, 1] == HELD_OUT["thickness"])
     images = generate(run, condition, per_sentence)
@@ -379,7 +382,7 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
               "real": shares(agrees(classifier, data.x_test, said, thresholds)),
               "conditioned_on": "sentence" if text else "class only",
               **evaluation.quality_scores(images, fid, inception_score, network, torch.device("cpu"))}
-    evaluation.merge_results(run.path, "agreement", result)
+    results.merge_results(run.path, "agreement", result)
     print(f"{run_dir}: class {result['class']:.1%}, thickness {result['thickness']:.1%}, slant {result['slant']:.1%}, "
           f"width {result['width']:.1%}, all {result['all']:.1%}; held out ({result['held_out_sentences']} sentences) "
           f"class {result['held_out']['class']:.1%}, thin {result['held_out']['thickness']:.1%}; FID {result['fid']:.1f}")
@@ -388,11 +391,12 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
 
 def compare(a_dirs, b_dirs):
     """Each share of the agreement measure (and FID), runs a against runs b paired by seed:
-    the mean difference and its 95 % paired t interval (eval.py's)."""
-    import eval as evaluation
+    the mean difference and its 95 % paired t interval (compare.py's)."""
+    import compare as statistics
+    import results
 
     def stored(dirs):
-        runs = sorted((evaluation.read_evaluated(d) for d in dirs), key=lambda run: run.config["seed"])
+        runs = sorted((results.read_evaluated(d) for d in dirs), key=lambda run: run.config["seed"])
         missing = [str(run.path) for run in runs if "agreement" not in run.results]
         if missing:
             raise machinery.CLIError(f"{missing[0]} has no agreement measure: python captions.py agreement {missing[0]}")
@@ -404,7 +408,7 @@ def compare(a_dirs, b_dirs):
     rows = []
     for key in ("class", *ATTRIBUTES, "all", "fid"):
         x, y = ([run.results["agreement"][key] * (1 if key == "fid" else 100) for run in runs] for runs in (a, b))
-        test = evaluation.paired_t(x, y)
+        test = statistics.paired_t(x, y)
         interval = "" if test is None else f", 95 % {test[1][0]:+.1f} to {test[1][1]:+.1f}"
         rows.append(f"{key}: {np.mean(x):.1f} against {np.mean(y):.1f}, {np.mean(x) - np.mean(y):+.1f}{interval}"
                     + ("" if key == "fid" else " points"))

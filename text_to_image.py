@@ -227,12 +227,18 @@ def parse_args(argv):
     return args
 
 
+def fill_settings(config, data):
+    """The flags checked against the data before config.json is written: the image size, and a
+    brought .npz's sentences and embeddings against its images and --embedding-dim."""
+    if config["conv"] and max(config["image_shape"][1:]) > lp.conv_networks.CONV_SIZE:
+        raise machinery.CLIError("the paper's networks take images up to 32x32; add --image-size 32")
+    if captions.brought(data):
+        captions.brought_sentences(data, config["embedding_dim"])
+
+
 def main(argv=None):
     args = parse_args(argv)
-    run = common.start_run("text_to_image", args, DEFAULTS)
-    if run.config["conv"] and max(run.config["image_shape"][1:]) > lp.conv_networks.CONV_SIZE:
-        raise machinery.CLIError("the paper's networks take images up to 32x32; add --image-size 32")
-    train(run)
+    train(common.start_run("text_to_image", args, DEFAULTS, fill=fill_settings))
 
 
 if __name__ == "__main__":
