@@ -301,34 +301,42 @@ def convert(args):
 # The agreement measure: does an image say what its sentence says?
 # ---------------------------------------------------------------------------------------------
 # A generated image agrees with its sentence when eval.py's classifier of the dataset (the one its
-# FID is measured on) reads the sentence's class and each attribute measured on it falls in the
-# sentence's third of that class (thirds of the training images). The sentences: one per test
-# image naming its class and all three attributes (so 1/3 per attribute is chance); the held-out
-# ones: those of the test's thin eights, a combination no training sentence has.
+# FID is measured on) reads the sentence's class and each attribute the sentence names, measured on
+# the image, falls in the sentence's third of that class (thirds of the training images; chance:
+# 1/3). The sentences: one per test image, each attribute named with the training sentences'
+# probability (2/3); the held-out ones: those of the test's thin eights, their thinness always
+# named, a combination no training sentence has. A second set names every attribute.
 
 
-def test_sentences(data, thresholds):
-    """(sentences, what each says: N x 4) for the test images, every attribute named."""
+def test_sentences(data, thresholds, mention=2 / 3):
+    """(sentences, what each says: N x 4, -1 where an attribute is not named) for the test images."""
     levels = bins(measure(data.x_test), data.y_test, thresholds)
-    sentences, said = captions_for(data.y_test, levels, np.random.default_rng(CAPTION_SEED + 1), mention=1.0,
-                                   held_out=False)
-    return sentences[:, 0], torch.from_numpy(said[:, 0])
+    rng, sentences, said = np.random.default_rng(CAPTION_SEED + 1), [], []
+    for digit, level in zip(data.y_test.tolist(), levels.tolist()):
+        attributes = {name: lv if rng.random() < mention else None for name, lv in zip(ATTRIBUTES, level)}
+        if digit == HELD_OUT["class"] and level[0] == HELD_OUT["thickness"]:
+            attributes["thickness"] = level[0]
+        sentences.append(caption(rng, digit, attributes))
+        said.append([digit] + [-1 if attributes[name] is None else attributes[name] for name in ATTRIBUTES])
+    return np.array(sentences), torch.tensor(said)
 
 
 def agrees(classifier, images, said, thresholds):
-    """(N, 4) bools: the class read by the classifier and each measured attribute agree with `said`."""
+    """(N, 4) bools: the class read by the classifier and each measured attribute agree with `said`
+    (an attribute not named agrees)."""
     with torch.no_grad():
         predicted = torch.cat([classifier(common.float_images(images[i:i + 500])).argmax(1)
                                for i in range(0, len(images), 500)])
     levels = bins(measure(images), said[:, 0], thresholds)
-    return torch.cat([(predicted == said[:, 0])[:, None], levels == said[:, 1:]], 1)
+    return torch.cat([(predicted == said[:, 0])[:, None], (levels == said[:, 1:]) | (said[:, 1:] < 0)], 1)
 
 
-def shares(ok):
-    """Shares of agreeing samples: the class, each attribute, the class with the thickness (the
-    held-out pair's words), and all four at once."""
+def shares(ok, said):
+    """Shares of agreeing samples: the class, each attribute (of the samples whose sentence names
+    it), the class with the thickness (the held-out pair's words), and everything named at once."""
+    named = said[:, 1:] >= 0
     return {"class": float(ok[:, 0].float().mean()),
-            **{name: float(ok[:, i + 1].float().mean()) for i, name in enumerate(ATTRIBUTES)},
+            **{name: float(ok[named[:, i], i + 1].float().mean()) for i, name in enumerate(ATTRIBUTES)},
             "class_and_thickness": float(ok[:, :2].all(1).float().mean()), "all": float(ok.all(1).float().mean())}
 
 
@@ -363,23 +371,32 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
         raise machinery.CLIError(f"{run_dir} was trained on brought sentences: the agreement measure needs the "
                                  "digits' own captions (their attributes are measured from pixels)")
     thresholds = class_thresholds(measure(data.x_train), data.y_train, 10)
-    sentences, said = test_sentences(data, thresholds)
-    condition = torch.from_numpy(described(data, config["embedding_dim"])[3](sentences)) if text else said[:, 0]
+    embed = described(data, config["embedding_dim"])[3] if text else None
     network = feature_networks.classifier_network(data, data_dir or config["data_dir"], torch.device("cpu"))
     classifier, _ = feature_networks.read_classifier(
         *feature_networks.classifier_cache(data, data_dir or config["data_dir"]), data)
     classifier.eval()
+
+    def samples_of(sentences, said):
+        condition = torch.from_numpy(embed(sentences)) if text else said[:, 0]
+        images = generate(run, condition, per_sentence)
+        return images, agrees(classifier, images, said.repeat_interleave(per_sentence, 0), thresholds), \
+            said.repeat_interleave(per_sentence, 0)
+
+    sentences, said = test_sentences(data, thresholds)
     held_out = (said[:, 0] == HELD_OUT["class"]) & (said[:, 1] == HELD_OUT["thickness"])
-    images = generate(run, condition, per_sentence)
-    ok = agrees(classifier, images, said.repeat_interleave(per_sentence, 0), thresholds)
+    images, ok, said_each = samples_of(sentences, said)
     held = held_out.repeat_interleave(per_sentence, 0)
+    every_sentence, every_said = test_sentences(data, thresholds, mention=1.0)
+    _, every_ok, every_said_each = samples_of(every_sentence, every_said)
     fid, inception_score = network.metrics()
     for i in range(0, len(data.x_test), 100):
         fid.update(network.prepare(data.x_test[i:i + 100]), real=True)
     result = {"samples": len(images), "sentences": len(sentences), "held_out_sentences": int(held_out.sum()),
               "example": sentences[0], "held_out_example": sentences[held_out.nonzero()[0, 0]],
-              **shares(ok), "held_out": shares(ok[held]),
-              "real": shares(agrees(classifier, data.x_test, said, thresholds)),
+              **shares(ok, said_each), "held_out": shares(ok[held], said_each[held]),
+              "every_attribute_named": shares(every_ok, every_said_each),
+              "real": shares(agrees(classifier, data.x_test, said, thresholds), said),
               "conditioned_on": "sentence" if text else "class only",
               **evaluation.quality_scores(images, fid, inception_score, network, torch.device("cpu"))}
     results.merge_results(run.path, "agreement", result)
