@@ -340,6 +340,13 @@ def shares(ok, said):
             "class_and_thickness": float(ok[:, :2].all(1).float().mean()), "all": float(ok.all(1).float().mean())}
 
 
+def class_by_words(sentences, class_ok):
+    """The class's share for sentences of up to 4 words, 5-8 words, and 9 or more."""
+    words = torch.tensor([len(sentence.split()) for sentence in sentences])
+    groups = {"up to 4": words <= 4, "5-8": (words > 4) & (words <= 8), "9 or more": words > 8}
+    return {name: float(class_ok[group].float().mean()) for name, group in groups.items() if group.any()}
+
+
 def generate(run, s, per_sentence, seed=0):
     """per_sentence samples dec(CG(z, s)) for each condition s (sentence embeddings, or classes for a
     learned_prior_aae supervised run: given only the class), in that order, repeated."""
@@ -396,6 +403,7 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
               "example": sentences[0], "held_out_example": sentences[held_out.nonzero()[0, 0]],
               **shares(ok, said_each), "held_out": shares(ok[held], said_each[held]),
               "every_attribute_named": shares(every_ok, every_said_each),
+              "class_by_words": class_by_words(sentences, ok[:, 0].view(len(sentences), per_sentence)),
               "real": shares(agrees(classifier, data.x_test, said, thresholds), said),
               "conditioned_on": "sentence" if text else "class only",
               **evaluation.quality_scores(images, fid, inception_score, network, torch.device("cpu"))}
