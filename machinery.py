@@ -620,18 +620,32 @@ def require_labels(data, flag):
 
 
 def _resumed_config(out, given):
-    """The saved settings, with --epochs (and --device) taken from this command line."""
+    """The saved settings, with --epochs (and --device, --save-every) taken from this command line.
+    A flag left out is None (model_parser's defaults, store_true flags included); 0 and False
+    (--seed 0, --sigma 0, --no-clip) are flags given, and are said to be ignored like any other."""
     saved = read_config(out, upgrade=False)
     for key, value in given.items():
-        if key in RESUMABLE or value in (None, False) or saved.get(key) == value:
+        if key in RESUMABLE or value is None or _same_setting(saved.get(key), value):
             continue
         flag = "--" + key.replace("_", "-")
         kept = f"keeps its saved {saved[key]}" if key in saved else f"was saved before {flag} existed"
-        print(f"warning: ignoring {flag} {value}: the resumed run {kept}", file=sys.stderr)
+        print(f"warning: ignoring {_flag_text(flag, value)}: the resumed run {kept}", file=sys.stderr)
     for key in RESUMABLE:
-        if given.get(key) not in (None, False):
+        if given.get(key) is not None:
             saved[key] = given[key]
     return upgrade_config(saved)
+
+
+def _same_setting(saved, value):
+    """Equal and of the same kind: 0 is not False, nor 1 True (JSON keeps the difference); 3 is 3.0."""
+    return saved == value and isinstance(saved, bool) == isinstance(value, bool)
+
+
+def _flag_text(flag, value):
+    """A flag as typed: --no-clip for clip False, --hidden 256 256 for a list, --lr 0.5."""
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {' '.join(map(str, value))}" if isinstance(value, (list, tuple)) else f"{flag} {value}"
 
 
 def read_config(run_dir, upgrade=True):

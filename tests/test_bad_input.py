@@ -24,6 +24,7 @@ from PIL import Image
 import aae
 import ali
 import common
+import daae
 import machinery
 import eval as evaluation
 import idaae
@@ -484,3 +485,22 @@ def test_an_npz_file_named_mnist_gets_its_own_run_folder(tmp_path, monkeypatch):
     assert run_script(aae.main, ["--dataset", "mnist.npz", "--epochs", "1", "--batch-size", "16"]) == 0
     assert (tmp_path / "runs" / "aae-npz-mnist" / "checkpoint.pt").exists()
     assert not (tmp_path / "runs" / "aae-mnist").exists()  # the folder of --dataset mnist stays its own
+
+
+@pytest.mark.parametrize("script, first, again, said", [
+    (aae.main, ["--sigma", "0.3", "--seed", "3"], ["--sigma", "0", "--seed", "0"],
+     ["ignoring --sigma 0.0: the resumed run keeps its saved 0.3", "ignoring --seed 0: the resumed run keeps its saved 3"]),
+    (daae.main, ["--clip"], ["--no-clip"], ["ignoring --no-clip: the resumed run keeps its saved True"]),
+    (aae.main, ["--supervised"], [], []),  # a store_true flag left out is not a flag given
+])
+def test_resume_says_it_ignores_a_flag_given_as_zero_or_false(script, first, again, said, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_script(script, ["--epochs", "1", "--latent-dim", "4", "--out", str(out), *first]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    capsys.readouterr()
+    assert run_script(script, ["--epochs", "2", "--out", str(out), "--resume", *again]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert sorted(warnings) == sorted(f"warning: {line}" for line in said)
+    kept = json.loads((out / "config.json").read_text())
+    assert {k: kept[k] for k in ("sigma", "seed", "clip", "supervised") if k in saved} == \
+        {k: saved[k] for k in ("sigma", "seed", "clip", "supervised") if k in saved}
