@@ -682,7 +682,9 @@ class Run:
         return epoch % max(1, self.config["epochs"] // 10) == 0 or epoch == self.config["epochs"]
 
     def save_checkpoint(self):
-        """checkpoint.pt, written atomically: what track() was given, the RNGs, and where the loop is."""
+        """checkpoint.pt, written atomically: what track() was given, the RNGs, and where the loop is;
+        never a state gone NaN, which would replace the last good one."""
+        machinery.check_finite_run(self)
         machinery.save_checkpoint(self.out / "checkpoint.pt", {
             "model": self.name, "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
             "history": self.history, "perm": None if self.perm is None else self.perm.cpu(),

@@ -339,9 +339,30 @@ def check_finite(mean_losses, epoch, out, saved_epoch):
     """Stop a run whose epoch's mean loss is not finite, naming the last good checkpoint, which is kept."""
     bad = [k for k, v in mean_losses.items() if not math.isfinite(v)]
     if bad:
-        kept = (f"{out / 'checkpoint.pt'} keeps epoch {saved_epoch}, before it went bad"
-                if saved_epoch is not None else "no checkpoint had been saved yet")
-        raise CLIError(f"the {bad[0]} loss became {mean_losses[bad[0]]} in epoch {epoch}; {kept}. Try a lower --lr")
+        raise CLIError(f"the {bad[0]} loss became {mean_losses[bad[0]]} in epoch {epoch}; "
+                       f"{_kept(out, saved_epoch)}. Try a lower --lr")
+
+
+def _kept(out, saved_epoch):
+    return (f"{out / 'checkpoint.pt'} keeps epoch {saved_epoch}, before it went bad" if saved_epoch is not None
+            else "no checkpoint had been saved yet")
+
+
+def check_finite_run(run):
+    """Before every checkpoint a run writes (each --save-every epoch, and a stop mid-epoch on Ctrl-C
+    or SIGTERM, which comes before the epoch's own check): the epoch's mean losses so far, and
+    every weight and optimiser state, finite. Else the run stops and the good checkpoint stays."""
+    epoch = run.epoch + 1 if run.step else run.epoch  # mid-epoch, or an epoch just ended
+    if run.step:
+        check_finite({k: float(v) / run.step for k, v in run.sums.items()}, epoch, run.out, run.saved_epoch)
+    # The losses of a step are computed before its update: the last update can break the weights alone.
+    tensors = [t for t in run.model.state_dict().values() if t.is_floating_point()]
+    tensors += [t for optimizer in run.optimizers.values() for state in optimizer.state_dict()["state"].values()
+                for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
+    bad = int(torch.stack([~torch.isfinite(t).all() for t in tensors]).sum()) if tensors else 0  # one host sync
+    if bad:
+        raise CLIError(f"{bad} of the weight and optimiser tensors became NaN or infinite in epoch {epoch}; "
+                       f"{_kept(run.out, run.saved_epoch)}. Try a lower --lr")
 
 
 def check_networks_fit(build, config, device, flags=("--latent-dim", "--image-size")):

@@ -504,3 +504,31 @@ def test_resume_says_it_ignores_a_flag_given_as_zero_or_false(script, first, aga
     kept = json.loads((out / "config.json").read_text())
     assert {k: kept[k] for k in ("sigma", "seed", "clip", "supervised") if k in saved} == \
         {k: saved[k] for k in ("sigma", "seed", "clip", "supervised") if k in saved}
+
+
+@pytest.mark.parametrize("broken", ["loss and weights", "weights alone"])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_mid_epoch_after_a_nan_keeps_the_good_checkpoint(broken, stop, tmp_path, monkeypatch, capsys):
+    steps, step = [], aae.train_step
+
+    def going_bad(model, *args):
+        steps.append(1)
+        losses = step(model, *args)
+        if len(steps) > 19 + 3:  # epoch 2 (19 steps an epoch), step 4 on: the loss and the update go bad
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+            if broken == "loss and weights":
+                losses["reconstruction"] = torch.tensor(float("nan"))
+        if len(steps) == 19 + 6:
+            os.kill(os.getpid(), stop)  # stops after this step, before the epoch's own NaN check
+        return losses
+
+    monkeypatch.setattr(aae, "train_step", going_bad)
+    out = tmp_path / "run"
+    assert run_script(aae.main, ["--epochs", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "in epoch 2;" in err[0], err
+    assert f"{out / 'checkpoint.pt'} keeps epoch 1" in err[0]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 0)
+    assert all(torch.isfinite(t).all() for t in saved["model_state"].values() if t.is_floating_point())
