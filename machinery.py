@@ -10,7 +10,7 @@ Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>
     checkpoint.pt   networks, optimisers, epoch, RNG states; written atomically (--save-every)
     log.csv         mean losses and seconds per epoch; losses.png, their curves
     samples.png     the latest samples; samples/epoch_NNN.png one per saved epoch
-    .lock           the process id of the run in the folder, locked while it runs (one run at a time)
+    .lock           the process id of the run in the folder, which is locked while it runs (one run at a time)
 """
 
 import argparse
@@ -24,6 +24,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -427,11 +428,41 @@ def write_json(path, obj):
 CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
 
 
+class _KeepWriteError:
+    """The file torch.save writes through, keeping the OSError of a failed write (no space left on
+    the device): torch reports it only as "[enforce fail at inline_container.cc] unexpected pos"."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self):
+        self.file.flush()
+
+
+def save_atomically(obj, path):
+    """torch.save(obj) to `path` through atomic_path: a failed write is one line naming the
+    operating system's reason, and the previous file is kept."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        file = _KeepWriteError(f)
+        try:
+            torch.save(obj, file)
+        except RuntimeError:
+            if file.error is None:
+                raise
+            raise file.error from None  # atomic_path says it in one line
+
+
 def save_checkpoint(path, state):
     """Written atomically: a failed write (a full disk) keeps the previous checkpoint, and says so."""
     try:
-        with atomic_path(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+        save_atomically({"format": CHECKPOINT_FORMAT, **state}, path)
     except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError, not an OSError
         raise CLIError(f"cannot write {path} ({first_line(error, 80)}); the previous checkpoint, if any, is "
                        "kept: free some space, then resume") from None
@@ -517,7 +548,7 @@ SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0, "precisio
 RESUMABLE = {"epochs", "device", "resume", "out", "save_every"}  # the flags a resumed run may change
 PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "dataset", "image_shape", "num_classes"}
 LOCK_FILE = ".lock"
-_held_locks = {}  # run folder -> (the open lock file of this process, the outermost folder it made)
+_held_locks = {}  # run folder -> (this process's open descriptor of it, locked, the outermost folder it made)
 
 # What runs from before a flag existed were trained with. A config.json is upgraded here when it
 # is read, so that every run folder resumes, and is evaluated, with the settings it was trained
@@ -705,50 +736,70 @@ def check_config_types(config, path):
 
 
 def lock_run_folder(out):
-    """Make `out` (if need be) and hold its lock file for the rest of this process: a second
-    run on the same folder is refused at once, naming the first one's process id. The lock is
-    the operating system's (fcntl.flock), so it dies with its process, however that ends.
-    Returns the outermost folder made here (None if `out` existed)."""
+    """Make `out` (if need be) and hold it for the rest of this process: a second run on the same
+    folder is refused at once, naming the first one's process id (written in .lock). The lock is
+    the operating system's (fcntl.flock) on the folder itself, held by a descriptor this process
+    keeps open: it dies with its process, however that ends, and deleting .lock cannot lift it.
+    Then the temporary files of writes a killed run left are removed. Returns the outermost
+    folder made here (None if `out` existed)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
     made = next((folder for folder in reversed([out, *out.parents]) if not folder.exists()), None)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK_FILE, "a+")
+        folder = os.open(out, os.O_RDONLY) if fcntl is not None else None  # Windows: no flock, not protected
     except OSError as error:  # under a file, read-only, no such drive
         raise CLIError(f"cannot write the run folder {out} ({error.strerror or error}); choose another --out") \
             from None
     key = os.path.realpath(out)
     if key in _held_locks:  # this process's earlier run on the folder (tests run several) is over
-        _held_locks.pop(key)[0].close()
-    if fcntl is None:  # Windows: no flock; the folder is then not protected against a second run
-        _held_locks[key] = handle, made
-        return made
+        release_run_folder(out)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if folder is not None:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another process holds it
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+        os.close(folder)
+        try:
+            holder = (out / LOCK_FILE).read_text().strip() or "unknown"
+        except OSError:  # .lock deleted by hand: the folder is still held
+            holder = "unknown"
         raise CLIError(f"{out} is in use by another run (process {holder}); wait for it to end, or choose "
                        "another --out") from None
     except OSError:  # a file system without locks: the run goes on, unprotected, as on Windows
         print(f"note: {out} cannot be locked on this file system; do not start a second run in it", file=sys.stderr)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    _held_locks[key] = handle, made
+    _held_locks[key] = folder, made
+    try:
+        (out / LOCK_FILE).write_text(f"{os.getpid()}\n")
+    except OSError as error:
+        release_run_folder(out, made)
+        raise CLIError(f"cannot write the run folder {out} ({error.strerror or error}); choose another --out") \
+            from None
+    remove_leftovers(out, ("checkpoint.pt", "config.json", "log.csv"))
+    remove_leftovers(out / "samples", ("*.png",))
+    remove_leftovers(out, ("*.png",), older_than=3600)  # eval.py may be writing its pictures beside them now
     return made
+
+
+def remove_leftovers(folder, names, older_than=0.0):
+    """Delete the temporary files (.<name>.*.tmp) that atomic_path leaves when its process is killed
+    mid-write (kill -9, a power cut): a checkpoint's is as large as the checkpoint. Those untouched
+    for `older_than` seconds only, where another process may be writing one now."""
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            try:
+                if time.time() - tmp.stat().st_mtime >= older_than:
+                    tmp.unlink()
+            except OSError:  # gone already, or not ours to delete
+                pass
 
 
 def release_run_folder(out, made=None):
     """Let go of the folder's lock; then delete the folders lock_run_folder made, from `out` up to
     `made`, as long as nothing but the lock file was written in them."""
-    handle, _ = _held_locks.pop(os.path.realpath(out), (None, None))
-    if handle is not None:
-        handle.close()
+    folder, _ = _held_locks.pop(os.path.realpath(out), (None, None))
+    if folder is not None:
+        os.close(folder)
     if made is None:
         return
     out, lock = Path(out), Path(out) / LOCK_FILE
@@ -947,9 +998,12 @@ def load_cached(name: str, data_dir: str, build) -> dict:
             reason = first_line(error, 80)
         # The cache is only a copy of the raw files: rebuild it from them (or say which are missing).
         print(f"{name}: the cache {path} is damaged ({reason}); rebuilding it from the raw files", file=sys.stderr)
+    remove_leftovers(os.path.dirname(path), (f"{name}.pt",), older_than=3600)  # of a killed caching
     arrays = build()
-    with atomic_path(path) as tmp:  # an interrupted run never leaves half a cache behind
-        torch.save(arrays, tmp)
+    try:  # atomically: an interrupted run never leaves half a cache behind
+        save_atomically(arrays, path)
+    except CLIError as error:  # a full disk: the run goes on, and the next one decodes the raw files again
+        print(f"warning: {name}: not cached ({error})", file=sys.stderr)
     return arrays
 
 
