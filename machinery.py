@@ -1013,8 +1013,14 @@ def _npz_images(arrays: dict, key: str, path: str) -> torch.Tensor:
         x = x[:, None]
     if x.ndim != 4:
         raise CLIError(f"{key} in {path} has shape {x.shape}: expected N x H x W or N x C x H x W")
-    if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
-        raise CLIError(f"{key} in {path} has shape {x.shape}, channels last: transpose it to N x C x H x W")
+    # 1 to 4 channels: grey, grey and alpha, RGB, RGBA. More would be read as images of that many
+    # channels, and fail when the first pictures are drawn.
+    if x.shape[1] > 4 and x.shape[3] <= 4:
+        raise CLIError(f"{key} in {path} has shape {x.shape}, channels last: transpose it to N x C x H x W "
+                       "(numpy.transpose(x, (0, 3, 1, 2)))")
+    if x.shape[1] > 4:
+        raise CLIError(f"{key} in {path} has shape {x.shape}: {x.shape[1]} channels; expected N x C x H x W "
+                       "with 1 to 4 channels (grey, grey and alpha, RGB, RGBA) or N x H x W")
     if x.dtype == np.uint8:
         return torch.from_numpy(x)
     if not np.issubdtype(x.dtype, np.floating):

@@ -154,6 +154,11 @@ def test_npz_float_nchw_without_validation_takes_last_tenth(tmp_path, capsys):
       "y_test": np.zeros(2, int), "x_val": np.zeros((1, 5, 5), np.uint8)}, ["y_val"]),
     ({"x_train": np.zeros((4, 5, 5), np.uint8), "y_train": np.zeros(4, int), "x_test": np.zeros((2, 6, 6), np.uint8),
       "y_test": np.zeros(2, int)}, ["x_test", "same"]),
+    *(({"x_train": np.zeros((4, 6, 5, c), np.uint8), "y_train": np.zeros(4, int),  # channels last: RGBA, RGB, grey
+        "x_test": np.zeros((2, 6, 5, c), np.uint8), "y_test": np.zeros(2, int)}, ["x_train", "channels last"])
+      for c in (4, 3, 2, 1)),
+    ({"x_train": np.zeros((4, 6, 5, 7), np.uint8), "y_train": np.zeros(4, int),
+      "x_test": np.zeros((2, 6, 5, 7), np.uint8), "y_test": np.zeros(2, int)}, ["x_train", "6 channels", "1 to 4"]),
 ])
 def test_npz_bad_content_is_a_one_line_cli_error(tmp_path, arrays, words):
     path = tmp_path / "bad.npz"
@@ -272,3 +277,18 @@ def test_sprites_layout_splits_and_attributes(tmp_path):
     assert (float_images(data.x_test).sum(dim=(1, 2, 3)) == 1).all()
     assert torch.equal(data.extra["attributes_eval"][0], torch.arange(4, 11))
     assert data.extra["attributes_train"].shape == (63, 7)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_npz_images_of_one_to_four_channels_first_train_and_draw(channels, tmp_path):
+    import aae
+    from helpers import run_script
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x_train=rng.integers(0, 256, (40, channels, 6, 6), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 40), x_test=rng.integers(0, 256, (10, channels, 6, 6), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 10))
+    out = tmp_path / "run"
+    assert run_script(aae.main, ["--dataset", str(tmp_path / "c.npz"), "--epochs", "1", "--batch-size", "8",
+                                 "--out", str(out)]) == 0
+    assert (out / "samples.png").is_file() and (out / "checkpoint.pt").is_file()
