@@ -25,6 +25,8 @@ import signal
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -1106,6 +1108,45 @@ def npz_splits(path: str) -> dict:
         raise CLIError(f"{path} has the label {num_classes - 1}, which makes {num_classes} classes for "
                        f"{len(labels)} images: number the classes 0, 1, 2, ...")
     return splits
+
+
+# Finding Omniglot where a user has it (common._build_omniglot)
+
+OMNIGLOT_SETS = ("images_background", "images_evaluation")  # the training set; the unseen characters
+OMNIGLOT_SMALL = "images_background_small1.zip"  # the 5-alphabet subset, split by benchmarks/make_omniglot_small.py
+
+
+def omniglot_root(data_dir: str) -> str:
+    """The folder that holds Omniglot's images_background/ (and images_evaluation/): data_dir, or
+    torchvision's data_dir/omniglot-py/. The archives images_background.zip and
+    images_evaluation.zip found there are unpacked first. The 5-alphabet subset's archive is
+    named with the command that splits it. data_dir when none is found (common downloads there)."""
+    for root in (data_dir, os.path.join(data_dir, "omniglot-py")):
+        for name in OMNIGLOT_SETS:
+            if not os.path.isdir(os.path.join(root, name)) and os.path.isfile(os.path.join(root, f"{name}.zip")):
+                _unpack_omniglot_set(os.path.join(root, f"{name}.zip"), root, name)
+        if any(os.path.isdir(os.path.join(root, name)) for name in OMNIGLOT_SETS):
+            return root
+    small = os.path.join(data_dir, OMNIGLOT_SMALL)
+    if os.path.isfile(small):
+        raise CLIError(f"{small} is Omniglot's 5-alphabet subset: split it into {data_dir} once with "
+                       f"python benchmarks/make_omniglot_small.py --zip {small} --out {data_dir}")
+    return data_dir
+
+
+def _unpack_omniglot_set(archive: str, root: str, name: str):
+    """Omniglot's <name>.zip (one top folder, <name>/) unpacked to root/<name>, whole or not at all."""
+    print(f"omniglot: unpacking {archive}")
+    try:
+        with zipfile.ZipFile(archive) as opened, tempfile.TemporaryDirectory(dir=root, prefix=".partial-") as tmp:
+            opened.extractall(tmp)
+            if not os.path.isdir(os.path.join(tmp, name)):
+                raise CLIError(f"{archive} has no {name}/ folder: it is not Omniglot's {name}.zip; download that "
+                               "from https://github.com/brendenlake/omniglot (python/)")
+            os.replace(os.path.join(tmp, name), os.path.join(root, name))
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
+        raise CLIError(f"cannot unpack {archive} ({first_line(error, 80)}): download it again, or free some "
+                       "space") from None
 
 
 # Reading Sprites' MATLAB files (common._build_sprites)

@@ -292,3 +292,44 @@ def test_npz_images_of_one_to_four_channels_first_train_and_draw(channels, tmp_p
     assert run_script(aae.main, ["--dataset", str(tmp_path / "c.npz"), "--epochs", "1", "--batch-size", "8",
                                  "--out", str(out)]) == 0
     assert (out / "samples.png").is_file() and (out / "checkpoint.pt").is_file()
+
+
+def zip_folder(folder, archive):
+    """`folder` zipped as Omniglot's archives are: one top folder of its name."""
+    shutil.make_archive(str(archive).removesuffix(".zip"), "zip", folder.parent, folder.name)
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "zips", "zips in omniglot-py", "background zip only"])
+def test_omniglot_where_a_user_already_has_it(layout, tmp_path, capsys):
+    made = tmp_path / "made"
+    write_omniglot_set(made / "images_background", {"Beta": 2, "Alpha": 3})
+    write_omniglot_set(made / "images_evaluation", {"Gamma": 2})
+    data_dir = tmp_path / "data"
+    if layout == "torchvision":  # torchvision.datasets.Omniglot(root="data") unpacks into data/omniglot-py/
+        shutil.copytree(made, data_dir / "omniglot-py")
+    else:
+        where = data_dir / "omniglot-py" if layout == "zips in omniglot-py" else data_dir
+        where.mkdir(parents=True)
+        for name in ("images_background",) if layout == "background zip only" else ("images_background",
+                                                                                      "images_evaluation"):
+            zip_folder(made / name, where / f"{name}.zip")
+    data = load_dataset("omniglot", str(data_dir))
+    assert data.num_classes == 5 and len(data.x_train) == 5 * 19 and len(data.x_test) == 5
+    assert len(data.extra["x_eval"]) == (0 if layout == "background zip only" else 2 * 20)
+    rows, _ = stroke_positions(data.x_test)
+    assert rows.tolist() == list(range(5))  # Alpha's characters first, each image its own label
+    assert not list(data_dir.rglob(".partial-*"))
+
+
+def test_omniglot_subset_archive_or_a_damaged_zip_is_one_line_naming_what_to_run(tmp_path):
+    (tmp_path / "images_background_small1.zip").write_bytes(b"PK")
+    with pytest.raises(CLIError) as error:
+        load_dataset("omniglot", str(tmp_path))
+    assert str(error.value) == (f"{tmp_path}/images_background_small1.zip is Omniglot's 5-alphabet subset: split it "
+                                f"into {tmp_path} once with python benchmarks/make_omniglot_small.py --zip "
+                                f"{tmp_path}/images_background_small1.zip --out {tmp_path}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "images_background.zip").write_bytes(b"PK\x03\x04 cut off")
+    with pytest.raises(CLIError, match="cannot unpack .*images_background.zip .*download it again"):
+        load_dataset("omniglot", str(tmp_path / "bad"))
+    assert [p.name for p in (tmp_path / "bad").iterdir()] == ["images_background.zip"]
