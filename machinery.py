@@ -359,13 +359,17 @@ def check_finite_run(run):
     if run.step:
         check_finite({k: float(v) / run.step for k, v in run.sums.items()}, epoch, run.out, run.saved_epoch)
     # The losses of a step are computed before its update: the last update can break the weights alone.
-    tensors = [t for t in run.model.state_dict().values() if t.is_floating_point()]
-    tensors += [t for optimizer in run.optimizers.values() for state in optimizer.state_dict()["state"].values()
-                for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
-    bad = int(torch.stack([~torch.isfinite(t).all() for t in tensors]).sum()) if tensors else 0  # one host sync
+    bad = not_finite(run.model.state_dict()) + sum(not_finite(state) for optimizer in run.optimizers.values()
+                                                   for state in optimizer.state_dict()["state"].values())
     if bad:
         raise CLIError(f"{bad} of the weight and optimiser tensors became NaN or infinite in epoch {epoch}; "
                        f"{_kept(run.out, run.saved_epoch)}. Try a lower --lr")
+
+
+def not_finite(tensors):
+    """How many of the floating-point tensors among a dict's values hold a NaN or an infinity."""
+    return sum(bool(torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all())
+               for t in tensors.values())
 
 
 def check_networks_fit(build, config, device, flags=("--latent-dim", "--image-size")):
@@ -420,6 +424,27 @@ def exclusive_lock(path):
             except OSError:  # a file system without locks
                 pass
         yield  # closing the file lets go of the lock
+
+
+def check_folder_writable(folder, what):
+    """Refuse at once, in one line, a folder a command will write `what` into but cannot (read-only,
+    on a read-only file system): before the work, not after it (eval.py's studies take minutes)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CLIError(f"cannot write {what} in {folder} ({error.strerror or error}); nothing was evaluated: make "
+                       "the folder writable, or evaluate a copy of the run") from None
+
+
+def checkpoint_progress(run_dir):
+    """(epoch, step) of RUN_DIR/checkpoint.pt, read without loading its tensors (mmap); None
+    where there is none that can be read (a run stored in results/ keeps no checkpoint)."""
+    try:
+        checkpoint = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
+        return checkpoint["epoch"], checkpoint.get("step", 0)
+    except Exception:  # none, or damaged: the commands that need the weights say so themselves
+        return None
 
 
 def write_json(path, obj):
@@ -893,9 +918,18 @@ def upgrade_checkpoint(checkpoint, config):
     return checkpoint
 
 
+def _refuse_not_finite(path, checkpoint):
+    """A checkpoint whose weights went NaN or infinite (saved by a version without check_finite_run)
+    scores and trains as nothing: one line."""
+    if isinstance(checkpoint.get("model_state"), dict) and not_finite(checkpoint["model_state"]):
+        raise CLIError(f"{path} holds NaN or infinite weights ({not_finite(checkpoint['model_state'])} tensors): its "
+                       "run went bad before it was saved; train it again, with a lower --lr")
+
+
 def restore_checkpoint(run, checkpoint):
     """common.Run.track on --resume: the tracked networks, optimisers and schedules, and the loop's
     place, from the checkpoint. A checkpoint that does not fit them is one line."""
+    _refuse_not_finite(run.out / "checkpoint.pt", checkpoint)
     try:
         checkpoint = upgrade_checkpoint(checkpoint, run.config)
         run.model.load_state_dict(checkpoint["model_state"])
@@ -958,6 +992,7 @@ def load_run(run_dir, device="cpu"):
         raise CLIError(f"{path / 'config.json'} lacks {', '.join(missing)}; the run folder is damaged")
     module = _model_module(config.get("model"), path / "config.json")
     checkpoint = load_checkpoint(path / "checkpoint.pt", config["model"], f"train it with {config['model']}.py")
+    _refuse_not_finite(path / "checkpoint.pt", checkpoint)
     try:
         model = module.build_model(config)
         model.load_state_dict(checkpoint["model_state"])

@@ -606,3 +606,17 @@ def test_a_dataset_cache_that_cannot_be_written_is_a_warning_and_a_killed_ones_l
     err = capsys.readouterr().err
     assert "warning: mnist: not cached (cannot write" in err and "No space left on device" in err
     assert not old.exists() and new.exists() and not (tmp_path / "cache" / "mnist.pt").exists()
+
+
+def test_a_checkpoint_saved_with_nan_weights_is_refused_by_eval_and_resume(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    next(iter(checkpoint["model_state"].values())).fill_(float("nan"))  # as a run saved before the guard could
+    machinery.save_checkpoint(out / "checkpoint.pt", {k: v for k, v in checkpoint.items() if k != "format"})
+    before = (out / "checkpoint.pt").read_bytes()
+    assert run_script(evaluation.main, ["reconstruct", str(out)]) == 2
+    assert run_script(aae.main, ["--epochs", "3", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("holds NaN or infinite weights (1 tensors)" in line for line in err), err
+    assert (out / "checkpoint.pt").read_bytes() == before and not (out / "eval.json").exists()
