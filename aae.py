@@ -46,11 +46,10 @@ import conv_networks
 import machinery
 import toy
 
-# The DAAE paper's settings (its "architecture and training" paragraph for each dataset, and
-# the authors' notebooks); sigma = 0 makes it the AAE.
-# digits (8x8, offline) is a small setting of ours, and cifar10/svhn, which neither paper
-# trains an AAE on, reuse the CelebA convolutional networks.
-DEFAULTS = {
+# The DAAE paper's networks and training (its "architecture and training" paragraph for each dataset,
+# and the authors' notebooks), daae.py's too; sigma = 0 makes it the AAE. digits (8x8, offline) is a
+# small setting of ours; cifar10/svhn, which neither paper trains an AAE on, reuse CelebA's networks.
+NETWORKS = {
     "digits": dict(encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
                    conv=False, latent_dim=10, lr=1e-3, batch_size=64, epochs=150),
     "mnist": dict(encoder_hidden=[1000, 1000], decoder_hidden=[1000, 1000], discriminator_hidden=[1000, 1000],
@@ -70,6 +69,10 @@ PRIORS = ("gaussian", "mixture", "swissroll")
 # keeps the class out of z (the encoder does not see the label), so the smaller z, the less room it has
 # for the class: on 8x8 digits ours is 2-D (docs/aae.md, Section 4, measures why).
 SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
+DEFAULTS = {name: dict(row, prior="gaussian", labels=0, sigma=0.0, supervised=False) for name, row in
+            NETWORKS.items()}
+SUPERVISED_DEFAULTS = {name: dict(row, latent_dim=SUPERVISED_LATENT_DIM.get(name, row["latent_dim"]))
+                       for name, row in DEFAULTS.items()}  # --supervised
 MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
 SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll; a thin one
 
@@ -193,7 +196,7 @@ class AAE(nn.Module):
         if not self.decoder_labels:
             return z
         if labels is None:
-            raise machinery.CLIError("a --supervised AAE decodes [label, z]: its decoder needs the labels")
+            raise ValueError("a --supervised AAE decodes [label, z]: its decoder needs the labels")
         return torch.cat([F.one_hot(labels, self.decoder_labels).float(), z], 1)
 
     def decode(self, z, labels=None):
@@ -368,11 +371,6 @@ def discriminator_labels(config, data):
     are -1, "unlabelled") and the one-hot's size; (y_train, 0) without --labels."""
     if not config["labels"]:
         return data.y_train, 0
-    if data.num_classes != MIXTURE_COMPONENTS:
-        raise machinery.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
-    if config["labels"] > len(data.y_train):
-        raise machinery.CLIError(f"--labels {config['labels']} is more than the {len(data.y_train)} training images; "
-                                 f"at most {len(data.y_train)}")
     labels = data.y_train.clone()
     labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]] = -1
     return labels, data.num_classes + 1
@@ -429,19 +427,23 @@ def parse_args(argv):
     return args
 
 
+def fill_settings(config, data):
+    """The flags checked against the data before config.json is written (none filled); else one CLIError line."""
+    if config["supervised"]:
+        machinery.require_labels(data, "--supervised")
+    if config["labels"] and data.num_classes != MIXTURE_COMPONENTS:
+        raise machinery.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
+    if config["labels"] > len(data.y_train):
+        raise machinery.CLIError(f"--labels {config['labels']} is more than the {len(data.y_train)} training images; "
+                                 f"at most {len(data.y_train)}")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, **row}
-                for name, row in DEFAULTS.items()}
-    if args.supervised:
-        for name, latent_dim in SUPERVISED_LATENT_DIM.items():
-            defaults[name]["latent_dim"] = latent_dim
     variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
                                          "supervised" if args.supervised else None) if part)
-    run = common.start_run("aae", args, defaults, variant=variant or None)
-    if run.config["supervised"]:
-        machinery.require_labels(run.data, "--supervised")
-    train(run)
+    train(common.start_run("aae", args, SUPERVISED_DEFAULTS if args.supervised else DEFAULTS, variant=variant or None,
+                           fill=fill_settings))
 
 
 if __name__ == "__main__":

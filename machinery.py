@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import torch
+from tqdm import tqdm
 
 try:
     import fcntl  # the run folder's lock (POSIX)
@@ -229,6 +230,11 @@ def first_line(error, limit=160):
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+def progress(iterable, desc, **kwargs):
+    """A progress bar on a terminal (none in a log file), gone when done."""
+    return tqdm(iterable, desc=desc, leave=False, disable=None, dynamic_ncols=True, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Device, precision, memory
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +284,7 @@ def choose_precision(precision, device):
 
 
 def one_thread_if_busy(device):
-    """On busy cores torch's threads wait for each other: a step ran 4-10x slower with 2 than with 1."""
+    """On busy cores torch's threads wait for each other, and one thread is faster (docs/performance.md)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # Windows has no load average
     if device.type == "cpu" and load > (os.cpu_count() or 1) and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
@@ -577,9 +583,15 @@ PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "datas
 LOCK_FILE = ".lock"
 _held_locks = {}  # run folder -> (this process's open descriptor of it, locked, the outermost folder it made)
 
-# What runs from before a flag existed were trained with. A config.json is upgraded here when it
-# is read, so that every run folder resumes, and is evaluated, with the settings it was trained
-# with; the model files then read every setting as config[key].
+
+# ---------------------------------------------------------------------------------------------
+# Old-run compatibility, in this one place: a run folder written by an earlier version of the
+# scripts (before a flag existed, or before an optimiser or a loss was renamed) is upgraded as it is
+# read, so that it resumes, and is evaluated, with the settings and names it was trained with; the
+# model files then read every setting as config[key] and every name as today's.
+# ---------------------------------------------------------------------------------------------
+
+# What runs from before a flag existed were trained with.
 OLD_RUN_SETTINGS = {
     "all": {"precision": "fp32", "save_every": 1, "device": None},
     "aae": {"supervised": False, "encoder_hidden": [], "decoder_hidden": []},
@@ -598,6 +610,34 @@ def upgrade_config(config):
     for key, value in {**OLD_RUN_SETTINGS["all"], **OLD_RUN_SETTINGS.get(config.get("model"), {})}.items():
         config.setdefault(key, value)
     return config
+
+
+# Names of optimisers and of losses that have changed: a checkpoint of an older run is read with today's.
+OLD_OPTIMIZER_NAMES = {"aae": {"encoder": "encoder_adversarial"}, "daae": {"encoder": "encoder_adversarial"},
+                       "idaae": {"encoder": "encoder_adversarial"},
+                       "semi_supervised_aae": {"generator": "encoder_adversarial"},
+                       "learned_prior_aae": {"encoder": "encoder_adversarial", "prior": "code_generator"}}
+
+
+def old_loss_names(config):
+    """{old loss name: today's} for the run config.json describes (its sums and history)."""
+    if config["model"] == "learned_prior_aae":  # the reconstruction loss is named for what --pixel-loss makes it
+        return {"reconstruction": f"{config['reconstruction']}_reconstruction",
+                "generator_adversarial": "code_generator_adversarial"}
+    return {"generator": "encoder_adversarial"} if config["model"] == "semi_supervised_aae" else {}
+
+
+def upgrade_checkpoint(checkpoint, config):
+    optimizers, losses = OLD_OPTIMIZER_NAMES.get(config["model"], {}), old_loss_names(config)
+    checkpoint["optimizers"] = {optimizers.get(k, k): v for k, v in checkpoint["optimizers"].items()}
+    checkpoint["sums"] = {losses.get(k, k): v for k, v in checkpoint["sums"].items()}
+    checkpoint["history"] = [{losses.get(k, k): v for k, v in row.items()} for row in checkpoint["history"]]
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder, continued: its name, the run's place
+# ---------------------------------------------------------------------------------------------
 
 
 def dataset_tag(dataset):
@@ -893,29 +933,6 @@ def set_rng_state(state):
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# Names of optimisers and of losses that have changed: a checkpoint of an older run is read with today's.
-OLD_OPTIMIZER_NAMES = {"aae": {"encoder": "encoder_adversarial"}, "daae": {"encoder": "encoder_adversarial"},
-                       "idaae": {"encoder": "encoder_adversarial"},
-                       "semi_supervised_aae": {"generator": "encoder_adversarial"},
-                       "learned_prior_aae": {"encoder": "encoder_adversarial", "prior": "code_generator"}}
-
-
-def old_loss_names(config):
-    """{old loss name: today's} for the run config.json describes (its sums and history)."""
-    if config["model"] == "learned_prior_aae":  # the reconstruction loss is named for what --pixel-loss makes it
-        return {"reconstruction": f"{config['reconstruction']}_reconstruction",
-                "generator_adversarial": "code_generator_adversarial"}
-    return {"generator": "encoder_adversarial"} if config["model"] == "semi_supervised_aae" else {}
-
-
-def upgrade_checkpoint(checkpoint, config):
-    optimizers, losses = OLD_OPTIMIZER_NAMES.get(config["model"], {}), old_loss_names(config)
-    checkpoint["optimizers"] = {optimizers.get(k, k): v for k, v in checkpoint["optimizers"].items()}
-    checkpoint["sums"] = {losses.get(k, k): v for k, v in checkpoint["sums"].items()}
-    checkpoint["history"] = [{losses.get(k, k): v for k, v in row.items()} for row in checkpoint["history"]]
-    return checkpoint
 
 
 def _refuse_not_finite(path, checkpoint):

@@ -160,14 +160,14 @@ def setup_case(case, tmp, trained):
         return "aae", ["--resume", "--out", str(out)], out
     if case == "eval --table that cannot be written":
         (tmp / "file").write_text("a file")
-        return "eval", ["reconstruct", str(out), "--table", str(tmp / "file" / "table.md")], out
+        return "eval", ["reconstruction", str(out), "--table", str(tmp / "file" / "table.md")], out
     if case == "eval --samples 10^12":
         return "eval", ["likelihood", str(out), "--samples", str(10**12)], out
     if case == "eval --max-train 1":
-        return "eval", ["classify", str(out), "--max-train", "1"], None
+        return "eval", ["classification", str(out), "--max-train", "1"], None
     if case == "eval without a checkpoint":
         (out / "checkpoint.pt").unlink()
-        return "eval", ["reconstruct", str(out)], out
+        return "eval", ["reconstruction", str(out)], out
     if case == "resume after config.json was edited":
         config = json.loads((out / "config.json").read_text())
         # As a resumed run in this folder would save it, but for the code size changed by hand.
@@ -176,11 +176,11 @@ def setup_case(case, tmp, trained):
         return "aae", ["--resume", "--epochs", "3", "--out", str(out)], out
     if case == "config.json that is not a dict":
         (out / "config.json").write_text("[1, 2]")
-        return "eval", ["reconstruct", str(out)], out
+        return "eval", ["reconstruction", str(out)], out
     if case == "eval, the dataset is gone":
         config = json.loads((out / "config.json").read_text())
         (out / "config.json").write_text(json.dumps({**config, "dataset": "omniglot", "data_dir": str(tmp / "none")}))
-        return "eval", ["reconstruct", str(out)], out
+        return "eval", ["reconstruction", str(out)], out
     raise ValueError(case)
 
 
@@ -415,7 +415,7 @@ def test_a_relative_npz_path_is_saved_absolute_and_eval_finds_it_from_elsewhere(
     config = json.loads(Path("runs/aae-npz-data/config.json").read_text())
     assert config["dataset"] == str(tmp_path / "project" / "data.npz")
     monkeypatch.chdir(tmp_path)
-    assert run_script(evaluation.main, ["reconstruct", "project/runs/aae-npz-data"]) == 0
+    assert run_script(evaluation.main, ["reconstruction", "project/runs/aae-npz-data"]) == 0
 
 
 def test_eval_says_when_a_run_is_unfinished(trained, tmp_path, capsys):
@@ -423,7 +423,7 @@ def test_eval_says_when_a_run_is_unfinished(trained, tmp_path, capsys):
     shutil.copytree(trained, out)
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**config, "epochs": 5}))
-    assert run_script(evaluation.main, ["reconstruct", str(out)]) == 0
+    assert run_script(evaluation.main, ["reconstruction", str(out)]) == 0
     assert "unfinished: epoch 2 of 5" in capsys.readouterr().out
     assert json.loads((out / "eval.json").read_text())["reconstruction"]["unfinished"] == "epoch 2 of 5"
 
@@ -432,7 +432,7 @@ def test_chain_steps_that_cannot_fit_are_refused_up_front():
     """A chain holds every step it takes: 10^12 steps of an 8x8 image are refused before sampling;
     a model without a chain ignores --steps, and the paper's settings pass."""
     daae_run = {"dataset": "digits", "image_shape": [1, 8, 8], "sample_steps": 10}
-    with pytest.raises(common.CLIError, match="--steps"):
+    with pytest.raises(machinery.CLIError, match="--steps"):
         evaluation.check_sample_memory(daae_run, None, [0, 10**12], torch.device("cpu"))
     evaluation.check_sample_memory({k: v for k, v in daae_run.items() if k != "sample_steps"}, None, [10**12],
                                     torch.device("cpu"))
@@ -447,7 +447,7 @@ def test_a_hand_edited_config_of_the_wrong_type_is_one_line_on_resume_and_in_eva
     before = fingerprint(out)
     capsys.readouterr()
     assert run_script(aae.main, ["--resume", "--out", str(out)]) == 2
-    assert run_script(evaluation.main, ["reconstruct", str(out)]) == 2
+    assert run_script(evaluation.main, ["reconstruction", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all('epochs = "ten"' in line and "restore config.json" in line for line in err)
     assert fingerprint(out) == before
@@ -615,7 +615,7 @@ def test_a_checkpoint_saved_with_nan_weights_is_refused_by_eval_and_resume(train
     next(iter(checkpoint["model_state"].values())).fill_(float("nan"))  # as a run saved before the guard could
     machinery.save_checkpoint(out / "checkpoint.pt", {k: v for k, v in checkpoint.items() if k != "format"})
     before = (out / "checkpoint.pt").read_bytes()
-    assert run_script(evaluation.main, ["reconstruct", str(out)]) == 2
+    assert run_script(evaluation.main, ["reconstruction", str(out)]) == 2
     assert run_script(aae.main, ["--epochs", "3", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("holds NaN or infinite weights (1 tensors)" in line for line in err), err

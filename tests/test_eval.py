@@ -100,7 +100,7 @@ def test_all_studies_on_digits_write_the_keys_and_print_tables(digits_run, capsy
 
 
 def test_reconstruction_matches_a_direct_computation_and_is_reproducible(digits_run):
-    model = evaluation.load_run(digits_run, torch.device("cpu")).model
+    model = common.load_run(digits_run, torch.device("cpu")).model
     data = common.load_dataset("digits")
     common.seed_everything(0)
     first = evaluation.reconstruct(model, data, torch.device("cpu"))
@@ -116,8 +116,8 @@ def test_reconstruction_matches_a_direct_computation_and_is_reproducible(digits_
 
 def test_a_study_merges_into_eval_json_and_keeps_the_others(digits_run, capsys):
     (digits_run / "eval.json").write_text(json.dumps({"mine": 1}))
-    assert run_cli(["reconstruct", str(digits_run)], capsys)[0] == 0
-    assert run_cli(["classify", str(digits_run), "--max-train", "300"], capsys)[0] == 0
+    assert run_cli(["reconstruction", str(digits_run)], capsys)[0] == 0
+    assert run_cli(["classification", str(digits_run), "--max-train", "300"], capsys)[0] == 0
     results = eval_json(digits_run)
     assert results["mine"] == 1 and "reconstruction" in results
     assert results["classification"]["train_images"] == 300
@@ -207,7 +207,7 @@ def test_bandwidth_is_chosen_on_validation_never_on_test(digits_run, monkeypatch
         return real(samples, data, bandwidths, desc)
 
     monkeypatch.setattr(evaluation, "log_likelihoods", spy)
-    run = evaluation.load_run(digits_run, torch.device("cpu"))
+    run = common.load_run(digits_run, torch.device("cpu"))
     data = common.load_dataset("digits")
     result = evaluation.likelihood(run.model, data, run.config, torch.device("cpu"), samples=200)
     choosing = [c for c in calls if len(c[1]) > 1]
@@ -357,14 +357,14 @@ def damaged_copy(run, tmp_path, how):
     ("bad eval.json", "not valid JSON"),
 ])
 def test_a_damaged_run_is_one_line(digits_run, tmp_path, capsys, how, words):
-    status, out, err = run_cli(["reconstruct", str(damaged_copy(digits_run, tmp_path, how))], capsys)
+    status, out, err = run_cli(["reconstruction", str(damaged_copy(digits_run, tmp_path, how))], capsys)
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["reconstruct", "{missing}"], "is not a folder"),
-    (["reconstruct", "{empty}"], "config.json not found"),
+    (["reconstruction", "{missing}"], "is not a folder"),
+    (["reconstruction", "{empty}"], "config.json not found"),
     (["bogus", "{empty}"], "invalid choice"),
     (["likelihood", "{empty}", "--samples", "0"], "--samples"),
     (["likelihood", "{empty}", "--steps", "-1"], "--steps"),
