@@ -405,7 +405,7 @@ def agreement(run_dir, per_sentence=10, data_dir=None):
               "every_attribute_named": shares(every_ok, every_said_each),
               "class_by_words": class_by_words(sentences, ok[:, 0].view(len(sentences), per_sentence)),
               "real": shares(agrees(classifier, data.x_test, said, thresholds), said),
-              "conditioned_on": "sentence" if text else "class only",
+              "conditioned_on": "sentence" if text else "class only", "epoch": run.epoch,
               **evaluation.quality_scores(images, fid, inception_score, network, torch.device("cpu"))}
     results.merge_results(run.path, "agreement", result)
     print(f"{run_dir}: class {result['class']:.1%}, thickness {result['thickness']:.1%}, slant {result['slant']:.1%}, "
