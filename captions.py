@@ -20,13 +20,12 @@ can be downloaded here. So (ours, not the paper's):
 
     python captions.py convert --embeddings flowers/train --text flowers/text_c10 --images jpg \\
         --test-embeddings flowers/test --image-size 32 --out flowers32.npz
-    python captions.py agreement runs/text_to_image-mnist10k
+    python captions.py agreement runs/text_to_image-npz-mnist10k
 """
 
 import argparse
 import io
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
