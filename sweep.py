@@ -1,17 +1,15 @@
 """Many runs at once: a stored results folder again, or a grid of one script's settings, here or
 on a Slurm cluster (through submitit), and what comes out checked against the stored figures.
 
-    python sweep.py results/toy25 --out runs/toy25            the stored runs, their studies, the table
+    python sweep.py results/toy25 --out runs/toy25     (... --set epochs=1000, --slurm --time 60, --dry-run)
     python sweep.py --command "python daae.py --dataset toy25" --seeds 0 1 2 --set sigma=0,0.5 --out runs/g
-    ... --set epochs=1000        ... --slurm --partition debug --time 60        ... --dry-run
 
-A job is a model script's command line (rebuilt from a stored run's config.json, or the grid's),
-run as a subprocess in its run folder, then the eval.py studies it needs; its output goes to
-<run folder>/sweep.log. Safe to run again: a job whose run has its epochs and whose studies are
-in eval.json is skipped, a run that was cut resumes exactly with --resume, a folder another
-process holds is left alone. On Slurm the time-limit warning (SIGUSR2) makes the run save and
-stop, as SIGTERM does, and submitit requeues the task. docs/sweep.md says what the check's
-"the same" means: within the stored runs' spread; bit-equal ("identical") only on one machine.
+A job is a model script's command line (a stored run's, rebuilt from its config.json, or the
+grid's) run in its run folder, then the eval.py studies it needs; output in <run>/sweep.log.
+Safe to run again: a job whose run has its epochs and whose studies are in eval.json is skipped,
+a run that was cut resumes exactly with --resume, a folder another process holds is left alone.
+On Slurm the time-limit warning (SIGUSR2) makes the run save and stop, as SIGTERM does, and
+submitit requeues the task. docs/sweep.md says what the check's "the same" means.
 """
 
 import argparse
@@ -37,8 +35,9 @@ from results import (CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION,
                      stored)
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali")
+SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali", "text_to_image")
 STUDIES = {"points": (MODES,), "images": (RECONSTRUCTION, CLASSIFICATION, LIKELIHOOD, QUALITY)}  # eval.py's
+OTHER_STUDIES = {"agreement": "captions.py"}  # a study of one model's, by its own script
 
 
 # Jobs: a script's settings and studies, and what is left to do in its run folder
@@ -59,7 +58,8 @@ class Job:
                 *(["--resume"] if resume else [])]
 
     def eval_commands(self, studies):
-        return [["python", "eval.py", study, str(self.out), *self.studies[study]] for study in studies]
+        return [["python", OTHER_STUDIES.get(study, "eval.py"), study, str(self.out), *self.studies[study]]
+                for study in studies]
 
     def read(self, name):
         return json.loads((self.out / name).read_text()) if (self.out / name).exists() else {}
@@ -141,7 +141,7 @@ def jobs_from_results(folder, out, sets):
             value = machinery.parse_setting(script, key, values[0])
             settings[key] = settings.get(key) if value is None else value
         studies = {study: study_flags(study, result) for study, result in read_eval_json(run).items()
-                   if study in STUDIES["points"] + STUDIES["images"]}
+                   if study in [*STUDIES["points"], *STUDIES["images"], *OTHER_STUDIES]}
         name = run.relative_to(folder).as_posix()
         jobs.append(Job(name, Path(out) / name, script, settings, studies))
     for key, _ in sets:
