@@ -1,12 +1,13 @@
 """Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015), arXiv:1511.05644.
 
-An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) is deterministic here
-(the paper's first option), and its aggregated posterior
+An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) (Section 2's three choices,
+`--encoder`, encoders.py) is deterministic, z = enc(x) (the default); Gaussian, z = mu(x) + sigma(x) * eps
+(reparametrised); or a universal approximator, z = f(x, eta) with noise eta. Its aggregated posterior
 
     q(z) = integral of q(z|x) p_data(x) dx                                      (Eq. 1)
 
 is matched to a chosen prior p(z) by a discriminator D on codes, for which samples of p(z)
-are "real" (label 1) and codes enc(x) are "fake" (label 0). The encoder is the generator of
+are "real" (label 1) and codes z ~ q(z|x) are "fake" (label 0). The encoder is the generator of
 that game. Each mini-batch has two phases (Section 2):
 
   reconstruction:  min_{enc, dec}  E_x[ BCE(x, dec(enc(x))) ]
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 
 import common
 import conv_networks
+import encoders
 import machinery
 import toy
 
@@ -66,6 +68,7 @@ DEFAULTS = {
     **{name: dict(toy.NETWORKS, conv=False) for name in toy.MIXTURES},  # points in the plane: toy.py
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
+ENCODERS = ("deterministic", "gaussian", "universal")  # Section 2's choices of q(z|x)
 # --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row. Nothing in Section 4
 # keeps the class out of z (the encoder does not see the label), so the smaller z, the less room it has
 # for the class: on 8x8 digits ours is 2-D (docs/aae.md, Section 4, measures why).
@@ -99,6 +102,15 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+def make_encoder(kind, image_shape, hidden, latent_dim, conv=False):
+    """q(z|x), one of ENCODERS (encoders.py): enc(x); a Gaussian from [mu, log sigma^2] outputs; f(x, eta)."""
+    if kind == "universal":  # fully connected: the noise joins the pixels at the input
+        return encoders.UniversalEncoder(Encoder([math.prod(image_shape) + latent_dim], hidden, latent_dim), latent_dim)
+    outputs = 2 * latent_dim if kind == "gaussian" else latent_dim
+    net = conv_networks.CelebAEncoder(image_shape, outputs) if conv else Encoder(image_shape, hidden, outputs)
+    return encoders.GaussianEncoder(net) if kind == "gaussian" else net
+
+
 class Decoder(nn.Module):
     """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities); for points in
     the plane a linear output (the mean of a Gaussian), which logits() also returns."""
@@ -113,6 +125,10 @@ class Decoder(nn.Module):
 
     def forward(self, z):
         return self.logits(z) if self.points else torch.sigmoid(self.logits(z))
+
+
+def make_decoder(image_shape, hidden, latent_dim, conv=False):
+    return conv_networks.CelebADecoder(image_shape, latent_dim) if conv else Decoder(image_shape, hidden, latent_dim)
 
 
 class Discriminator(nn.Module):
@@ -137,15 +153,20 @@ def sample_prior(prior, n, latent_dim, device, labels=None):
     if labels is not None:
         part = torch.where(labels >= 0, labels, part)
     if prior == "mixture":
-        angle = 2 * math.pi * part / MIXTURE_COMPONENTS
-        mean = MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
-        return mean + MIXTURE_STD * torch.randn(n, 2, device=device)
-    # Swiss roll: the mean walks the spiral r = 3 sqrt(u), angle = 4 pi sqrt(u), which is uniform
-    # along its length for u ~ U(0, 1); class k owns the segment u in [k/10, (k+1)/10).
-    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS
+        return mixture_means(device)[part] + MIXTURE_STD * torch.randn(n, 2, device=device)
+    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS  # class k: the segment [k/10, (k+1)/10)
+    return swissroll_mean(u) + SWISSROLL_STD * torch.randn(n, 2, device=device)
+
+
+def mixture_means(device):
+    angle = 2 * math.pi * torch.arange(MIXTURE_COMPONENTS, device=device) / MIXTURE_COMPONENTS
+    return MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
+
+
+def swissroll_mean(u):
+    """The swiss roll's spiral r = 3 sqrt(u), angle = 4 pi sqrt(u): uniform along its length for u ~ U(0, 1)."""
     radius, angle = 3 * u.sqrt(), 4 * math.pi * u.sqrt()
-    mean = torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
-    return mean + SWISSROLL_STD * torch.randn(n, 2, device=device)
+    return torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
 
 
 # Initial weights of the Linear layers, zero biases with each. glorot (Glorot-uniform): lasagne's
@@ -171,22 +192,19 @@ class AAE(nn.Module):
 
     def __init__(self, image_shape, latent_dim, prior="gaussian", conv=False, encoder_hidden=(),
                  decoder_hidden=(), discriminator_hidden=(1000, 1000), label_slots=0, sigma=0.0, init="glorot",
-                 decoder_labels=0):
+                 decoder_labels=0, encoder="deterministic"):
         super().__init__()
-        self.prior, self.latent_dim, self.sigma = prior, latent_dim, sigma
+        self.prior, self.latent_dim, self.sigma, self.stochastic = prior, latent_dim, sigma, encoder != "deterministic"
         self.decoder_labels = decoder_labels  # Section 4: the decoder also gets a one-hot label of this size
-        if conv:
-            self.encoder = conv_networks.CelebAEncoder(image_shape, latent_dim)
-            self.decoder = conv_networks.CelebADecoder(image_shape, latent_dim + decoder_labels)
-        else:
-            self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
-            self.decoder = Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
+        self.encoder = make_encoder(encoder, image_shape, encoder_hidden, latent_dim, conv)
+        self.decoder = make_decoder(image_shape, decoder_hidden, latent_dim + decoder_labels, conv)
         self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
         if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
             init_weights(self, init)
 
     def encode(self, x):
-        return self.encoder(x)
+        """The code of x: enc(x), or E[z|x] of a stochastic encoder (training uses its samples)."""
+        return self.encoder.mean(x) if self.stochastic else self.encoder(x)
 
     def decoder_input(self, z, labels=None):
         """z, or [one-hot label, z] for the supervised AAE (Section 4)."""
@@ -216,7 +234,7 @@ def build_model(config):
     return AAE(config["image_shape"], config["latent_dim"], config["prior"], config["conv"],
                config["encoder_hidden"], config["decoder_hidden"], config["discriminator_hidden"],
                label_slots=config["num_classes"] + 1 if config["labels"] else 0, sigma=config["sigma"],
-               decoder_labels=config["num_classes"] if config["supervised"] else 0)
+               decoder_labels=config["num_classes"] if config["supervised"] else 0, encoder=config["encoder"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,6 +429,8 @@ def parse_args(argv):
     parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
                         "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
     parser.add_argument("--sigma", type=machinery.corruption_sigma, help="std of the input corruption (default 0)")
+    parser.add_argument("--encoder", choices=ENCODERS, help="q(z|x) (Section 2): deterministic (default), gaussian "
+                        "(reparametrised) or universal (noise beside the pixels; fully connected networks only)")
     parser.add_argument("--supervised", action="store_true", help="Section 4: the decoder also gets the one-hot "
                         "label, only z is matched to the prior (z 15-D on mnist); samples.png is Figure 7")
     args = machinery.describe_defaults(parser, DEFAULTS).parse_args(argv)
@@ -418,6 +438,9 @@ def parse_args(argv):
         if args.latent_dim not in (None, 2):
             raise machinery.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
         args.latent_dim = 2
+    if args.encoder == "universal" and DEFAULTS.get(args.dataset, {}).get("conv"):
+        raise machinery.CLIError(f"--encoder universal is fully connected, and {args.dataset} has convolutional "
+                                 "networks: use --encoder deterministic or gaussian")
     if args.labels is not None and args.labels < 0:
         raise machinery.CLIError("--labels must be 0 (off) or a positive number of labelled images")
     if args.labels and args.prior not in ("mixture", "swissroll"):
@@ -430,13 +453,15 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, **row}
+    defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, "encoder": "deterministic",
+                       **row}
                 for name, row in DEFAULTS.items()}
     if args.supervised:
         for name, latent_dim in SUPERVISED_LATENT_DIM.items():
             defaults[name]["latent_dim"] = latent_dim
     variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
-                                         "supervised" if args.supervised else None) if part)
+                                         "supervised" if args.supervised else None,
+                                         args.encoder if args.encoder not in (None, "deterministic") else None) if part)
     run = common.start_run("aae", args, defaults, variant=variant or None)
     if run.config["supervised"]:
         machinery.require_labels(run.data, "--supervised")

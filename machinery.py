@@ -503,7 +503,7 @@ _held_locks = {}  # run folder -> (the open lock file of this process, the outer
 # with; the model files then read every setting as config[key].
 OLD_RUN_SETTINGS = {
     "all": {"precision": "fp32", "save_every": 1, "device": None},
-    "aae": {"supervised": False, "encoder_hidden": [], "decoder_hidden": []},
+    "aae": {"supervised": False, "encoder_hidden": [], "decoder_hidden": [], "encoder": "deterministic"},
     "daae": {"encoder_hidden": [], "decoder_hidden": [], "init": "glorot", "clip": False,
              "update_order": "reconstruction-first", "adversarial_lr": None},
     "semi_supervised_aae": {"discriminator_noise": 0.0, "batch_norm": False, "init": "glorot", "beta1": 0.9,
