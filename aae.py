@@ -1,8 +1,8 @@
 """Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015), arXiv:1511.05644.
 
-An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) (Section 2's three choices,
-`--encoder`, encoders.py) is deterministic, z = enc(x) (the default); Gaussian, z = mu(x) + sigma(x) * eps
-(reparametrised); or a universal approximator, z = f(x, eta) with noise eta. Its aggregated posterior
+An autoencoder whose code space is shaped by a GAN. The encoder q(z|x), one of Section 2's three (`--encoder`,
+encoders.py), is deterministic, z = enc(x) (the default); a Gaussian posterior, z = mu(x) + sigma(x) * eps
+(reparametrised); or a universal approximator, z = f(x, eta), noise eta a second input. Its aggregated posterior
 
     q(z) = integral of q(z|x) p_data(x) dx                                      (Eq. 1)
 
@@ -14,21 +14,17 @@ that game. Each mini-batch has two phases (Section 2):
   regularisation:  max_D    E_{z~p(z)}[log D(z)] + E_x[log(1 - D(enc(x)))]   (the GAN game, Sec. 1.1)
                    min_enc  -E_x[log D(enc(x))]        (the non-saturating generator loss)
 
-When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term) is
-2 ln 2 = 1.386 and the encoder's adversarial loss is ln 2 = 0.693.
+When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term) is 2 ln 2 = 1.386 and the
+encoder's adversarial loss is ln 2 = 0.693. Priors: N(0, I); a mixture of 10 two-dimensional Gaussians; a
+"swiss roll". With labels (Section 2.3, Figure 3) D also sees a one-hot of the class, with an extra slot for
+"unlabelled"; a labelled image's positive sample comes from its class's component (or segment of the roll).
 
-Priors: N(0, I); a mixture of 10 two-dimensional Gaussians; a "swiss roll". With labels
-(Section 2.3, Figure 3) D also sees a one-hot of the class, with an extra slot for "unlabelled";
-a labelled image's positive sample comes from its class's component (or segment of the roll).
-
-Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside
-the code, dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the
-decoder the class, and a code matched to N(0, I) has no gaps to sort classes into, so z should
-keep the rest: the style (slant, stroke width); how well it does depends on z's size (see
-docs/aae.md, Section 4). samples.png is then Figure 7: each row one fixed z, each column one class.
-
-`--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the
-DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
+Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside the code,
+dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the decoder the class, and a
+code matched to N(0, I) has no gaps to sort classes into, so z should keep the rest: the style (slant, stroke
+width); how well depends on z's size (docs/aae.md, Section 4). samples.png is then Figure 7: each row one
+fixed z, each column one class. `--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0
+this file is the DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
 
     python aae.py                                   # digits, offline, under a minute on a CPU
     python aae.py --dataset digits --prior mixture  # 2-D codes matched to 10 Gaussians
@@ -48,10 +44,8 @@ import encoders
 import machinery
 import toy
 
-# The DAAE paper's settings (its "architecture and training" paragraph for each dataset, and
-# the authors' notebooks); sigma = 0 makes it the AAE.
-# digits (8x8, offline) is a small setting of ours, and cifar10/svhn, which neither paper
-# trains an AAE on, reuse the CelebA convolutional networks.
+# The DAAE paper's settings (its "architecture and training" paragraphs, the authors' notebooks); sigma = 0: the AAE.
+# digits (8x8, offline) is ours; cifar10/svhn, which neither paper trains an AAE on, reuse the CelebA networks.
 DEFAULTS = {
     "digits": dict(encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
                    conv=False, latent_dim=10, lr=1e-3, batch_size=64, epochs=150),
@@ -69,9 +63,8 @@ DEFAULTS = {
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
 ENCODERS = ("deterministic", "gaussian", "universal")  # Section 2's choices of q(z|x)
-# --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row. Nothing in Section 4
-# keeps the class out of z (the encoder does not see the label), so the smaller z, the less room it has
-# for the class: on 8x8 digits ours is 2-D (docs/aae.md, Section 4, measures why).
+# --supervised: Section 4's MNIST style code z is 15-D (a .npz: the mnist row). Nothing keeps the class out of z
+# (the encoder does not see the label): the smaller z, the less room for it; 2-D on 8x8 digits (docs/aae.md).
 SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
 MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
 SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll; a thin one
@@ -83,8 +76,7 @@ SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll
 
 
 def mlp(sizes, activation=nn.ReLU):
-    """Linear layers of the given sizes with `activation()` between them (none after the last).
-    learned_prior_aae.py makes its fully connected networks, D_C among them, with LeakyReLU."""
+    """Linear layers of the given sizes, `activation()` between them (learned_prior_aae.py: LeakyReLU)."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), activation()]
@@ -112,8 +104,8 @@ def make_encoder(kind, image_shape, hidden, latent_dim, conv=False):
 
 
 class Decoder(nn.Module):
-    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities); for points in
-    the plane a linear output (the mean of a Gaussian), which logits() also returns."""
+    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities); for points in the
+    plane a linear output (the mean of a Gaussian), which logits() also returns."""
 
     def __init__(self, image_shape, hidden, latent_dim):
         super().__init__()
@@ -127,13 +119,9 @@ class Decoder(nn.Module):
         return self.logits(z) if self.points else torch.sigmoid(self.logits(z))
 
 
-def make_decoder(image_shape, hidden, latent_dim, conv=False):
-    return conv_networks.CelebADecoder(image_shape, latent_dim) if conv else Decoder(image_shape, hidden, latent_dim)
-
-
 class Discriminator(nn.Module):
-    """D(z) (or D(z, one-hot label) with labels): fully connected, no BatchNorm (it stalls a
-    latent discriminator at 50 %). Returns the logit; the sigmoid is inside the loss."""
+    """D(z) (or D(z, one-hot label)): fully connected, no BatchNorm (it stalls a latent discriminator at 50 %).
+    Returns the logit; the sigmoid is inside the loss."""
 
     def __init__(self, latent_dim, hidden, label_slots=0, activation=nn.ReLU):
         super().__init__()
@@ -144,9 +132,8 @@ class Discriminator(nn.Module):
 
 
 def sample_prior(prior, n, latent_dim, device, labels=None):
-    """z ~ p(z). For the mixture and the swiss roll, `labels` (one per row: a class 0..9, or -1
-    for "unlabelled") pick the component or the segment of the roll; unlabelled rows and
-    labels=None sample the whole prior."""
+    """z ~ p(z). For the mixture and the swiss roll, `labels` (a class 0..9 per row, or -1: "unlabelled")
+    pick the component or the segment of the roll; unlabelled rows and labels=None sample the whole prior."""
     if prior == "gaussian":
         return torch.randn(n, latent_dim, device=device)
     part = torch.randint(MIXTURE_COMPONENTS, (n,), device=device)
@@ -169,11 +156,11 @@ def swissroll_mean(u):
     return torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
 
 
-# Initial weights of the Linear layers, zero biases with each. glorot (Glorot-uniform): lasagne's
-# DenseLayer default, with which the DAAE authors trained; PyTorch's default shrinks a ReLU signal 2.4
-# times per layer, Glorot's 1.4 times (docs/daae.md: Omniglot's deep decoder). he (He-uniform, variance
-# 2 / fan_in): a ReLU signal keeps its scale; not the authors', daae.py --init he for short Omniglot
-# runs. normal, N(0, 0.01^2): musyoku's Chainer AAE (semi_supervised_aae.py --init normal).
+# Initial weights of the Linear layers, zero biases with each. glorot (Glorot-uniform): lasagne's DenseLayer
+# default, with which the DAAE authors trained; PyTorch's default shrinks a ReLU signal 2.4 times per layer,
+# Glorot's 1.4 times (docs/daae.md: Omniglot's deep decoder). he (He-uniform, variance 2 / fan_in): a ReLU
+# signal keeps its scale; daae.py --init he for short Omniglot runs. normal, N(0, 0.01^2): musyoku's Chainer
+# AAE (semi_supervised_aae.py --init normal).
 INITS = {"glorot": nn.init.xavier_uniform_, "he": lambda weight: nn.init.kaiming_uniform_(weight, nonlinearity="relu"),
          "normal": lambda weight: nn.init.normal_(weight, 0.0, 0.01)}
 
@@ -197,7 +184,8 @@ class AAE(nn.Module):
         self.prior, self.latent_dim, self.sigma, self.stochastic = prior, latent_dim, sigma, encoder != "deterministic"
         self.decoder_labels = decoder_labels  # Section 4: the decoder also gets a one-hot label of this size
         self.encoder = make_encoder(encoder, image_shape, encoder_hidden, latent_dim, conv)
-        self.decoder = make_decoder(image_shape, decoder_hidden, latent_dim + decoder_labels, conv)
+        self.decoder = conv_networks.CelebADecoder(image_shape, latent_dim + decoder_labels) if conv \
+            else Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
         self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
         if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
             init_weights(self, init)
@@ -243,9 +231,8 @@ def build_model(config):
 
 
 def discriminator_loss(real_logits, *fake_logits):
-    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0). The sum of
-    the mean terms, so ln 2 per term at equilibrium: 1.386 here; 2.079 for learned_prior_aae.py's
-    D_I, which has two kinds of fake."""
+    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0). The sum of the mean
+    terms, so ln 2 per term at equilibrium: 1.386 here; 2.079 for learned_prior_aae.py's D_I (two fakes)."""
     loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     for logits in fake_logits:
         loss = loss + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
@@ -258,17 +245,14 @@ def encoder_adversarial_loss(fake_logits):
 
 
 def real_and_fake_logits(discriminator, real, fake, onehot=None):
-    """D's logits for the real and the fake samples from one call on both. Equal to two calls (D
-    has no BatchNorm), and faster on a CPU: one matrix product of 2B rows instead of two of B."""
+    """D's logits for the real and the fake samples from one call on both: equal to two (D has no BatchNorm), faster."""
     logits = discriminator(torch.cat([real, fake]), None if onehot is None else torch.cat([onehot, onehot]))
     return logits.chunk(2)
 
 
 def label_onehot(labels, label_slots):
     """Section 2.3's one-hot for D: the row's class, or the last slot for "unlabelled" (-1)."""
-    if not label_slots:
-        return None
-    return F.one_hot(torch.where(labels >= 0, labels, label_slots - 1), label_slots).float()
+    return F.one_hot(torch.where(labels >= 0, labels, label_slots - 1), label_slots).float() if label_slots else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,8 +261,8 @@ def label_onehot(labels, label_slots):
 
 
 def reconstruction_update(model, optimizer, x, x_in, labels=None):
-    """The reconstruction phase: min BCE(x, dec(enc(x_in))) (the squared error for points in the
-    plane), from the decoder's logits; Section 4's decoder also gets `labels`."""
+    """The reconstruction phase: min BCE(x, dec(enc(x_in))) (points: the squared error), from the decoder's
+    logits; Section 4's decoder also gets `labels`."""
     logits = model.decoder.logits(model.decoder_input(model.encoder(x_in), labels))
     loss = common.reconstruction_loss(logits, x)
     optimizer.zero_grad(set_to_none=True)
@@ -313,9 +297,8 @@ def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
 
 
 def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=False):
-    """One mini-batch of Section 2: reconstruction, then regularisation (D, then the encoder against
-    it). `labels`: each row's class or -1 ("unlabelled"), seen by D when label_slots > 0 and by the
-    decoder when `supervised`. One corruption (sigma > 0) for the three updates."""
+    """One mini-batch of Section 2: reconstruction, then regularisation (D, then the encoder against it). `labels`:
+    each row's class or -1 ("unlabelled"), seen by D when label_slots > 0 and by the decoder when `supervised`."""
     x_in = common.corrupt(x, sigma)
     return {"reconstruction": reconstruction_update(model, optimizers["reconstruction"], x, x_in,
                                                     labels if supervised else None),
@@ -326,11 +309,9 @@ def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=Fals
 
 def make_optimizers(model, lr):
     """The DAAE authors' three Adam optimisers, one per update (the encoder's two keep their own moments)."""
-    return {
-        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
-        "discriminator": common.adam(model.discriminator.parameters(), lr),
-        "encoder_adversarial": common.adam(model.encoder.parameters(), lr),
-    }
+    return {"reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
+            "discriminator": common.adam(model.discriminator.parameters(), lr),
+            "encoder_adversarial": common.adam(model.encoder.parameters(), lr)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,9 +320,8 @@ def make_optimizers(model, lr):
 
 
 def label_grid(decode, z, k):
-    """Figure 7 (and the learned-prior paper's Figures 10 and 12): one row per style z, one column per
-    label 0..k-1, decode(z, label), for save_grid(..., nrow=k). Along a row the style should persist
-    while the class changes."""
+    """Figure 7 (and the learned-prior paper's Figures 10 and 12): one row per style z, one column per label
+    0..k-1, decode(z, label), for save_grid(..., nrow=k). Along a row the style should persist."""
     return decode(z.repeat_interleave(k, 0), torch.arange(k, device=z.device).repeat(len(z)))
 
 
@@ -355,9 +335,8 @@ def save_reconstructions(rows, labels, path):
 
 def save_pictures(model, run, fixed_z, epoch):
     """samples.png (and samples/epoch_NNN.png) of the fixed codes, Figure 7 for the supervised AAE;
-    reconstructions.png, in groups of rows: test images, (when sigma > 0) their corruptions, and the
-    reconstructions; for 2-D codes, every tenth of the run, the code space and the manifold. Points
-    in the plane: toy.save_pictures."""
+    reconstructions.png, groups of rows of test images, their corruptions (sigma > 0) and reconstructions;
+    for 2-D codes, every tenth of the run, the code space and the manifold. Points: toy.save_pictures."""
     out, data = run.out, run.data
     if toy.is_points(run.config["image_shape"]):
         return toy.save_pictures(model, run, epoch, {"samples dec(z)": model.decode(model.sample_prior(2000))})
@@ -439,8 +418,8 @@ def parse_args(argv):
             raise machinery.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
         args.latent_dim = 2
     if args.encoder == "universal" and DEFAULTS.get(args.dataset, {}).get("conv"):
-        raise machinery.CLIError(f"--encoder universal is fully connected, and {args.dataset} has convolutional "
-                                 "networks: use --encoder deterministic or gaussian")
+        raise machinery.CLIError(f"--encoder universal is fully connected and {args.dataset}'s networks are "
+                                 "convolutional: use --encoder gaussian or deterministic")
     if args.labels is not None and args.labels < 0:
         raise machinery.CLIError("--labels must be 0 (off) or a positive number of labelled images")
     if args.labels and args.prior not in ("mixture", "swissroll"):
@@ -453,16 +432,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    defaults = {name: {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, "encoder": "deterministic",
-                       **row}
-                for name, row in DEFAULTS.items()}
+    shared = {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, "encoder": "deterministic"}
+    defaults = {name: {**shared, **row} for name, row in DEFAULTS.items()}
     if args.supervised:
         for name, latent_dim in SUPERVISED_LATENT_DIM.items():
             defaults[name]["latent_dim"] = latent_dim
-    variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
-                                         "supervised" if args.supervised else None,
-                                         args.encoder if args.encoder not in (None, "deterministic") else None) if part)
-    run = common.start_run("aae", args, defaults, variant=variant or None)
+    parts = (args.prior != "gaussian" and args.prior, args.supervised and "supervised",
+             args.encoder != "deterministic" and args.encoder)
+    run = common.start_run("aae", args, defaults, variant="-".join(part for part in parts if part) or None)
     if run.config["supervised"]:
         machinery.require_labels(run.data, "--supervised")
     train(run)

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 import aae
 import common
+import conv_networks
 import machinery
 import toy
 
@@ -59,7 +60,8 @@ class VAE(nn.Module):
         self.prior, self.latent_dim, self.decoder_std = prior, latent_dim, decoder_std
         self.sigma, self.decoder_labels = 0.0, 0  # what aae.save_pictures and eval.py ask of an AAE
         self.encoder = aae.make_encoder("gaussian", image_shape, encoder_hidden, latent_dim, conv)
-        self.decoder = aae.make_decoder(image_shape, decoder_hidden, latent_dim, conv)
+        self.decoder = conv_networks.CelebADecoder(image_shape, latent_dim) if conv \
+            else aae.Decoder(image_shape, decoder_hidden, latent_dim)
         if not conv:
             aae.init_weights(self)
 
