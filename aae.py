@@ -44,9 +44,9 @@ import encoders
 import machinery
 import toy
 
-# The DAAE paper's settings (its "architecture and training" paragraphs, the authors' notebooks); sigma = 0: the AAE.
-# digits (8x8, offline) is ours; cifar10/svhn, which neither paper trains an AAE on, reuse the CelebA networks.
-DEFAULTS = {
+# The DAAE paper's networks and training (its "architecture and training" paragraphs, the authors' notebooks),
+# daae.py's too; sigma = 0: the AAE. digits (8x8) is ours; cifar10/svhn (no AAE in either paper) reuse CelebA's.
+NETWORKS = {
     "digits": dict(encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
                    conv=False, latent_dim=10, lr=1e-3, batch_size=64, epochs=150),
     "mnist": dict(encoder_hidden=[1000, 1000], decoder_hidden=[1000, 1000], discriminator_hidden=[1000, 1000],
@@ -66,6 +66,10 @@ ENCODERS = ("deterministic", "gaussian", "universal")  # Section 2's choices of 
 # --supervised: Section 4's MNIST style code z is 15-D (a .npz: the mnist row). Nothing keeps the class out of z
 # (the encoder does not see the label): the smaller z, the less room for it; 2-D on 8x8 digits (docs/aae.md).
 SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
+DEFAULTS = {name: dict(row, prior="gaussian", labels=0, sigma=0.0, supervised=False, encoder="deterministic")
+            for name, row in NETWORKS.items()}
+SUPERVISED_DEFAULTS = {name: dict(row, latent_dim=SUPERVISED_LATENT_DIM.get(name, row["latent_dim"]))
+                       for name, row in DEFAULTS.items()}  # --supervised
 MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
 SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll; a thin one
 
@@ -156,11 +160,10 @@ def swissroll_mean(u):
     return torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
 
 
-# Initial weights of the Linear layers, zero biases with each. glorot (Glorot-uniform): lasagne's DenseLayer
-# default, with which the DAAE authors trained; PyTorch's default shrinks a ReLU signal 2.4 times per layer,
-# Glorot's 1.4 times (docs/daae.md: Omniglot's deep decoder). he (He-uniform, variance 2 / fan_in): a ReLU
-# signal keeps its scale; daae.py --init he for short Omniglot runs. normal, N(0, 0.01^2): musyoku's Chainer
-# AAE (semi_supervised_aae.py --init normal).
+# Initial weights of the Linear layers, zero biases. glorot (Glorot-uniform): lasagne's DenseLayer default, the DAAE
+# authors'; PyTorch's default shrinks a ReLU signal 2.4 times per layer, Glorot's 1.4 (docs/daae.md: Omniglot's deep
+# decoder). he (He-uniform, variance 2 / fan_in) keeps its scale: daae.py --init he for short Omniglot runs. normal,
+# N(0, 0.01^2): musyoku's Chainer AAE (semi_supervised_aae.py --init normal).
 INITS = {"glorot": nn.init.xavier_uniform_, "he": lambda weight: nn.init.kaiming_uniform_(weight, nonlinearity="relu"),
          "normal": lambda weight: nn.init.normal_(weight, 0.0, 0.01)}
 
@@ -199,7 +202,7 @@ class AAE(nn.Module):
         if not self.decoder_labels:
             return z
         if labels is None:
-            raise machinery.CLIError("a --supervised AAE decodes [label, z]: its decoder needs the labels")
+            raise ValueError("a --supervised AAE decodes [label, z]: its decoder needs the labels")
         return torch.cat([F.one_hot(labels, self.decoder_labels).float(), z], 1)
 
     def decode(self, z, labels=None):
@@ -286,8 +289,7 @@ def discriminator_update(model, optimizer, x_in, labels, label_slots):
 
 
 def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
-    """The regularisation phase (b): the encoder, the generator of the code game, learns to fool the
-    updated D, which is frozen: only the gradient through it to the codes is needed."""
+    """The regularisation phase (b): the encoder, the code game's generator, learns to fool the updated D (frozen)."""
     with common.frozen(model.discriminator):
         loss = encoder_adversarial_loss(model.discriminator(model.encoder(x_in), label_onehot(labels, label_slots)))
         optimizer.zero_grad(set_to_none=True)
@@ -326,8 +328,7 @@ def label_grid(decode, z, k):
 
 
 def save_reconstructions(rows, labels, path):
-    """Groups of rows of up to 10 images, however small the test split: a row of each of `rows` (the
-    same test images, then what became of them), each labelled."""
+    """Groups of rows of up to 10 images, however small the test split: a labelled row of each of `rows`."""
     per_row = min(10, len(rows[0]))
     rows = [r[:len(r) // per_row * per_row].view(-1, per_row, *r.shape[1:]) for r in rows]
     common.save_grid(torch.cat(rows, 1).flatten(0, 1), path, nrow=per_row, row_labels=labels)
@@ -365,11 +366,6 @@ def discriminator_labels(config, data):
     are -1, "unlabelled") and the one-hot's size; (y_train, 0) without --labels."""
     if not config["labels"]:
         return data.y_train, 0
-    if data.num_classes != MIXTURE_COMPONENTS:
-        raise machinery.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
-    if config["labels"] > len(data.y_train):
-        raise machinery.CLIError(f"--labels {config['labels']} is more than the {len(data.y_train)} training images; "
-                                 f"at most {len(data.y_train)}")
     labels = data.y_train.clone()
     labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[config["labels"]:]] = -1
     return labels, data.num_classes + 1
@@ -410,16 +406,16 @@ def parse_args(argv):
     parser.add_argument("--sigma", type=machinery.corruption_sigma, help="std of the input corruption (default 0)")
     parser.add_argument("--encoder", choices=ENCODERS, help="q(z|x) (Section 2): deterministic (default), gaussian "
                         "(reparametrised) or universal (noise beside the pixels; fully connected networks only)")
-    parser.add_argument("--supervised", action="store_true", help="Section 4: the decoder also gets the one-hot "
-                        "label, only z is matched to the prior (z 15-D on mnist); samples.png is Figure 7")
+    parser.add_argument("--supervised", action="store_true", default=None,  # None: not given (see --resume)
+                        help="Section 4: the decoder also gets the one-hot label, only z is matched to the prior "
+                             "(z 15-D on mnist); samples.png is Figure 7")
     args = machinery.describe_defaults(parser, DEFAULTS).parse_args(argv)
     if args.prior in ("mixture", "swissroll"):
         if args.latent_dim not in (None, 2):
             raise machinery.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
         args.latent_dim = 2
     if args.encoder == "universal" and DEFAULTS.get(args.dataset, {}).get("conv"):
-        raise machinery.CLIError(f"--encoder universal is fully connected and {args.dataset}'s networks are "
-                                 "convolutional: use --encoder gaussian or deterministic")
+        raise machinery.CLIError(f"--encoder universal is fully connected, {args.dataset} convolutional: use gaussian")
     if args.labels is not None and args.labels < 0:
         raise machinery.CLIError("--labels must be 0 (off) or a positive number of labelled images")
     if args.labels and args.prior not in ("mixture", "swissroll"):
@@ -430,19 +426,23 @@ def parse_args(argv):
     return args
 
 
+def fill_settings(config, data):
+    """The flags checked against the data before config.json is written (none filled); else one CLIError line."""
+    if config["supervised"]:
+        machinery.require_labels(data, "--supervised")
+    if config["labels"] and data.num_classes != MIXTURE_COMPONENTS:
+        raise machinery.CLIError(f"--labels needs a dataset with {MIXTURE_COMPONENTS} classes")
+    if config["labels"] > len(data.y_train):
+        raise machinery.CLIError(f"--labels {config['labels']} is more than the {len(data.y_train)} training images; "
+                                 f"at most {len(data.y_train)}")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    shared = {"prior": "gaussian", "labels": 0, "sigma": 0.0, "supervised": False, "encoder": "deterministic"}
-    defaults = {name: {**shared, **row} for name, row in DEFAULTS.items()}
-    if args.supervised:
-        for name, latent_dim in SUPERVISED_LATENT_DIM.items():
-            defaults[name]["latent_dim"] = latent_dim
     parts = (args.prior != "gaussian" and args.prior, args.supervised and "supervised",
              args.encoder != "deterministic" and args.encoder)
-    run = common.start_run("aae", args, defaults, variant="-".join(part for part in parts if part) or None)
-    if run.config["supervised"]:
-        machinery.require_labels(run.data, "--supervised")
-    train(run)
+    train(common.start_run("aae", args, SUPERVISED_DEFAULTS if args.supervised else DEFAULTS,
+                           variant="-".join(part for part in parts if part) or None, fill=fill_settings))
 
 
 if __name__ == "__main__":

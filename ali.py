@@ -21,9 +21,8 @@ reparametrisation so that D's gradient reaches mu and log sigma (Eq. 2; the code
 
     z^ = mu(x) + sigma(x) * eps,   eps ~ N(0, I)
 
-The paper's networks are convolutional (Tables 3-5: CIFAR-10, SVHN, CelebA); digits, MNIST,
-Omniglot and Sprites get the DAAE's fully connected sizes, so that eval.py compares the two
-objectives on networks of the same size.
+The paper's networks are convolutional (Tables 3-5: CIFAR-10, SVHN, CelebA); digits, MNIST, Omniglot
+and Sprites get the DAAE's fully connected sizes, so that eval.py compares the two objectives alike.
 
     python ali.py                                  # digits, offline, about a minute on a CPU
     python ali.py --dataset mnist                  # the DAAE's MNIST sizes, ALI's game
@@ -60,6 +59,7 @@ DEFAULTS = {
 ADAM_BETAS = (0.5, 0.999)  # Tables 3-5: beta1 0.5 (the tables' "beta2 = 10^-3" is Blocks' 1 - beta2)
 MLP_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.2, 0.5))  # see Discriminator
 TOY_DISCRIMINATOR = dict(leak=0.2, maxout=False, dropout=(0.0, 0.0))  # points: no dropout, as the authors' toy
+MAXOUT_PIECES = 2  # Table 3: CIFAR-10's D
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +99,17 @@ class Decoder(nn.Module):
     def forward(self, z):
         x = self.net(z).view(-1, *self.image_shape)
         return x if self.points else torch.sigmoid(x)
+
+
+class Maxout(nn.Module):
+    """The largest of `pieces` consecutive channels (Goodfellow et al., 2013): CIFAR-10's D."""
+
+    def __init__(self, pieces):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x):
+        return x.unflatten(1, (-1, self.pieces)).amax(2)
 
 
 def discriminator_layer(make_layer, units, dropout, spec, batch_norm=False):
@@ -146,7 +157,6 @@ CONV_NETWORKS = {
         x_discriminator=[(2, 1, 64), (7, 2, 128), (5, 2, 256), (7, 2, 256), (4, 1, 512)],
         z_discriminator=[1024, 1024], joint_discriminator=[2048, 2048]),
 }
-MAXOUT_PIECES = 2  # Table 3
 INIT_STD = 0.01  # Tables 3-5: weights N(0, 0.01^2), biases 0
 
 
@@ -186,17 +196,6 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z):
         return torch.sigmoid(self.net(z[:, :, None, None]) + self.pixel_bias)
-
-
-class Maxout(nn.Module):
-    """The largest of `pieces` consecutive channels (Goodfellow et al., 2013): CIFAR-10's D."""
-
-    def __init__(self, pieces):
-        super().__init__()
-        self.pieces = pieces
-
-    def forward(self, x):
-        return x.unflatten(1, (-1, self.pieces)).amax(2)
 
 
 class ConvDiscriminator(nn.Module):
@@ -243,7 +242,7 @@ class ALI(nn.Module):
     def __init__(self, image_shape, latent_dim, network="mlp", encoder_hidden=(), decoder_hidden=(),
                  discriminator_hidden=()):
         super().__init__()
-        self.latent_dim, self.sigma = latent_dim, 0.0  # eval.py's reconstruct corrupts with sigma; ALI: none
+        self.latent_dim, self.sigma = latent_dim, 0.0  # sigma: the corruption of the encoder's input, none
         if network == "mlp":
             # PyTorch's default init (aae.py and daae.py: Glorot's), the authors' BN in G_z, G_x (docs/ali.md)
             self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
@@ -306,9 +305,8 @@ def build_model(config):
 
 
 def discriminator_loss(data_logits, sample_logits):
-    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)), as softplus of D's logits l: the
-    encoder's pairs are "real"; 2 ln 2 = 1.386 at equilibrium. In float32 also under --precision
-    bf16, where autocast would leave softplus in bfloat16."""
+    """Algorithm 1's L_d = -log D(x, z^) - log(1 - D(x~, z)), as softplus of D's logits: the encoder's pairs
+    are "real"; 2 ln 2 = 1.386 at equilibrium. In float32 also under bf16, where autocast would keep bfloat16."""
     return F.softplus(-data_logits.float()).mean() + F.softplus(sample_logits.float()).mean()
 
 
@@ -436,13 +434,15 @@ def parse_args(argv):
     return machinery.describe_defaults(machinery.model_parser("ali", __doc__), DEFAULTS).parse_args(argv)
 
 
-def main(argv=None):
-    run = common.start_run("ali", parse_args(argv), DEFAULTS)
-    network = run.config["network"]
-    size = CONV_NETWORKS[network]["image_size"] if network != "mlp" else None
-    if size and run.config["image_shape"][1:] != [size, size]:  # known once the data is loaded
+def fill_settings(config, data):
+    """The paper's networks take one image size (Tables 3-5), checked before config.json is written."""
+    network, size = config["network"], CONV_NETWORKS.get(config["network"], {}).get("image_size")  # None: mlp
+    if size and config["image_shape"][1:] != [size, size]:
         raise machinery.CLIError(f"the paper's {network} networks take {size}x{size} images; use --image-size {size}")
-    train(run)
+
+
+def main(argv=None):
+    train(common.start_run("ali", parse_args(argv), DEFAULTS, fill=fill_settings))
 
 
 if __name__ == "__main__":

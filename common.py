@@ -58,8 +58,8 @@ EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
     "svhn": "svhn/train_32x32.mat and svhn/test_32x32.mat",
     "celeba": "celeba/ with img_align_celeba/ (or img_align_celeba.zip), list_attr_celeba.txt, "
     "identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt, list_eval_partition.txt",
-    "omniglot": "images_background/ and images_evaluation/ (images_background.zip and images_evaluation.zip "
-    f"from {OMNIGLOT_URL}, unzipped)",
+    "omniglot": "images_background/ and images_evaluation/, or their .zip from "  # or in omniglot-py/, torchvision's
+    f"{OMNIGLOT_URL} (the 5-alphabet subset: python benchmarks/make_omniglot_small.py --zip ZIP --out DIR)",
     "sprites": f"data/sprites/ with sprites_splits.mat and sprites_<n>.mat ({SPRITES_URL} unpacked)",
 }
 
@@ -303,7 +303,8 @@ def _read_omniglot_set(folder: str):
 
 
 def _build_omniglot(data_dir: str, download: bool) -> dict:
-    background, evaluation = (os.path.join(data_dir, name) for name in OMNIGLOT_ZIPS)
+    root = machinery.omniglot_root(data_dir)  # data_dir or torchvision's omniglot-py/, its .zip files unpacked
+    background, evaluation = (os.path.join(root, name) for name in OMNIGLOT_ZIPS)
     if not os.path.isdir(background) and not os.path.isdir(evaluation):
         for name, md5 in OMNIGLOT_ZIPS.items():
             _fetch("omniglot", data_dir, _download_archive, f"{OMNIGLOT_URL}/{name}.zip", data_dir, download, md5)
@@ -387,8 +388,8 @@ def corrupt(x, sigma):
 
 def reconstruction_loss(decoder_output, x):
     """The reconstruction error the model files minimise, a mean over batch and pixels. Images in [0, 1]:
-    BCE(x, sigmoid(decoder_output)), from the decoder's logits (stabler, and a quarter of the time of
-    the sigmoid's BCE on a CPU). Points (toy.py): the squared error of a linear decoder output."""
+    BCE(x, sigmoid(decoder_output)), from the decoder's logits (stabler, and faster on a CPU than the
+    sigmoid's BCE: docs/performance.md). Points (toy.py): the squared error of a linear decoder output."""
     if toy.is_points(x.shape[1:]):
         return F.mse_loss(decoder_output, x)
     return F.binary_cross_entropy_with_logits(decoder_output, x)
@@ -417,15 +418,10 @@ def parzen_log_likelihoods(samples, data, bandwidths, max_entries=2**24):
         for i, s in enumerate(bandwidths):
             log_norm = math.log(n) + dims * math.log(s * math.sqrt(2 * math.pi))
             # Terms below e^-60 cannot change a float64 sum that holds a 1; clamping them keeps exp
-            # off its slow underflow path (twice as fast at small bandwidths).
+            # off its slow underflow path at small bandwidths.
             log_sum = (sq_dist / (-2 * s * s)).clamp_min_(-60).exp_().sum(1).log_()
             out[i, start:start + len(x)] = log_sum - nearest[:, 0] / (2 * s * s) - log_norm
     return out
-
-
-def parzen_log_likelihood(samples, data, bandwidth):
-    """log p(x) of every row of `data` under a Parzen window of this bandwidth on `samples`."""
-    return parzen_log_likelihoods(samples, data, [bandwidth])[0]
 
 
 def select_bandwidth(samples, data, bandwidths):
@@ -448,7 +444,7 @@ def seed_everything(seed):
 
 def adam(params, lr, betas=(0.9, 0.999)):
     """Adam with the fused kernel: one pass over the parameters instead of several, on the CPU
-    (a sixth of the time of the default for the MNIST networks) and on CUDA alike."""
+    and on CUDA alike (its time: docs/performance.md)."""
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
 
 
@@ -573,9 +569,11 @@ def save_manifold(model, path, steps=20):
 # ---------------------------------------------------------------------------------------------
 
 
-def start_run(model, args, defaults, variant=None):
+def start_run(model, args, defaults, variant=None, fill=None):
     """The run the flags ask for: the paper's settings for the dataset under the flags given (the
-    saved ones with --resume), printed; the run folder, locked; the seeded RNGs, device and data."""
+    saved ones with --resume), printed; the run folder, locked; the seeded RNGs, device and data.
+    fill(config, data): the model's checks of its flags against the data, and the settings that
+    depend on the data, done before config.json is written (once)."""
     with machinery.run_folder(model, args, defaults, variant) as (config, out, checkpoint):
         seed_everything(config["seed"])
         device = machinery.choose_device(config["device"])
@@ -584,6 +582,8 @@ def start_run(model, args, defaults, variant=None):
         data = load_dataset(config["dataset"], config["data_dir"], config["image_size"])
         config["image_shape"], config["num_classes"] = list(data.image_shape), data.num_classes
         machinery.check_batch_size(config["batch_size"], len(data.x_train))
+        if fill is not None:
+            fill(config, data)
         machinery.save_settings(model, config, out, data, device, shown_dataset=args.dataset)
     return Run(model, config, out, device, data, checkpoint)
 
@@ -618,7 +618,7 @@ class Run:
         with machinery.StopOnCtrlC() as self.ctrl_c:
             while self.epoch < self.config["epochs"]:
                 yield self.epoch + 1  # the loop's body trains it: run.batches() counts it done
-                # matplotlib takes a third of a second (seconds on a busy CPU): once a minute is under 1 %
+                # matplotlib is slow beside a step: losses.png is drawn at most once a minute
                 plot = self.epoch == self.config["epochs"] or self.ctrl_c.requested \
                     or time.perf_counter() - self.last_plot > 60
                 machinery.write_log(self.out, self.history, plot, self.name)
@@ -682,7 +682,9 @@ class Run:
         return epoch % max(1, self.config["epochs"] // 10) == 0 or epoch == self.config["epochs"]
 
     def save_checkpoint(self):
-        """checkpoint.pt, written atomically: what track() was given, the RNGs, and where the loop is."""
+        """checkpoint.pt, written atomically: what track() was given, the RNGs, and where the loop is;
+        never a state gone NaN, which would replace the last good one."""
+        machinery.check_finite_run(self)
         machinery.save_checkpoint(self.out / "checkpoint.pt", {
             "model": self.name, "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
             "history": self.history, "perm": None if self.perm is None else self.perm.cpu(),

@@ -53,7 +53,7 @@ import machinery
 import toy
 
 # The paper's settings (its "architecture and training" paragraph for each dataset): the networks,
-# lr, batch and epochs are aae.DEFAULTS; here are the DAAE's own. digits, cifar10 and svhn are ours.
+# lr, batch and epochs are aae.NETWORKS; here are the DAAE's own. digits, cifar10 and svhn are ours.
 PAPER = {
     "digits": dict(sigma=0.25, sample_steps=10),  # half MNIST's sigma: an 8x8 digit has few pixels to denoise from
     "mnist": dict(sigma=0.5, sample_steps=10),
@@ -74,7 +74,7 @@ PAPER = {
 }
 DEFAULTS = {name: {"prior": "gaussian", "optimizer": "adam", "lr_decay": 1.0, "l1_penalty": 0.0, "l2_penalty": 0.0,
                    "adversarial_lr": None, "init": "glorot", "clip": False, "update_order": "adversarial-first",
-                   **aae.DEFAULTS[name], **row} for name, row in PAPER.items()}
+                   **aae.NETWORKS[name], **row} for name, row in PAPER.items()}
 UPDATE_ORDERS = ("adversarial-first", "reconstruction-first")  # the DAAE notebooks'; the AAE paper's (Sec. 2)
 PRIORS = ("gaussian", "mixture")  # the paper's two: N(0, I), and 10 two-dimensional Gaussians on a circle
 RMSPROP_DISCRIMINATOR_MOMENTUM = 0.9

@@ -1,7 +1,7 @@
 """The DAAE paper's measurements (Creswell & Bharath), for any run folder of any model script.
 
-    python eval.py reconstruct runs/daae-mnist
-    python eval.py classify runs/aae-mnist runs/daae-mnist runs/idaae-mnist --max-train 10000
+    python eval.py reconstruction runs/daae-mnist
+    python eval.py classification runs/aae-mnist runs/daae-mnist runs/idaae-mnist --max-train 10000
     python eval.py likelihood runs/daae-mnist --steps 0 1 5 10
     python eval.py quality runs/aae-mnist runs/daae-mnist --steps 0 5 10
     python eval.py all runs/aae-mnist runs/daae-mnist runs/idaae-mnist --table mnist.md
@@ -11,11 +11,13 @@ The first three studies follow the DAAE paper's evaluation protocol (arXiv:1703.
 experiments, and its appendix for the log-likelihood); the fourth measures the samples as later
 papers do:
 
-  reconstruct  corrupt the test images with the run's training sigma, encode, decode; the mean
+  reconstruction
+               corrupt the test images with the run's training sigma, encode, decode; the mean
                squared error against the clean images, mean and standard error over the images
                (and each image's error, for compare).
                A supervised AAE (aae.py --supervised) decodes with each test image's true label.
-  classify     an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
+  classification
+               an RBF SVC (scikit-learn's defaults) on the codes of the training split, accuracy
                on the test split; the same SVC on raw pixels and on PCA to the code size as
                baselines, these two also with gamma "auto" (1 / dims), the default of the
                authors' scikit-learn 0.18 (today's, "scale", gives the same for codes of unit
@@ -49,19 +51,10 @@ papers do:
                as many prior samples, with a permutation test (the AAE paper's Figure 2 as a
                number; for images and points; not part of all).
   compare      two groups of evaluated runs, e.g. a DAAE's seeds (the RUN_DIRs) against an AAE's
-               (--against), from their eval.json alone: runs are paired by seed (else in the
-               order given), and every measure both groups have is tested paired. Accuracy:
-               image by image, McNemar's exact test on the discordant images of all pairs pooled;
-               Omniglot's test (b): drawer by drawer, a paired t-test over the drawers;
-               reconstruction: image by image, a paired t-test over the images; the Parzen
-               log-likelihood, FID and IS: one value per run, a paired t-test over the pairs
-               (none with one pair). The 95 % intervals of the per-image and per-drawer measures
-               are a paired bootstrap over the items and the pairs; those of the per-run ones the
-               t-test's. The first group's codes are also tested against the pixel and PCA
-               baselines on the same images. Printed as markdown, a sentence per measure.
-  table        the README's results table, from the runs stored in a results folder (results/):
-               its table.json names each row's runs and figure (a stored one, mean ± sd over the
-               runs, or a paired difference as compare computes it); nothing is evaluated.
+               (--against), paired by seed, every measure both groups have tested paired
+               (compare.py, which reads only eval.json).
+  table        the README's results table from the runs stored in a results folder (results/),
+               rendered by compare.py; nothing is evaluated.
 
 Each study prints a markdown table and merges its results into RUN_DIR/eval.json (a study
 replaces its own entry and keeps the others, under a lock: several eval.py processes can evaluate
@@ -70,36 +63,30 @@ AAE vs DAAE vs iDAAE tables); --table writes it to a file.
 """
 
 import argparse
-import contextlib
-import hashlib
 import importlib
-import io
-import json
 import math
-import sys
-import tempfile
-import textwrap
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from sklearn.decomposition import PCA
 from sklearn.linear_model import SGDClassifier
 from sklearn.svm import SVC
-from tqdm import tqdm
 
 import common
+import compare
+import feature_networks
 import machinery
 import toy
+from machinery import CLIError, progress
+from results import (CLASSIFICATION, CLUSTER_CORRECT, CLUSTER_MAJORITY_CORRECT, CORRECT, EACH, LIKELIHOOD, LOO20,
+                     MODES, QUALITY, RECONSTRUCTION, SQUARED_ERRORS, SVM_RBF, check_writable, markdown, merge_results,
+                     pack_bits, pack_numbers, read_eval_json, split_name, write_table)
 
-STUDIES = ("reconstruct", "classify", "likelihood", "quality")  # of images
-TOY_STUDIES = ("modes",)  # of points in the plane (toy25, ring8)
-CODE_STUDIES = ("prior",)  # of the codes, for images and points alike; asked for by name, not in all
+STUDIES = (RECONSTRUCTION, CLASSIFICATION, LIKELIHOOD, QUALITY)  # of images, each named as in eval.json
+TOY_STUDIES = (MODES,)  # of points in the plane (toy25, ring8)
+PRIOR = "prior"  # of the codes, for images and points alike; asked for by name, not part of all
+CODE_STUDIES = (PRIOR,)
 PERMUTATIONS, PRIOR_CODES = 200, 1000  # the prior study's permutation test, on the first 1,000 test codes
 TOY_SAMPLES = 10_000  # the ALI paper's: 10,000 samples of p(x), and 10,000 held-out points reconstructed
 BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
@@ -115,21 +102,9 @@ CELEBA_ATTRIBUTES = (
 ).split()
 
 
-def progress(iterable, desc, **kwargs):
-    return tqdm(iterable, desc=desc, leave=False, disable=None, dynamic_ncols=True, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------
-# Runs: a folder -> its settings, its trained model, its data
+# The run's data (its split), and the mean with its standard error every study reports
 # ---------------------------------------------------------------------------------------------
-
-
-def load_run(run_dir, device):
-    """common.load_run (the run's model, in eval mode), once its eval.json is known to be readable:
-    a damaged eval.json stops us before any work, not after it."""
-    run = common.load_run(run_dir, device)
-    read_eval_json(run.path)
-    return run
 
 
 def mean_and_standard_error(values):
@@ -144,64 +119,14 @@ def load_data(config, data_dir, cache):
     if key not in cache:
         try:
             cache[key] = common.load_dataset(*key)
-        except common.CLIError as error:  # its advice for the model scripts does not fit here
-            raise common.CLIError(str(error).replace(common.OFFLINE_HINT, "or point eval.py's --data-dir at them")) \
+        except CLIError as error:  # its advice for the model scripts does not fit here
+            raise CLIError(str(error).replace(common.OFFLINE_HINT, "or point eval.py's --data-dir at them")) \
                 from None
     data = cache[key]
     if list(data.image_shape) != list(config["image_shape"]):
-        raise common.CLIError(f"{config['dataset']} in {key[1]} has images of shape {list(data.image_shape)}, but "
+        raise CLIError(f"{config['dataset']} in {key[1]} has images of shape {list(data.image_shape)}, but "
                               f"the run was trained on {config['image_shape']}; point --data-dir at its data")
     return data
-
-
-def read_eval_json(run_dir):
-    path = Path(run_dir) / "eval.json"
-    if not path.exists():
-        return {}
-    try:
-        results = json.loads(path.read_text())
-    except ValueError:
-        results = None
-    if not isinstance(results, dict):
-        raise common.CLIError(f"{path} is not valid JSON of eval.py's results; delete it and evaluate again")
-    return results
-
-
-EVAL_LOCK = ".eval.lock"  # beside eval.json; not the training's .lock, so a run can be evaluated while it trains
-
-
-def merge_results(run_dir, study_key, result):
-    """RUN_DIR/eval.json with this study's entry replaced and the other studies' entries kept.
-    Several eval.py processes may evaluate one run at once: the read, change and write are done
-    under RUN_DIR/.eval.lock, so that no process writes over a study another one merged after
-    its read; the write itself is atomic, so a reader never sees half a file."""
-    with machinery.exclusive_lock(Path(run_dir) / EVAL_LOCK):
-        results = read_eval_json(run_dir)
-        results[study_key] = result
-        machinery.write_json(Path(run_dir) / "eval.json", results)
-
-
-# Per-item results (one value per test image or drawer), kept in eval.json so that `compare` can
-# pair two runs image by image without evaluating either again. Each list is one string: eval.json
-# is written indented, one line per list element, and 10,000 elements would bury the results.
-
-
-def pack_bits(correct):
-    """[True, False, ...] -> "10...": one '0' or '1' character per test image, in the test split's order."""
-    return "".join("1" if c else "0" for c in correct)
-
-
-def unpack_bits(text):
-    return np.array([c == "1" for c in text], dtype=bool)
-
-
-def pack_numbers(values):
-    """Numbers -> one string of them, to 6 significant digits, separated by spaces."""
-    return " ".join(f"{float(v):.6g}" for v in values)
-
-
-def unpack_numbers(text):
-    return np.array(text.split(), dtype=float)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +153,7 @@ def reconstruct(model, data, device):
     errors = common.map_batches(squared_errors, torch.arange(len(data.x_test)), BATCH, device)
     mse, se = mean_and_standard_error(errors)
     result = {"mse": mse, "se": se, "sigma": model.sigma, "images": len(errors),
-              "squared_errors": pack_numbers(errors.tolist())}  # per test image, for `compare`
+              SQUARED_ERRORS: pack_numbers(errors.tolist())}  # per test image, for `compare`
     if supervised:
         result["notes"] = ["the supervised AAE's decoder was given each test image's true label, dec([y, enc(x)])"]
     return result
@@ -276,7 +201,7 @@ def modes(model, data, config, device, samples=None, steps=None):
 
     errors = common.map_batches(squared_distances, torch.arange(len(data.x_test)), BATCH, device)
     mse, se = mean_and_standard_error(errors)
-    result.update(reconstruction=mse, reconstruction_se=se, points=len(errors), squared_errors=pack_numbers(errors.tolist()))
+    result.update(reconstruction=mse, reconstruction_se=se, points=len(errors), **{SQUARED_ERRORS: pack_numbers(errors.tolist())})
     if supervised:
         notes.append("the supervised AAE's decoder was given each test point's true mode, dec([y, enc(x)])")
     # Step 0 is x_0, the samples above: only the chain's later steps are scored again
@@ -404,9 +329,9 @@ def drawer_study(codes, images, y, drawers, n_components, seed):
     result, each = {}, {}
     for features, values in accuracies.items():
         suffix = "" if features == "codes" else f"_{features}"
-        result[f"loo20_linear{suffix}"], result[f"loo20_linear{suffix}_se"] = mean_and_standard_error(values)
-        result[f"loo20_linear{suffix}_max"] = float(np.max(values))
-        each[f"loo20_linear{suffix}_each"] = {str(drawer): value for (drawer, _, _), value in zip(folds, values)}
+        result[LOO20 + suffix], result[f"{LOO20}{suffix}_se"] = mean_and_standard_error(values)
+        result[f"{LOO20}{suffix}_max"] = float(np.max(values))
+        each[LOO20 + suffix + EACH] = {str(drawer): value for (drawer, _, _), value in zip(folds, values)}
     return {**result, **each}
 
 
@@ -429,7 +354,7 @@ def svm_study(model, data, train, device, seed):
     test image (the _correct keys, for `compare`)."""
     x_train, y_train, y_test = data.x_train[train], data.y_train[train].numpy(), data.y_test.numpy()
     if len(np.unique(y_train)) < 2:
-        raise common.CLIError(f"the {len(train)} training images drawn for the classifiers are all of one class; "
+        raise CLIError(f"the {len(train)} training images drawn for the classifiers are all of one class; "
                               "a classifier needs two: give a larger --max-train")
     features = {"": (encode(model, x_train, device), encode(model, data.x_test, device)),
                 "_pixels": (pixels(x_train), pixels(data.x_test))}
@@ -445,8 +370,8 @@ def svm_study(model, data, train, device, seed):
     accuracies, right = {}, {}
     for key, (suffix, gamma) in progress(classifiers.items(), "RBF SVMs"):
         f_train, f_test = features[suffix]
-        right[f"svm_rbf{key}_correct"] = correct(SVC(gamma=gamma), f_train, y_train, f_test, y_test)
-        accuracies[f"svm_rbf{key}"] = float(np.mean(right[f"svm_rbf{key}_correct"]))
+        right[SVM_RBF + key + CORRECT] = correct(SVC(gamma=gamma), f_train, y_train, f_test, y_test)
+        accuracies[SVM_RBF + key] = float(np.mean(right[SVM_RBF + key + CORRECT]))
     return {**accuracies, "train_images": len(train), "test_images": len(y_test),
             "code_dims": features[""][0].shape[1], "pixel_dims": features["_pixels"][0].shape[1],
             "pca_dims": features["_pca"][0].shape[1], **{key: pack_bits(v) for key, v in right.items()}}
@@ -548,14 +473,6 @@ def majority_cluster_correct(p_val, y_val, p_test, y_test):
     return (cluster_label[p_test.argmax(1)] == y_test).numpy()
 
 
-def cluster_error(p_val, y_val, p_test, y_test):
-    return float((~cluster_correct(p_val, y_val, p_test, y_test)).mean())
-
-
-def majority_cluster_error(p_val, y_val, p_test, y_test):
-    return float((~majority_cluster_correct(p_val, y_val, p_test, y_test)).mean())
-
-
 def nn_baseline_error(module, config, x, y, x_test, y_test, device, seed):
     """The paper's "NN baseline": a network of the encoder's shape (its trunk and y head, freshly
     initialised, with the run's input noise and dropout) trained by cross-entropy on the
@@ -608,7 +525,7 @@ def semi_supervised_study(run, data, device, seed):
         result["cluster_error"], result["cluster_error_majority"] = float((~right).mean()), float((~majority).mean())
         result["clusters"] = config["clusters"]
         result["clusters_used"] = len(p_test.argmax(1).unique())  # test images' argmax clusters
-        result["cluster_correct"], result["cluster_majority_correct"] = pack_bits(right), pack_bits(majority)
+        result[CLUSTER_CORRECT], result[CLUSTER_MAJORITY_CORRECT] = pack_bits(right), pack_bits(majority)
     return result
 
 
@@ -814,180 +731,8 @@ def likelihood_table(result, config):
 # Sample quality: FID and the Inception Score
 # ---------------------------------------------------------------------------------------------
 
-INCEPTION = "Inception-v3"
 IS_SPLIT_SEED = 0
-IS_SPLITS = 10  # the Inception Score's mean and spread over 10 splits of the samples (Salimans et al., 2016)
 QUALITY_BATCH = 100  # images per forward pass of the feature network (Inception-v3 sees them at 299 x 299)
-CLASSIFIER_FEATURES = 128  # the size of the classifier's penultimate layer, where FID is measured
-CLASSIFIER_STEPS, CLASSIFIER_BATCH, CLASSIFIER_LR = 1000, 128, 1e-3
-CLASSIFIER_VERSION = b"1"  # part of the cache key: a change to the classifier or its training trains a new one
-
-
-@dataclass
-class FeatureNetwork:
-    """What judges the samples: its name (in eval.json and the tables), a maker of torchmetrics'
-    FID and IS on it, what it needs done to images in [0, 1], and what a reader should know about
-    it (the classifier's test accuracy)."""
-
-    name: str
-    metrics: Callable
-    prepare: Callable
-    about: dict
-
-
-def torchmetrics_quality():
-    """torchmetrics' FrechetInceptionDistance and InceptionScore, imported only when the quality
-    study runs: torchmetrics imports torchvision's models, which takes seconds."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
-
-    return FrechetInceptionDistance, InceptionScore
-
-
-def quality_metrics(fid_feature, is_feature, **kwargs):
-    """torchmetrics' FID, which keeps the reference images' features when it is reset (they are
-    computed once for every set of samples), and its Inception Score over IS_SPLITS splits."""
-    FrechetInceptionDistance, InceptionScore = torchmetrics_quality()
-    with warnings.catch_warnings():  # IS keeps every sample's logits: 40 MB for 10,000 Inception-v3 samples
-        warnings.filterwarnings("ignore", "Metric `InceptionScore` will save all extracted features")
-        return (FrechetInceptionDistance(feature=fid_feature, reset_real_features=False, **kwargs),
-                InceptionScore(feature=is_feature, splits=IS_SPLITS, **kwargs))
-
-
-def inception_network():
-    """Inception-v3 as the papers measure FID and IS on natural images: its 2048 pool features
-    and its logits, with the TensorFlow weights that torch-fidelity ports (downloaded once into
-    torch's hub cache). normalize: torchmetrics turns images in [0, 1] into the bytes it expects;
-    grey images are repeated on the three channels."""
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    print(f"loading the {INCEPTION} weights (downloaded into {checkpoints} the first time, about 100 MB)")
-    try:
-        with contextlib.redirect_stderr(io.StringIO()) as download:  # torch.hub's messages, kept for success
-            quality_metrics(2048, "logits_unbiased", normalize=True)  # loads the weights now: offline is one line
-        sys.stderr.write(download.getvalue())
-    except ModuleNotFoundError:  # torchmetrics' Inception-v3 is torch-fidelity's
-        raise common.CLIError(f"{INCEPTION} needs torch-fidelity: pip install torch-fidelity, or use "
-                              "--feature-network classifier (a classifier of the run's own dataset)") from None
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a damaged download a RuntimeError
-        reason = machinery.first_line(error, 100)
-        raise common.CLIError(f"cannot load the {INCEPTION} weights for FID and IS ({reason}); they are "
-                              f"downloaded once into {checkpoints}: connect to the internet once, or use "
-                              "--feature-network classifier (a classifier trained on the run's own dataset)") from None
-    return FeatureNetwork(INCEPTION, lambda: quality_metrics(2048, "logits_unbiased", normalize=True),
-                          lambda x: common.float_images(x).clamp(0, 1).expand(-1, 3, -1, -1), {})
-
-
-class DatasetClassifier(torch.nn.Module):
-    """The feature network of the grey datasets, where Inception-v3 (trained on colour photos)
-    does not fit, as sample quality on MNIST is usually measured: a small CNN trained on the
-    dataset's own training split. forward: class logits, for the Inception Score; features: its
-    penultimate layer, for FID."""
-
-    def __init__(self, image_shape, num_classes):
-        super().__init__()
-        channels, height, width = image_shape
-        size = max(4, min(height, width, 28))  # larger images (Omniglot's 105 x 105) are averaged down to 28 x 28
-        self.features = torch.nn.Sequential(
-            torch.nn.AdaptiveAvgPool2d(size),
-            torch.nn.Conv2d(channels, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(32 * (size // 4) ** 2, CLASSIFIER_FEATURES), torch.nn.ReLU())
-        self.features.num_features = CLASSIFIER_FEATURES  # where torchmetrics' FID reads the feature size
-        self.logits = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(CLASSIFIER_FEATURES, num_classes))
-
-    def forward(self, x):
-        return self.logits(self.features(x))
-
-
-def train_classifier(data, device):
-    """The classifier trained by cross-entropy on the training split (Adam, CLASSIFIER_STEPS random
-    batches), and its accuracy on the test split. Seed 0 whatever --seed is: every run on a dataset
-    is judged by the same network."""
-    torch.manual_seed(0)
-    classifier = DatasetClassifier(data.image_shape, data.num_classes).to(device).train()
-    optimizer = common.adam(classifier.parameters(), CLASSIFIER_LR)
-    x, y = data.x_train.to(device), data.y_train.to(device)
-    for _ in progress(range(CLASSIFIER_STEPS), "training the classifier"):
-        index = torch.randint(len(x), (CLASSIFIER_BATCH,), device=device)
-        loss = torch.nn.functional.cross_entropy(classifier(common.float_images(x[index])), y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    classifier.eval()
-    predicted = common.map_batches(lambda b: classifier(b).argmax(1), data.x_test, BATCH, device)
-    return classifier, float((predicted == data.y_test).float().mean())
-
-
-def classifier_cache(data, data_dir):
-    """(path, key) of a dataset's classifier: data_dir/cache/classifier-<dataset>-<C>x<H>x<W>-<key>.pt,
-    beside the datasets' caches. The key hashes the training and test images and labels and the
-    classifier's version, so another dataset, another --image-size, or an edited .npz file of the
-    same name never reads a classifier that was not trained on it."""
-    key = hashlib.sha256(CLASSIFIER_VERSION)
-    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
-        key.update(str(tuple(tensor.shape)).encode())
-        key.update(tensor.contiguous().numpy().tobytes())
-    key = key.hexdigest()[:16]
-    shape = "x".join(map(str, data.image_shape))
-    return Path(data_dir) / "cache" / f"classifier-{machinery.dataset_tag(data.name)}-{shape}-{key}.pt", key
-
-
-def read_classifier(path, key, data):
-    """The cached classifier and its test accuracy, or None (with the reason on stderr) when the file
-    is damaged or not this dataset's; loaded with weights_only=True, so it cannot run code."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict) or saved.get("key") != key:
-            raise ValueError("not this dataset's classifier")
-        classifier = DatasetClassifier(data.image_shape, data.num_classes)
-        classifier.load_state_dict(saved["model_state"])
-        return classifier, float(saved["test_accuracy"])
-    except Exception as error:  # a truncated or damaged file: torch names many kinds of failure
-        reason = machinery.first_line(error, 80)
-        print(f"the classifier cache {path} is damaged ({reason}); training it again", file=sys.stderr)
-        return None
-
-
-def classifier_network(data, data_dir, device):
-    """The classifier of the run's own dataset as the feature network, trained once and read from
-    data_dir/cache/ after; its test accuracy is printed: how good a judge it is. The classes are the
-    dataset's labels: digits for digits, MNIST and .npz files, and for Omniglot its characters (the
-    background set's, as common.py numbers them), drawers 1-19 training and drawer 20 testing."""
-    if data.num_classes < 2 or data.y_train.ndim != 1 or (data.y_train < 0).any():
-        raise common.CLIError(f"{data.name} has no class labels to train a classifier on: use --feature-network "
-                              "inception")
-    path, key = classifier_cache(data, data_dir)
-    cached = read_classifier(path, key, data) if path.is_file() else None
-    if cached is None:
-        print(f"training a classifier of {machinery.dataset_tag(data.name)} for FID and IS ({CLASSIFIER_STEPS} steps; "
-              f"once: it is cached in {path})")
-        started = time.perf_counter()
-        classifier, accuracy = train_classifier(data, device)
-        try:
-            with machinery.atomic_path(path) as tmp:
-                torch.save({"key": key, "model_state": classifier.state_dict(), "test_accuracy": accuracy}, tmp)
-        except (common.CLIError, RuntimeError) as error:  # a full disk: the study goes on, the next one trains again
-            print(f"warning: the classifier was not cached ({error})", file=sys.stderr)
-        print(f"trained in {time.perf_counter() - started:.1f} s", end="; ")
-    else:
-        classifier, accuracy = cached
-        print(f"classifier of {machinery.dataset_tag(data.name)} read from {path} (delete it to train it again)", end="; ")
-    print(f"its accuracy on the {len(data.y_test)} test images: {accuracy:.2%}")
-    classifier = classifier.to(device).eval().requires_grad_(False)
-    return FeatureNetwork(f"{machinery.dataset_tag(data.name)} classifier",
-                          lambda: quality_metrics(classifier.features, classifier),
-                          lambda x: common.float_images(x).clamp(0, 1), {"classifier_test_accuracy": accuracy})
-
-
-def default_feature_network(config):
-    """Inception-v3 for colour images (CIFAR-10, SVHN, CelebA, Sprites), as the papers report FID
-    and IS; the dataset's own classifier for grey ones (digits, MNIST, Omniglot, .npz files)."""
-    return "inception" if config["image_shape"][0] == 3 else "classifier"
-
-
-def feature_network(choice, data, data_dir, device):
-    """--feature-network: "inception" or "classifier" (of the run's dataset) as a FeatureNetwork."""
-    return inception_network() if choice == "inception" else classifier_network(data, data_dir, device)
 
 
 def quality_scores(images, fid, inception_score, network, device):
@@ -1017,8 +762,8 @@ def quality(model, data, config, device, network, samples=None, steps=None, plot
              + (f" (test accuracy {network.about['classifier_test_accuracy']:.2%})" if network.about else "")]
     if samples is None:
         notes.append(f"{n} samples, the default for {machinery.dataset_tag(config['dataset'])} (--samples)")
-    if network.name == INCEPTION and data.x_test.shape[1] == 1:
-        notes.append(f"grey images repeated on the three channels {INCEPTION} expects")
+    if network.name == feature_networks.INCEPTION and data.x_test.shape[1] == 1:
+        notes.append(f"grey images repeated on the three channels {feature_networks.INCEPTION} expects")
     print(f"quality: {n} samples, FID against the {len(data.x_test)} {split_name(config, 'test')} images, "
           f"on {network.name}")
     metric_device = device if device.type != "mps" else torch.device("cpu")  # FID sums in float64, which MPS lacks
@@ -1048,7 +793,7 @@ def save_quality_plot(steps, path, config, network):
     t = [int(k) for k in steps]
     figure = common.plt_figure(figsize=(9, 3.5))
     for i, (key, label) in enumerate((("fid", "FID (lower is better)"),
-                                            ("inception_score", f"Inception Score (± sd over {IS_SPLITS} splits)"))):
+                                            ("inception_score", f"Inception Score (± sd over {feature_networks.IS_SPLITS} splits)"))):
         axes = figure.add_subplot(1, 2, i + 1)
         spread = [v["inception_score_std"] for v in steps.values()] if key == "inception_score" else None
         axes.errorbar(t, [v[key] for v in steps.values()], yerr=spread, marker="o", capsize=3)
@@ -1068,551 +813,7 @@ def quality_table(result, config):
     rows.append(row(f"{result['validation']['images']} {split_name(config, 'validation')} images (real)",
                     result["validation"]))
     return markdown(["images", f"FID against the {result['reference_images']} {split_name(config, 'test')} images",
-                     "Inception Score", f"sd over {IS_SPLITS} splits"], rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# compare: two groups of evaluated runs (e.g. the DAAE's seeds against the AAE's), paired tests
-# on what eval.json holds; nothing is evaluated again
-# ---------------------------------------------------------------------------------------------
-
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0  # the same intervals each time compare reads the same eval.json files
-BOOTSTRAP_COUNTS = 2**22  # resample counts held at once (32 MB)
-
-
-def mcnemar(a_correct, b_correct):
-    """McNemar's exact test on paired right (1) / wrong (0) outcomes, arrays of any shape (every
-    item of every pair pooled): of the discordant items, where one classifier is right and the
-    other wrong, is A the right one as often as B? The two-sided binomial test of the count where
-    only A is right among the discordant items, with probability 1/2 (scipy.stats.binomtest).
-    Returns (only A right, only B right, p); p = 1 when no item is discordant."""
-    a, b = np.asarray(a_correct, dtype=bool).ravel(), np.asarray(b_correct, dtype=bool).ravel()
-    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
-    if only_a + only_b == 0:
-        return only_a, only_b, 1.0
-    return only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
-
-
-def resample_counts(rng, n, resamples):
-    """How often each of n items is drawn in each of `resamples` draws of n with replacement: a
-    (resamples, n) array of counts."""
-    drawn = rng.integers(0, n, (resamples, n)) + n * np.arange(resamples)[:, None]
-    return np.bincount(drawn.ravel(), minlength=resamples * n).reshape(resamples, n)
-
-
-def bootstrap_interval(differences, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
-    """The 95 % percentile interval of the mean of `differences`, a (pairs, items) array, under a
-    paired bootstrap: each resample draws the items with replacement, the same items for every
-    pair (the pairs score the same test images or drawers), and the pairs with replacement, and
-    takes the mean of the drawn differences."""
-    d = np.atleast_2d(np.asarray(differences, dtype=float))
-    pairs, items = d.shape
-    rng = np.random.default_rng(seed)
-    chunk = max(1, BOOTSTRAP_COUNTS // items)
-    means = []
-    for start in range(0, resamples, chunk):
-        n = min(chunk, resamples - start)
-        item_counts, pair_counts = resample_counts(rng, items, n), resample_counts(rng, pairs, n)
-        # The mean of the drawn differences from counts, not copies: each pair's sum over the
-        # drawn items, weighted by how often the pair was drawn.
-        means.append(((item_counts @ d.T) * pair_counts).sum(1) / (pairs * items))
-    low, high = np.percentile(np.concatenate(means), [2.5, 97.5])
-    return float(low), float(high)
-
-
-def paired_t(a, b):
-    """The paired t-test of a against b (scipy.stats.ttest_rel): (p, (low, high)), the 95 % t
-    interval of the mean of a - b; None with fewer than two pairs. Differences that are all equal
-    have no spread to test: p is 1 if they are 0, else 0."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2:
-        return None
-    d = a - b
-    if np.all(d == d[0]):
-        return (1.0 if d[0] == 0 else 0.0), (float(d[0]), float(d[0]))
-    test = stats.ttest_rel(a, b)
-    interval = test.confidence_interval(0.95)
-    return float(test.pvalue), (float(interval.low), float(interval.high))
-
-
-@dataclass
-class Difference:
-    """A - B on one measure: the two groups' means, the mean difference, its 95 % interval and p
-    (None where there is no test), the test that gave p, and what was paired."""
-
-    a: float
-    b: float
-    difference: float
-    interval: tuple | None
-    p: float | None
-    test: str
-    extent: str
-    detail: str = ""
-
-
-def p_text(p):
-    """p to two significant digits; below 0.001 as "< 0.001", where smaller ones only say how sure."""
-    return "< 0.001" if p < 0.001 else f"{p:.2g}"
-
-
-def count(n, word):
-    return f"{n:,} {word}" + ("s" if n != 1 else "")
-
-
-def compare_correct(a, b, pair_word="pair"):
-    """Two classifiers on the same test images: a and b are (pairs, images) arrays of right (1) and
-    wrong (0). Accuracies and their difference in points; the interval by bootstrap_interval over
-    the images and the pairs; p by McNemar's exact test on the discordant images of all pairs
-    pooled (the detail gives each pair's own)."""
-    a, b = np.atleast_2d(a).astype(float), np.atleast_2d(b).astype(float)
-    accuracy_a, accuracy_b = 100 * float(a.mean()), 100 * float(b.mean())
-    low, high = bootstrap_interval(a - b)
-    each = ", ".join(p_text(mcnemar(a_i, b_i)[2]) for a_i, b_i in zip(a, b))
-    return Difference(accuracy_a, accuracy_b, accuracy_a - accuracy_b, (100 * low, 100 * high), mcnemar(a, b)[2],
-                      "McNemar", f"{count(len(a), pair_word)} x {count(a.shape[1], 'image')}",
-                      f"McNemar p of each {pair_word}: {each}" if len(a) > 1 else "")
-
-
-def compare_items(a, b, item_word, pair_word="pair"):
-    """Per-item values of both groups on the same items (test images, drawers): a and b are
-    (pairs, items) arrays. The mean difference; its interval by bootstrap_interval over the items
-    and the pairs; p by the paired t-test over the items of their means over the pairs."""
-    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
-    tested = paired_t(a.mean(0), b.mean(0))
-    return Difference(float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), bootstrap_interval(a - b),
-                      tested[0] if tested else None, f"paired t over the {item_word}s",
-                      f"{count(len(a), pair_word)} x {count(a.shape[1], item_word)}")
-
-
-def compare_runs(a, b, pair_word="pair"):
-    """One value per run (Parzen log-likelihood, FID, IS): a and b hold the pairs' values. The mean
-    difference, with p and the interval of the paired t-test over the pairs; no test with one."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    tested = paired_t(a, b)
-    p, interval = tested if tested else (None, None)
-    return Difference(float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), interval, p,
-                      "paired t over the pairs", count(len(a), pair_word))
-
-
-@dataclass
-class EvaluatedRun:
-    path: Path
-    config: dict
-    results: dict  # its eval.json
-
-
-def read_evaluated(run_dir):
-    """A run folder's config.json and eval.json (compare reads nothing else), or one CLIError line."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise common.CLIError(f"{run_dir} is not a folder: give run folders that eval.py has evaluated")
-    config = machinery.read_config(path)
-    results = read_eval_json(path)
-    if not results:
-        raise common.CLIError(f"{path} has no eval.json: evaluate it first (python eval.py all {path})")
-    return EvaluatedRun(path, config, results)
-
-
-def check_same_data(runs):
-    """compare pairs runs image by image: all of them trained and evaluated on one dataset at one
-    image size (common.py fixes the splits), or one CLIError line. A .npz file counts by its name,
-    so that runs made where it lay in another folder (results/, another machine) pair with yours."""
-    def data(run):
-        size = run.config.get("image_size")
-        return machinery.dataset_tag(str(run.config.get("dataset"))) + (f" at {size} x {size}" if size else "")
-
-    other = next((run for run in runs if data(run) != data(runs[0])), None)
-    if other is not None:
-        raise common.CLIError(f"compare needs runs of one dataset: {runs[0].path} is {data(runs[0])}, {other.path} "
-                              f"is {data(other)}")
-
-
-def pair_runs(a_runs, b_runs):
-    """[(a, b)]: the two groups' runs paired by their training seed (config["seed"]) when both groups
-    have the same seeds, each once; else in the order given. And a line that says which."""
-    if len(a_runs) != len(b_runs):
-        raise common.CLIError(f"compare pairs the two groups' runs, but there are {len(a_runs)} before --against "
-                              f"and {len(b_runs)} after it; give as many in each")
-    seeds_a, seeds_b = ([run.config.get("seed") for run in runs] for runs in (a_runs, b_runs))
-    if None not in seeds_a + seeds_b and len(set(seeds_a)) == len(seeds_a) and sorted(seeds_a) == sorted(seeds_b):
-        by_seed = {run.config["seed"]: run for run in b_runs}
-        return [(a, by_seed[a.config["seed"]]) for a in a_runs], f"paired by seed: {', '.join(map(str, seeds_a))}"
-    return list(zip(a_runs, b_runs)), (f"note: the groups' seeds differ ({', '.join(map(str, seeds_a))} and "
-                                       f"{', '.join(map(str, seeds_b))}): runs paired in the order given")
-
-
-def group_names(a_runs, b_runs):
-    """The groups' labels: their model (config["model"]), with the corruption sigma when both are
-    one model; "A" and "B" when that does not tell them apart."""
-    def label(runs, with_sigma):
-        models = {run.config.get("model") for run in runs}
-        sigmas = {run.config.get("sigma") for run in runs}
-        if len(models) > 1 or None in models or (with_sigma and (len(sigmas) > 1 or None in sigmas)):
-            return None
-        return models.pop() + (f" σ {sigmas.pop():g}" if with_sigma else "")
-
-    names = [label(runs, False) for runs in (a_runs, b_runs)]
-    if names[0] == names[1]:
-        names = [label(runs, True) for runs in (a_runs, b_runs)]
-    return names if None not in names and names[0] != names[1] else ["A", "B"]
-
-
-def stored(run, study, *keys):
-    """run's eval.json entry study -> keys..., or None when it was not measured."""
-    value = run.results.get(study)
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def per_item_values(runs, study, key, unpack):
-    """The (runs, items) array of every run's per-item results study -> key, unpacked; one CLIError
-    line when a run lacks them (its eval.json is older than they are) or when the runs scored
-    different numbers of items (not the same test split)."""
-    values = []
-    for run in runs:
-        if stored(run, study, key) is None:
-            command = "reconstruct" if study == "reconstruction" else "classify"
-            raise common.CLIError(f"{run.path / 'eval.json'} has no {study} results per test image or drawer "
-                                  f"({key}), which compare pairs: re-run `python eval.py {command} {run.path}` "
-                                  "(or `all`)")
-        values.append(unpack(stored(run, study, key)))
-    counts = {len(v) for v in values}
-    if len(counts) > 1:
-        raise common.CLIError(f"the runs' {study} scored {' and '.join(map(str, sorted(counts)))} items: not the "
-                              "same test split; evaluate them all with the same data and options")
-    return np.stack(values)
-
-
-def drawer_values(each):
-    """loo20_linear_each ({drawer: accuracy}) as accuracies in the order of the drawers."""
-    return np.array([each[k] for k in sorted(each, key=int)])
-
-
-@dataclass
-class Compared:
-    """One row of compare's tables: its name, the measure (the name too, but for a baseline), the
-    difference, and how to show it."""
-
-    name: str
-    measure: str
-    difference: Difference
-    digits: int = 2
-    higher_is_better: bool = True
-    percent: bool = False  # an accuracy, in points
-
-
-def group_differences(pairs, config):
-    """A - B on every measure every run of both groups has: ([Compared], notes on what was left
-    out or differs)."""
-    a_runs, b_runs = [a for a, _ in pairs], [b for _, b in pairs]
-    runs, n = a_runs + b_runs, len(pairs)
-    rows, notes = [], []
-
-    def everyone_has(study, *keys):
-        having = [run for run in runs if stored(run, study, *keys) is not None]
-        if having and len(having) < len(runs):
-            notes.append(f"note: {'/'.join((study, *keys))} is not in every eval.json (not in "
-                         f"{', '.join(str(r.path) for r in runs if r not in having)}): left out")
-        return len(having) == len(runs)
-
-    def split(values):
-        return values[:n], values[n:]
-
-    drawers = everyone_has("classification", "loo20_linear")
-    if everyone_has("classification", "svm_rbf"):
-        a, b = split(per_item_values(runs, "classification", "svm_rbf_correct", unpack_bits))
-        measure = "test (a) accuracy" if drawers else "test accuracy"
-        rows.append(Compared(f"{measure} (%)", measure, compare_correct(a, b), percent=True))
-    if everyone_has("classification", "cluster_correct"):  # Section 6: the paper's rule, then majority voting
-        for key, measure in (("cluster_correct", "cluster accuracy, the paper's rule"),
-                             ("cluster_majority_correct", "cluster accuracy, majority vote")):
-            a, b = split(per_item_values(runs, "classification", key, unpack_bits))
-            rows.append(Compared(f"{measure} (%)", measure, compare_correct(a, b), percent=True))
-    if drawers:
-        a, b = split(100 * per_item_values(runs, "classification", "loo20_linear_each", drawer_values))
-        rows.append(Compared("test (b) accuracy (%)", "test (b) accuracy", compare_items(a, b, "drawer"), percent=True))
-    if everyone_has("reconstruction", "mse"):
-        a, b = split(per_item_values(runs, "reconstruction", "squared_errors", unpack_numbers))
-        rows.append(Compared("reconstruction MSE", "reconstruction MSE", compare_items(a, b, "image"), digits=5,
-                             higher_is_better=False))
-    if everyone_has("modes", "modes_covered"):  # the toy datasets
-        a, b = split([stored(run, "modes", "modes_covered") for run in runs])
-        rows.append(Compared("modes covered", "modes covered", compare_runs(a, b), digits=1))
-        a, b = split([stored(run, "modes", "modes_with_high_quality") for run in runs])
-        rows.append(Compared("modes with a high-quality sample", "modes with a high-quality sample",
-                             compare_runs(a, b), digits=1))
-        a, b = split([100 * stored(run, "modes", "high_quality") for run in runs])
-        rows.append(Compared("high-quality samples (%)", "high-quality samples", compare_runs(a, b), digits=1,
-                             percent=True))
-        a, b = split(per_item_values(runs, "modes", "squared_errors", unpack_numbers))
-        rows.append(Compared("reconstruction, squared distance", "reconstruction", compare_items(a, b, "point"),
-                             digits=4, higher_is_better=False))
-    for name in ("test", "evaluation"):
-        if everyone_has("likelihood", name, "mean"):
-            a, b = split([stored(run, "likelihood", name, "mean") for run in runs])
-            measure = f"Parzen LL, {split_name(config, name)}"
-            rows.append(Compared(measure, measure, compare_runs(a, b), digits=1))
-    if everyone_has("quality", "fid"):
-        if len({stored(run, "quality", "feature_network") for run in runs}) > 1:
-            notes.append("note: FID and IS were measured by different feature networks: left out")
-        else:
-            for key, name, higher_is_better in (("fid", "FID", False), ("inception_score", "Inception Score", True)):
-                a, b = split([stored(run, "quality", key) for run in runs])
-                rows.append(Compared(name, name, compare_runs(a, b), higher_is_better=higher_is_better))
-    if len({stored(run, "reconstruction", "sigma") for run in runs} - {None}) > 1:
-        notes.append("note: each run's reconstruction study corrupts with its own training sigma, and these differ: "
-                     "the MSEs measure different tasks")
-    for study, key, flag in (("classification", "train_images", "--max-train"), ("likelihood", "samples", "--samples"),
-                             ("quality", "samples", "--samples")):
-        if len({stored(run, study, key) for run in runs} - {None}) > 1:
-            notes.append(f"note: the runs' {study} studies differ in {key} ({flag}): their difference includes that")
-    return rows, notes
-
-
-def baseline_differences(a_runs):
-    """A's codes against the baselines on the same images, run by run: RBF SVCs on the raw pixels
-    and on PCA of them, with today's gamma and the authors' (gamma auto), and test (b)'s linear
-    SVMs on pixels and PCA. [Compared]."""
-    rows = []
-    drawers = all(stored(run, "classification", "loo20_linear") is not None for run in a_runs)
-    if all(stored(run, "classification", "svm_rbf") is not None for run in a_runs):
-        measure = "test (a) accuracy" if drawers else "test accuracy"
-        codes = per_item_values(a_runs, "classification", "svm_rbf_correct", unpack_bits)
-        for key, name in (("svm_rbf_pixels", "pixels, gamma scale"), ("svm_rbf_pixels_auto", "pixels, gamma auto"),
-                          ("svm_rbf_pca", "PCA, gamma scale"), ("svm_rbf_pca_auto", "PCA, gamma auto")):
-            baseline = per_item_values(a_runs, "classification", f"{key}_correct", unpack_bits)
-            rows.append(Compared(name, measure, compare_correct(codes, baseline, "run"), percent=True))
-    if drawers:
-        codes = 100 * per_item_values(a_runs, "classification", "loo20_linear_each", drawer_values)
-        for key, name in (("loo20_linear_pixels", "pixels, test (b)"), ("loo20_linear_pca", "PCA, test (b)")):
-            baseline = 100 * per_item_values(a_runs, "classification", f"{key}_each", drawer_values)
-            difference = compare_items(codes, baseline, "drawer", "run")
-            rows.append(Compared(name, "test (b) accuracy", difference, percent=True))
-    return rows
-
-
-def verdict(row, a_name, b_name):
-    """The table's word on a difference: who is better when its 95 % interval excludes 0."""
-    if row.difference.interval is None:
-        return "one seed: no test"
-    low, high = row.difference.interval
-    if low <= 0 <= high:
-        return "within noise"
-    return f"{a_name if (low > 0) == row.higher_is_better else b_name} better"
-
-
-def difference_table(rows, columns, winners):
-    """rows ([Compared]) as markdown under `columns` (what was measured, A, B, A − B: A's and B's
-    means and their difference), then the 95 % interval, p and the verdict, which names `winners`
-    (A's and B's)."""
-    body = []
-    for row in rows:
-        d, digits = row.difference, row.digits
-        interval = "–" if d.interval is None else f"{d.interval[0]:+.{digits}f} to {d.interval[1]:+.{digits}f}"
-        body.append([row.name, f"{d.a:.{digits}f}", f"{d.b:.{digits}f}",
-                     f"{d.difference:+.{digits}f}", interval, "–" if d.p is None else p_text(d.p),
-                     verdict(row, *winners)])
-    return markdown([*columns, "95 % interval", "p", "verdict"], body)
-
-
-def sentence(row, subject):
-    """A difference in words, as a markdown list item wrapped at 100 columns: its size, interval
-    and test, and whether it is larger than its uncertainty (its 95 % interval excludes 0)."""
-    d, digits = row.difference, row.digits
-    said = f"{subject} on {row.measure}: {d.difference:+.{digits}f}{' points' if row.percent else ''}"
-    if d.interval is None:
-        said += f" ({d.extent}): one seed: no test."
-    else:
-        low, high = d.interval
-        size = "within its uncertainty" if low <= 0 <= high else "larger than its uncertainty"
-        tested = ""
-        if d.p is not None:
-            tested = f", {d.test} p " + (p_text(d.p) if d.p < 0.001 else f"= {p_text(d.p)}")
-        if d.detail:
-            tested += f"; {d.detail}"
-        said += f", 95 % interval {low:+.{digits}f} to {high:+.{digits}f} ({d.extent}{tested}): {size}."
-    return textwrap.fill(said, 100, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
-
-
-def compare(a_dirs, b_dirs, names=None):
-    """compare's report, markdown: how the runs were paired, notes, the table of A - B on every
-    measure both groups have with a sentence for each, and the table of A's codes against the
-    pixel and PCA baselines on the same images."""
-    a_runs, b_runs = [read_evaluated(d) for d in a_dirs], [read_evaluated(d) for d in b_dirs]
-    check_same_data(a_runs + b_runs)
-    pairs, pairing = pair_runs(a_runs, b_runs)
-    a_name, b_name = names or group_names(a_runs, b_runs)
-    rows, notes = group_differences(pairs, a_runs[0].config)
-    baselines = baseline_differences(a_runs)
-    if not rows and not baselines:
-        raise common.CLIError("the two groups' eval.json files have no measure in common: evaluate both with the "
-                              "same studies (python eval.py all RUN_DIR ...)")
-    lines = [pairing, *notes]
-    if rows:
-        columns = ["measure", a_name, b_name, f"{a_name} − {b_name}"]
-        lines += ["", f"## {a_name} vs {b_name}", "", difference_table(rows, columns, (a_name, b_name)), "",
-                  *(sentence(row, f"{a_name} − {b_name}") for row in rows)]
-    if baselines:
-        lines += ["", f"## {a_name}'s codes vs the baselines on the same images", "",
-                  difference_table(baselines, ["baseline (accuracy, %)", f"{a_name} codes", "baseline",
-                                               "codes − baseline"], ("codes", "baseline")), "",
-                  textwrap.fill("gamma scale: 1 / (dims x the features' variance), today's SVC() default; gamma "
-                                "auto: 1 / dims, the default of the authors' scikit-learn 0.18.", 100), "",
-                  *(sentence(row, f"{a_name} codes − baseline ({row.name})") for row in baselines)]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables and main
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# The README's results table, rendered from the runs stored in results/
-# ---------------------------------------------------------------------------------------------
-
-RESULTS_COLUMNS = ["result", "paper", "this project", "data, budget, seeds", "command"]
-
-
-def stored_cell(runs, spec):
-    """mean ± sd over the runs of one stored figure (eval.json's spec["study"] / spec["key"] path)."""
-    values = [stored(run, spec["study"], *spec["key"]) for run in runs]
-    if None in values:
-        missing = runs[values.index(None)].path
-        raise common.CLIError(f"{missing}/eval.json has no {'/'.join([spec['study'], *spec['key']])}: evaluate it "
-                              f"(python eval.py all {missing})")
-    values = np.array(values, dtype=float) * spec.get("scale", 1)
-    digits = spec.get("digits", 2)
-    spread = f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else ""
-    return f"{values.mean():.{digits}f}{spread}{spec.get('unit', '')}"
-
-
-def difference_cell(runs, spec, folder):
-    """A paired difference, as `compare` computes it: the runs against spec["against"] (or, with
-    spec["baseline"], against a baseline on the same images), on spec["measure"]."""
-    if "against" in spec:
-        pairs, _ = pair_runs(runs, [read_evaluated(folder / name) for name in spec["against"]])
-        rows, _ = group_differences(pairs, runs[0].config)
-    else:
-        rows = baseline_differences(runs)
-    name = spec.get("baseline", spec["measure"])
-    row = next((row for row in rows if row.name == name), None)
-    if row is None:
-        raise common.CLIError(f"{folder}/table.json asks for {name!r}, which compare does not measure for "
-                              f"{', '.join(spec['runs'])}")
-    d, digits = row.difference, spec.get("digits", row.digits)
-    unit = " points" if row.percent else ""
-    if d.interval is None:
-        return f"{d.difference:+.{digits}f}{unit} (one seed)"
-    return f"{d.difference:+.{digits}f}{unit}, 95 % {d.interval[0]:+.{digits}f} to {d.interval[1]:+.{digits}f}"
-
-
-def results_table(folder):
-    """The markdown table of FOLDER/table.json's rows, each figure computed from the eval.json of
-    the runs stored under FOLDER: a stored figure as mean ± sd over its runs, a difference paired
-    by seed and by image as `compare` reports it; a row without runs says it is not re-measured."""
-    folder = Path(folder)
-    try:
-        specs = json.loads((folder / "table.json").read_text())
-    except (OSError, ValueError) as error:
-        raise common.CLIError(f"cannot read {folder / 'table.json'} ({machinery.first_line(error, 80)}): give the "
-                              "results folder (results)") from None
-    body = []
-    for spec in specs:
-        if "runs" not in spec:  # a figure of an earlier version of the code, whose runs are not stored
-            body.append([spec["result"], spec["paper"], f"not re-measured ([earlier figure]({spec['docs']}))",
-                         spec["budget"], spec["command"]])
-            continue
-        runs = [read_evaluated(folder / name) for name in spec["runs"]]
-        cell = stored_cell(runs, spec) if "key" in spec else difference_cell(runs, spec, folder)
-        body.append([spec["result"], spec["paper"], cell, spec["budget"], spec["command"]])
-    return markdown(RESULTS_COLUMNS, body)
-
-
-OMNIGLOT_SPLITS = {"test": "drawer 20", "evaluation": "evaluation set", "validation": "5 % of drawers 1-19"}
-
-
-def split_name(config, split):
-    """A split named by its images: Omniglot's test split is drawer 20 of the training characters
-    (the paper's "testing" set), its evaluation set 20 alphabets never trained on."""
-    return OMNIGLOT_SPLITS.get(split, split) if config["dataset"] == "omniglot" else split
-
-
-def markdown(header, rows):
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
-
-
-def comparison_table(runs, results):
-    """The runs side by side, one row per measurement of the studies run (the paper's tables, transposed)."""
-    def plus_minus(entry, key, digits):
-        return f"{entry[key]:.{digits}f} ± {entry['se']:.{digits}f}"
-
-    config = runs[0].config if len({r.config["dataset"] for r in runs}) == 1 else {"dataset": None}
-    columns = {"run": lambda r: r.name, "model": lambda r: r.config["model"],
-               "sigma": lambda r: f"{r.model.sigma:g}"}
-    studies = set().union(*(results[r.name] for r in runs))
-    if "modes" in studies:
-        def coverage(entry, total):
-            return (f"{entry['modes_covered']} of {total}, {entry['high_quality']:.1%} high-quality in "
-                    f"{entry['modes_with_high_quality']}")
-
-        columns["samples: modes covered"] = lambda r: coverage(results[r.name]["modes"], results[r.name]["modes"]["modes"])
-        steps = sorted({int(t) for r in runs for t in results[r.name].get("modes", {}).get("steps", {})})
-        for t in steps:
-            columns[f"after {t} chain steps"] = lambda r, t=t: coverage(results[r.name]["modes"]["steps"][str(t)],
-                                                                         results[r.name]["modes"]["modes"])
-        columns["reconstruction (squared distance)"] = lambda r: (
-            f"{results[r.name]['modes']['reconstruction']:.4f} ± {results[r.name]['modes']['reconstruction_se']:.4f}")
-    if "reconstruction" in studies:
-        columns["reconstruction MSE"] = lambda r: plus_minus(results[r.name]["reconstruction"], "mse", 4)
-    if "classification" in studies:
-        for key, title in (("svm_rbf", "SVC codes"), ("svm_rbf_pixels", "SVC pixels"),
-                           ("svm_rbf_pixels_auto", "SVC pixels (gamma auto)"), ("svm_rbf_pca", "SVC PCA"),
-                           ("svm_rbf_pca_auto", "SVC PCA (gamma auto)"),
-                           ("loo20_linear", "LOO-20 codes (mean)"), ("loo20_linear_max", "LOO-20 codes (max)"),
-                           ("loo20_linear_pixels", "LOO-20 pixels"), ("loo20_linear_pca", "LOO-20 PCA"),
-                           ("attributes_linear", "attributes (mean)"), ("semi_supervised_error", "q(y|x) error"),
-                           ("nn_baseline_error", "NN baseline error"), ("svm_pixels_error", "SVC pixels error"),
-                           ("cluster_error", "cluster error")):
-            if any(key in results[r.name].get("classification", {}) for r in runs):
-                columns[title] = lambda r, key=key: f"{results[r.name]['classification'][key]:.2%}"
-    if "likelihood" in studies:
-        for split in ("test", "evaluation"):
-            if any(split in results[r.name].get("likelihood", {}) for r in runs):
-                columns[f"Parzen LL {split_name(config, split)}"] = lambda r, split=split: plus_minus(
-                    results[r.name]["likelihood"][split], "mean", 1)
-        steps = sorted({int(t) for r in runs for t in results[r.name].get("likelihood", {}).get("steps", {})})
-        for t in steps:
-            columns[f"LL after {t} chain steps"] = lambda r, t=t: plus_minus(
-                results[r.name]["likelihood"]["steps"][str(t)], "mean", 1)
-    if "quality" in studies:
-        networks = {results[r.name]["quality"]["feature_network"] for r in runs if "quality" in results[r.name]}
-        if len(networks) > 1:  # FIDs and ISs of two feature networks cannot be compared
-            columns["feature network"] = lambda r: results[r.name]["quality"]["feature_network"]
-
-        def fid_and_is(scores):
-            return f"{scores['fid']:.2f}", f"{scores['inception_score']:.2f} ± {scores['inception_score_std']:.2f}"
-
-        columns["FID"] = lambda r: fid_and_is(results[r.name]["quality"])[0]
-        columns["IS ± sd"] = lambda r: fid_and_is(results[r.name]["quality"])[1]
-        steps = sorted({int(t) for r in runs for t in results[r.name].get("quality", {}).get("steps", {})})
-        for t in steps:
-            for i, title in enumerate(("FID", "IS")):
-                columns[f"{title} after {t} chain steps"] = lambda r, t=t, i=i: fid_and_is(
-                    results[r.name]["quality"]["steps"][str(t)])[i]
-
-    def cell(column, run):
-        try:
-            return column(run)
-        except KeyError:
-            return "–"
-
-    # A row per measure and a column per run: a terminal holds a few runs side by side, not 16 measures
-    return markdown(["measure", *(run.name for run in runs)],
-                    [[title, *(cell(column, run) for run in runs)] for title, column in columns.items() if title != "run"])
+                     "Inception Score", f"sd over {feature_networks.IS_SPLITS} splits"], rows)
 
 
 def parse_args(argv):
@@ -1651,46 +852,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def check_writable(path):
-    """--table: a file that can be written (its folder exists or can be made), or one CLIError line."""
-    path = Path(path)
-    if path.is_dir():
-        raise common.CLIError(f"--table {path} is a folder; give a file name, e.g. {path / 'table.md'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as error:
-        raise common.CLIError(f"--table {path} cannot be written ({error.strerror or error}); choose another "
-                              "file") from None
-
-
 def non_negative_int(text):
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or a positive whole number, got {text}")
     return value
-
-
-def write_table(path, text):
-    with machinery.atomic_path(path) as tmp:
-        Path(tmp).write_text(text + "\n")
-
-
-def compare_command(args):
-    """eval.py compare A1 A2 ... --against B1 B2 ...: compare's report, printed and written to --table."""
-    if not args.against:
-        raise common.CLIError("compare needs a second group of run folders: eval.py compare A1 A2 ... --against "
-                              "B1 B2 ...")
-    if args.names and args.names[0] == args.names[1]:
-        raise common.CLIError(f"--names {args.names[0]} {args.names[1]}: give the two groups different names")
-    if args.table:
-        check_writable(args.table)
-    report = compare(args.runs, args.against, args.names)
-    print(report)
-    if args.table:
-        write_table(args.table, report)
-        print(f"\ncomparison written to {args.table}")
 
 
 def studies_for(study, run):
@@ -1702,10 +868,10 @@ def studies_for(study, run):
     if study in CODE_STUDIES:
         return (study,)
     if points and study not in TOY_STUDIES:
-        raise common.CLIError(f"{run.path} holds points in the plane ({run.config['dataset']}), which {study} cannot "
+        raise CLIError(f"{run.path} holds points in the plane ({run.config['dataset']}), which {study} cannot "
                               f"score: use eval.py modes (or all)")
     if not points and study in TOY_STUDIES:
-        raise common.CLIError(f"{study} is the study of the toy datasets (toy25, ring8), and {run.path} was trained "
+        raise CLIError(f"{study} is the study of the toy datasets (toy25, ring8), and {run.path} was trained "
                               f"on {run.config['dataset']}: use eval.py all")
     return (study,)
 
@@ -1713,27 +879,26 @@ def studies_for(study, run):
 def main(argv=None):
     args = parse_args(argv)
     if args.study == "compare":
-        return compare_command(args)
+        return compare.compare_command(args)
     if args.study == "table":
-        table = results_table(args.runs[0])
-        print(table)
-        if args.table:
-            write_table(args.table, table)
-        return
+        return compare.table_command(args)
     if args.against or args.names:
-        raise common.CLIError("--against and --names are for eval.py compare")
+        raise CLIError("--against and --names are for eval.py compare")
     device = machinery.choose_device(args.device)
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
-    runs = [load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work
+    runs = [common.load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work,
+    for run in runs:  # its eval.json too: a damaged one, or a folder it cannot be written in, stops us before
+        read_eval_json(run.path)  # hours of work, not after them
+        machinery.check_folder_writable(run.path, "eval.json")
     studies_of = {run.name: studies_for(args.study, run) for run in runs}
     for run in runs:
-        if {"likelihood", "quality"} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps
+        if {LIKELIHOOD, QUALITY} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps
             check_sample_memory(run.config, args.samples, args.steps, device)
-    choices = {run.name: args.feature_network or default_feature_network(run.config) for run in runs}
+    choices = {run.name: args.feature_network or feature_networks.default_feature_network(run.config) for run in runs}
     data_cache, networks, results = {}, {}, {}
-    if any("quality" in studies_of[run.name] and choices[run.name] == "inception" for run in runs):
-        networks["inception"] = inception_network()  # offline is found out before hours of work
+    if any(QUALITY in studies_of[run.name] and choices[run.name] == "inception" for run in runs):
+        networks["inception"] = feature_networks.inception_network()  # offline is found out before hours of work
     for run in runs:
         studies = studies_of[run.name]
         data = load_data(run.config, args.data_dir, data_cache)
@@ -1741,50 +906,50 @@ def main(argv=None):
         print(f"\n## {run.name}: {run.config['model']}, {progress_note}, {data}")
         results[run.name] = {}
         for study in studies:
-            if study == "quality":  # before the seed: a classifier trained or read leaves the same random numbers
+            if study == QUALITY:  # before the seed: a classifier trained or read leaves the same random numbers
                 network_key = "inception" if choices[run.name] == "inception" else id(data)
                 if network_key not in networks:  # one Inception-v3, one classifier per dataset
-                    networks[network_key] = feature_network(choices[run.name], data,
+                    networks[network_key] = feature_networks.feature_network(choices[run.name], data,
                                                             args.data_dir or run.config["data_dir"], device)
             common.seed_everything(args.seed)  # each study's numbers do not depend on the others run before it
             started = time.perf_counter()
-            if study == "reconstruct":
-                key, result = "reconstruction", reconstruct(run.model, data, device)
+            if study == RECONSTRUCTION:
+                result = reconstruct(run.model, data, device)
                 table = reconstruction_table(result)
-            elif study == "classify":
-                key, result = "classification", classify(run.model, data, device, args.max_train, args.seed)
+            elif study == CLASSIFICATION:
+                result = classify(run.model, data, device, args.max_train, args.seed)
                 table = classification_table(result, run.config)
                 if hasattr(run.model, "class_probabilities"):  # semi_supervised_aae.py: the paper's own measures
                     extra = semi_supervised_study(run, data, device, args.seed)
                     notes = result["notes"] + extra.pop("notes")
                     result.update(extra, notes=notes)
                     table += "\n\n" + semi_supervised_table(result)
-            elif study == "likelihood":
-                key, result = "likelihood", likelihood(run.model, data, run.config, device, args.samples, args.steps,
-                                                       run.path / "likelihood_steps.png", args.bandwidth_on)
+            elif study == LIKELIHOOD:
+                result = likelihood(run.model, data, run.config, device, args.samples, args.steps,
+                                    run.path / "likelihood_steps.png", args.bandwidth_on)
                 table = likelihood_table(result, run.config)
-            elif study == "modes":
-                key, result = "modes", modes(run.model, data, run.config, device, args.samples, args.steps)
+            elif study == MODES:
+                result = modes(run.model, data, run.config, device, args.samples, args.steps)
                 table = modes_table(result)
-            elif study == "prior":
-                key, result = "prior", prior_match(run.model, data, device)
+            elif study == PRIOR:
+                result = prior_match(run.model, data, device)
                 table = prior_table(result)
             else:
-                key, result = "quality", quality(run.model, data, run.config, device, networks[network_key],
-                                                 args.samples, args.steps, run.path / "quality_steps.png")
+                result = quality(run.model, data, run.config, device, networks[network_key], args.samples, args.steps,
+                                 run.path / "quality_steps.png")
                 table = quality_table(result, run.config)
             result.update(seconds=round(time.perf_counter() - started, 2), epoch=run.epoch, seed=args.seed)
             if run.unfinished:
                 result["unfinished"] = run.unfinished
-            print(f"\n### {key} ({result['seconds']:.1f} s)\n")
+            print(f"\n### {study} ({result['seconds']:.1f} s)\n")
             for note in result.get("notes", []):
                 print(f"note: {note}")
             if table:
                 print(table)
-            merge_results(run.path, key, result)
-            results[run.name][key] = result
+            merge_results(run.path, study, result)
+            results[run.name][study] = result
         print(f"\nresults merged into {run.path / 'eval.json'}")
-    table = comparison_table(runs, results)
+    table = compare.comparison_table(runs, results, {run.name: run.model.sigma for run in runs})
     if len(runs) > 1:
         print(f"\n## comparison\n\n{table}")
     if args.table:

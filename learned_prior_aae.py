@@ -61,12 +61,15 @@ DEFAULTS = {"digits": dict(conv=False, hidden=[256, 256], image_discriminator_hi
             **{name: dict(conv=False, hidden=[128, 128], image_discriminator_hidden=128,
                           code_discriminator_hidden=[128, 128], latent_dim=2, noise_dim=2, lr=1e-3, batch_size=100,
                           epochs=5) for name in toy.MIXTURES}}
-SHARED_DEFAULTS = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
-                       decoder_in_prior_phase=True)
-# The conditional settings' (latent_dim, noise_dim) for images: Figure 10 (10-D one-hot + 54-D noise
-# -> 64-D code), Figure 12 (10 categories + 90-D noise -> 100-D code).
-CONDITIONAL_CODE_SIZES = {"supervised": (64, 54), "categorical": (100, 90)}
+FULL_MODEL = dict(setting="unsupervised", learned_prior=True, reconstruction="perceptual",
+                  decoder_in_prior_phase=True)  # the paper's full model; the ablation's flags turn parts off
+# The conditional settings' codes of images: Figure 10 (10-D one-hot + 54-D noise), Figure 12 (10 + 90-D).
+CODE_SIZES = {"supervised": dict(latent_dim=64, noise_dim=54), "categorical": dict(latent_dim=100, noise_dim=90)}
 CATEGORIES = 10
+SETTING_DEFAULTS = {setting: {name: {**FULL_MODEL, **row, **(CODE_SIZES.get(setting, {}) if name not in toy.MIXTURES
+                                                                else {}),
+                                     "setting": setting, "categories": CATEGORIES if setting == "categorical" else None}
+                              for name, row in DEFAULTS.items()} for setting in SETTINGS}  # each setting's, complete
 ADAM_BETAS = (0.5, 0.999)  # DCGAN's (Radford et al.): the paper gives none
 leaky_relu = functools.partial(nn.LeakyReLU, 0.2)  # the paper says LeakyReLU, not its slope: DCGAN's
 
@@ -83,14 +86,14 @@ def fc_image_features(image_shape, hidden):
 
 
 class ImageDiscriminator(nn.Module):
-    """D_I (Table A3): feature layers F, then FC `hidden` + LeakyReLU, then FC 1 (the logit; the
-    sigmoid is inside the loss). Returns (logit, hidden layer); Q reads the hidden layer."""
+    """D_I (Table A3): feature layers F, then FC `units` + LeakyReLU, then FC 1 (the logit; the
+    sigmoid is inside the loss). Returns (logit, hidden layer's activations); Q reads them."""
 
-    def __init__(self, features, feature_size, hidden):
+    def __init__(self, features, feature_size, units):
         super().__init__()
         self.features = features
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(feature_size, hidden), leaky_relu())
-        self.real_or_fake = nn.Linear(hidden, 1)
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(feature_size, units), leaky_relu())
+        self.real_or_fake = nn.Linear(units, 1)
 
     def forward(self, x):
         h = self.hidden(self.features(x))
@@ -217,9 +220,9 @@ def perceptual_loss(model, x, x_rec):
     return F.mse_loss(reconstructed, target)
 
 
-def information_loss(model, hidden, labels):
-    """Eq. 7: L_I = -E[log Q(s | dec(z_c))], Q read from D_I's hidden layer of dec(z_c)."""
-    return F.cross_entropy(model.classifier(hidden), labels)
+def information_loss(model, activations, labels):
+    """Eq. 7: L_I = -E[log Q(s | dec(z_c))], Q read from D_I's hidden layer's activations on dec(z_c)."""
+    return F.cross_entropy(model.classifier(activations), labels)
 
 
 def reconstruction_update(model, optimizer, x, perceptual=True):
@@ -263,14 +266,14 @@ def image_discriminator_update(model, optimizer, x, z, s):
     reconstructions dec(enc(x)) (Eq. 4 + Algorithm 1)."""
     with torch.no_grad():
         x_prior, x_rec = model.decoder(model.prior_code(z, s)), model.decoder(model.encoder(x))
-    prior_logits, prior_hidden = model.image_discriminator(x_prior)
+    prior_logits, prior_activations = model.image_discriminator(x_prior)
     loss = discriminator_loss(model.image_discriminator(x)[0], prior_logits, model.image_discriminator(x_rec)[0])
     losses = {"image_discriminator": loss.detach()}
     if model.classifier is not None:
         # Q learns to name s from dec(z_c) (Eq. 7). Q is a head on D_I's hidden layer, and, as
         # in InfoGAN, the layers it shares with D_I learn from L_I too: we read Algorithm 1's
         # "theta_Q" as Q with its shared layers (the paper does not say).
-        information = information_loss(model, prior_hidden, s)
+        information = information_loss(model, prior_activations, s)
         loss = loss + information
         losses["information_q"] = information.detach()
     optimizer.zero_grad(set_to_none=True)
@@ -286,14 +289,14 @@ def code_generator_update(model, optimizer, x, z, s, decoder_in_prior_phase=True
     unless --no-decoder-in-prior-phase fixes it. D_I, Q and the encoder are fixed."""
     with common.frozen(model.image_discriminator, model.classifier, model.encoder,
                        None if decoder_in_prior_phase else model.decoder):
-        logits, hidden = model.image_discriminator(model.decoder(model.prior_code(z, s)))
+        logits, activations = model.image_discriminator(model.decoder(model.prior_code(z, s)))
         adversarial = code_generator_adversarial_loss(logits)
         if decoder_in_prior_phase:
             adversarial = adversarial + code_generator_adversarial_loss(
                 model.image_discriminator(model.decoder(model.encoder(x)))[0])
         losses, loss = {"code_generator_adversarial": adversarial.detach()}, adversarial
         if model.classifier is not None:
-            information = information_loss(model, hidden, s)  # Eq. 7, now for CG and the decoder
+            information = information_loss(model, activations, s)  # Eq. 7, now for CG and the decoder
             loss = loss + information
             losses["information"] = information.detach()
         optimizer.zero_grad(set_to_none=True)
@@ -404,9 +407,9 @@ def parse_args(argv):
     parser.add_argument("--no-decoder-in-prior-phase", dest="decoder_in_prior_phase", action="store_const",
                         const=False, help="ablation: only CG (and Q) learn against D_I; the decoder is fixed there")
     machinery.describe_defaults(parser, DEFAULTS).epilog += "\n--latent-dim / --noise-dim of images in the " + \
-        ", ".join(f"{setting} setting {latent}/{noise}" for setting, (latent, noise) in CONDITIONAL_CODE_SIZES.items())
+        ", ".join(f"{setting} setting {row['latent_dim']}/{row['noise_dim']}" for setting, row in CODE_SIZES.items())
     args = parser.parse_args(argv)
-    if args.categories is not None and (args.setting or SHARED_DEFAULTS["setting"]) != "categorical":
+    if args.categories is not None and (args.setting or FULL_MODEL["setting"]) != "categorical":
         raise machinery.CLIError("--categories is for --setting categorical (supervised uses the dataset's classes)")
     if args.learned_prior is False and args.noise_dim is not None:
         raise machinery.CLIError("with --no-learned-prior the code is [one-hot label, noise]: set --latent-dim, "
@@ -414,19 +417,8 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    setting, defaults = args.setting or SHARED_DEFAULTS["setting"], {}
-    for name, row in DEFAULTS.items():
-        row = {**SHARED_DEFAULTS, **row, "categories": CATEGORIES if setting == "categorical" else None}
-        if setting in CONDITIONAL_CODE_SIZES and name not in toy.MIXTURES:
-            row["latent_dim"], row["noise_dim"] = CONDITIONAL_CODE_SIZES[setting]
-        if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
-            row["noise_dim"] = max(1, args.latent_dim - (row["latent_dim"] - row["noise_dim"]))
-        defaults[name] = row
-    run = common.start_run("learned_prior_aae", args, defaults,
-                           variant=setting if setting != SHARED_DEFAULTS["setting"] else None)
-    config, data = run.config, run.data
+def fill_settings(config, data):
+    """The flags checked against the data, and the baseline's noise size, before config.json is written."""
     if config["setting"] == "supervised":
         machinery.require_labels(data, "--setting supervised")
     if config["channels"] is not None and not config["conv"]:
@@ -440,8 +432,17 @@ def main(argv=None):
             raise machinery.CLIError(f"--latent-dim {config['latent_dim']} leaves no room for noise next to the "
                                      f"{k} label dimensions; choose a larger one")
         config["noise_dim"] = config["latent_dim"] - k
-        machinery.write_json(run.out / "config.json", config)
-    train(run)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setting = args.setting or FULL_MODEL["setting"]
+    defaults = SETTING_DEFAULTS[setting]
+    if args.latent_dim is not None:  # a code size alone: the noise keeps the setting's room for s
+        defaults = {name: {**row, "noise_dim": max(1, args.latent_dim - (row["latent_dim"] - row["noise_dim"]))}
+                    for name, row in defaults.items()}
+    train(common.start_run("learned_prior_aae", args, defaults,
+                           variant=setting if setting != FULL_MODEL["setting"] else None, fill=fill_settings))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ test codes c are Figure 11's scatter. Values marked "recalled" come from seconda
     python semi_supervised_aae.py --labels 0 --clusters 30        # digits, 30 clusters (Section 6)
     python semi_supervised_aae.py --reduce-dim 2 --labels 0 --clusters 20      # Figure 11c
     python semi_supervised_aae.py --dataset mnist --labels 1000                # Table 2
-    python eval.py classify runs/semi_supervised_aae-digits       # the test error (or the cluster error)
+    python eval.py classification runs/semi_supervised_aae-digits       # the test error (or the cluster error)
 """
 
 import argparse
@@ -51,11 +51,11 @@ import toy
 # Section 5's appendix (recalled): 2 x 1000 ReLU units in every network, y and z 10-D, z ~ N(0, I), noise of
 # std 0.3 on the autoencoder's input; SGD with momentum (reconstruction lr 0.01, cross-entropy and adversarial
 # 0.1, divided by 10 after epoch 50, 5000 epochs). We take the re-implementations' Adam, which learns in tens
-# of epochs, at 1e-3, also for the adversarial networks: with their 1e-4 our D_gauss won and z kept the class
-# (docs/aae.md), and the paper's adversarial rate is not below its reconstruction rate. Batch size: not
-# recorded, 100. digits is a small setting of ours.
+# of epochs, at 1e-3, also for the adversarial networks (why: docs/aae.md; the paper's adversarial rate is not
+# below its reconstruction rate). Batch size: not recorded, 100. digits is a small setting of ours.
 SECTION_5 = dict(style_dim=10, input_noise=0.3, input_dropout=0.0, batch_norm=False, discriminator_noise=0.0,
-                 lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9, grad_clip=0.0)
+                 lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9, grad_clip=0.0, clusters=None,
+                 reduce_dim=0)  # clusters: one per class of the data
 SEMI_SUPERVISED = {
     "digits": dict(hidden=[256, 256], discriminator_hidden=[256, 256], labels=100, batch_size=64, **SECTION_5),
     "mnist": dict(hidden=[1000, 1000], discriminator_hidden=[1000, 1000], labels=1000, batch_size=100, **SECTION_5),
@@ -66,12 +66,11 @@ TOY = dict(hidden=[128, 128], discriminator_hidden=[128, 128], batch_size=100, s
            input_dropout=0.0, lr=1e-3, adversarial_lr=1e-3, epochs=5)
 SEMI_SUPERVISED.update({name: dict(SECTION_5, **TOY, labels=10 * len(m)) for name, (m, _) in toy.MIXTURES.items()})
 # Section 6's appendix (recalled): 2 x 3000 ReLU, z 5-D, 20 % dropout on the input, BatchNorm in the
-# encoder (without it most clusters went unused: docs/aae.md), 1500 epochs. Not the paper's: 1000 units
-# (--hidden 3000 is the recalled width), which clustered better than 3000 over 8,000 updates, paired over
-# seeds and test images (docs/aae.md, Section 6), and the discriminators' noise.
+# encoder, 1500 epochs. Not the paper's: 1000 units (--hidden 3000 is the recalled width; why: docs/aae.md,
+# Section 6), and the discriminators' noise.
 SECTION_6 = dict(style_dim=5, clusters=16, input_noise=0.0, input_dropout=0.2, batch_norm=True,
                  discriminator_noise=0.3, lr=1e-3, adversarial_lr=1e-3, epochs=100, init="glorot", beta1=0.9,
-                 grad_clip=0.0)
+                 grad_clip=0.0, labels=0, reduce_dim=0)
 # musyoku/adversarial-autoencoder, the public Chainer re-implementation, clusters with --hidden 1000 --no-batch-norm
 # --input-dropout 0 --init normal --lr 1e-4 --adversarial-lr 1e-4 --beta1 0.1 --grad-clip 5 and our D noise; beyond
 # flags, a 10-D z, a tanh decoder with the squared error, batch 64 and one Adam for both encoder updates (docs/aae.md).
@@ -405,6 +404,17 @@ def parse_args(argv):
     return args
 
 
+def fill_settings(config, data):
+    """What depends on the data, before config.json is written: y's size (one category per class
+    unless --clusters says), the labelled set --labels asks for (it must exist; else one CLIError
+    line), and the code's size."""
+    if config["clusters"] is None:  # semi-supervised: one category per class
+        config["clusters"] = data.num_classes
+    if config["labels"]:
+        check_labels(config, data)
+    config["latent_dim"] = config["style_dim"] if config["reduce_dim"] else config["clusters"] + config["style_dim"]
+
+
 def check_labels(config, data):
     """The labelled set --labels asks for exists; else one CLIError line."""
     n, k = config["labels"], data.num_classes
@@ -427,19 +437,10 @@ def check_labels(config, data):
 def main(argv=None):
     args = parse_args(argv)
     reduce = {"style_dim": args.reduce_dim} if args.reduce_dim else {}  # Section 7: z is n-D
-    defaults = {name: {"labels": 0, "clusters": None, "reduce_dim": 0, **row, **reduce}
-                for name, row in (CLUSTERING if args.labels == 0 else SEMI_SUPERVISED).items()}
+    defaults = {name: {**row, **reduce} for name, row in (CLUSTERING if args.labels == 0 else SEMI_SUPERVISED).items()}
     variant = "-".join(part for part in ("clustering" if args.labels == 0 else None,
                                          f"reduce{args.reduce_dim}" if args.reduce_dim else None) if part)
-    run = common.start_run("semi_supervised_aae", args, defaults, variant=variant or None)
-    config, data = run.config, run.data
-    if config["clusters"] is None:  # semi-supervised: one category per class
-        config["clusters"] = data.num_classes
-    if config["labels"]:
-        check_labels(config, data)
-    config["latent_dim"] = config["style_dim"] if config["reduce_dim"] else config["clusters"] + config["style_dim"]
-    machinery.write_json(run.out / "config.json", config)
-    train(run)
+    train(common.start_run("semi_supervised_aae", args, defaults, variant=variant or None, fill=fill_settings))
 
 
 if __name__ == "__main__":

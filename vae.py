@@ -37,12 +37,12 @@ import conv_networks
 import machinery
 import toy
 
-# aae.py's networks, lr, batch size and epochs for each dataset (the DAAE paper's, which the AAE
-# paper's "same architecture" comparison asks for), without the discriminator. decoder_std: the
-# Gaussian p(x|z) of points in the plane, the toy mixture's component std; None: Bernoulli pixels.
+# Every setting, per dataset: aae.py's networks, lr, batch size and epochs (the DAAE paper's, which the AAE
+# paper's "same architecture" comparison asks for), no discriminator. decoder_std: the Gaussian p(x|z) of
+# points in the plane, the toy mixture's component std; None: Bernoulli pixels.
 DEFAULTS = {name: {**{key: value for key, value in row.items() if key != "discriminator_hidden"},
                    "prior": "gaussian", "decoder_std": toy.MIXTURES[name][1] if name in toy.MIXTURES else None}
-            for name, row in aae.DEFAULTS.items()}
+            for name, row in aae.NETWORKS.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import torch
 
-import eval as evaluation
+import feature_networks
 
 os.environ["OMP_NUM_THREADS"] = "1"  # for the scripts the tests start as subprocesses
 torch.set_num_threads(1)
@@ -38,4 +38,4 @@ def own_working_folder(tmp_path, monkeypatch):
 def short_classifier_training(monkeypatch):
     """eval.py's quality study (and `all`, which includes it) trains its classifier a few hundred
     steps: the tests check what the classifier is for, not how good it gets."""
-    monkeypatch.setattr(evaluation, "CLASSIFIER_STEPS", 200)
+    monkeypatch.setattr(feature_networks, "CLASSIFIER_STEPS", 200)

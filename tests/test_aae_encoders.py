@@ -98,7 +98,7 @@ def test_universal_gets_its_own_run_folder_and_old_runs_read_as_deterministic(tm
 
 
 def test_bad_choices_are_one_line(capsys):
-    for argv, message in {("--encoder", "universal", "--dataset", "celeba"): "--encoder gaussian",
+    for argv, message in {("--encoder", "universal", "--dataset", "celeba"): "use gaussian",
                           ("--encoder", "nosuch"): "--encoder"}.items():
         assert cli(["--epochs", "1", *argv]) == 2
         err = capsys.readouterr().err.strip()

@@ -200,7 +200,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 def test_bad_input_is_one_line(tmp_path, capsys):
     for argv, message in [(["--epochs", "0"], "--epochs"), (["--dataset", "nosuch"], "unknown dataset"),
                           (["--batch-size", "5000"], "larger than the training set"), (["--sigma", "0.5"], "--sigma")]:
-        with pytest.raises(common.CLIError, match=message):
+        with pytest.raises(machinery.CLIError, match=message):
             ali.main([*argv, "--out", str(tmp_path / "run")])
     # As a command (machinery.cli around main): one "error: ..." line on stderr, exit status 2.
     with pytest.raises(SystemExit) as exit:

@@ -37,8 +37,8 @@ def test_corrupt_adds_gaussian_noise_of_the_given_std():
 def test_parzen_matches_brute_force(sigma):
     rng = np.random.default_rng(0)
     samples, data = rng.random((300, 1, 8, 8)), rng.random((70, 1, 8, 8))
-    got = common.parzen_log_likelihood(torch.tensor(samples, dtype=torch.float32),
-                                       torch.tensor(data, dtype=torch.float32), sigma)
+    got = common.parzen_log_likelihoods(torch.tensor(samples, dtype=torch.float32),
+                                        torch.tensor(data, dtype=torch.float32), [sigma])[0]
     expected = brute_force_parzen(samples.astype(np.float32).astype(np.float64),
                                   data.astype(np.float32).astype(np.float64), sigma)
     assert got.shape == (70,)
@@ -53,7 +53,7 @@ def test_parzen_is_exact_far_from_the_samples_where_naive_code_underflows():
     with np.errstate(divide="ignore"):
         naive = np.log(np.exp(-((data[:, None] - samples[None]) ** 2).sum(-1) / (2 * sigma**2)).mean(1))
     assert np.isneginf(naive).all()
-    got = common.parzen_log_likelihood(torch.tensor(samples), torch.tensor(data), sigma).numpy()
+    got = common.parzen_log_likelihoods(torch.tensor(samples), torch.tensor(data), [sigma])[0].numpy()
     np.testing.assert_allclose(got, brute_force_parzen(samples, data, sigma), rtol=1e-10)
     assert np.isfinite(got).all()
 
@@ -90,18 +90,18 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     machinery.save_checkpoint(path, {"model": "aae", "epoch": 3, "weights": torch.arange(4.0)})
     loaded = machinery.load_checkpoint(path, "aae")
     assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], torch.arange(4.0))
-    with pytest.raises(common.CLIError, match="daae.py|not daae"):
+    with pytest.raises(machinery.CLIError, match="daae.py|not daae"):
         machinery.load_checkpoint(path, "daae")
 
     path.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(common.CLIError, match="not a valid checkpoint"):
+    with pytest.raises(machinery.CLIError, match="not a valid checkpoint"):
         machinery.load_checkpoint(path, "aae")
 
     torch.save({"format": "something else"}, path)
-    with pytest.raises(common.CLIError, match="not a checkpoint written by these scripts"):
+    with pytest.raises(machinery.CLIError, match="not a checkpoint written by these scripts"):
         machinery.load_checkpoint(path, "aae")
 
-    with pytest.raises(common.CLIError, match="no checkpoint"):
+    with pytest.raises(machinery.CLIError, match="no checkpoint"):
         machinery.load_checkpoint(tmp_path / "missing.pt", "aae")
 
 
@@ -120,7 +120,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": machinery.CHECKPOINT_FORMAT, "payload": RunsCode(str(marker))}, f, protocol=2)
-    with pytest.raises(common.CLIError, match="not a valid checkpoint"):
+    with pytest.raises(machinery.CLIError, match="not a valid checkpoint"):
         machinery.load_checkpoint(path, "aae")
     assert not marker.exists()
 
@@ -144,7 +144,7 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
 def test_parser_errors_are_one_line_cli_errors():
     parser = machinery.model_parser("aae", "test")
     for argv in (["--epochs", "0"], ["--batch-size", "-3"], ["--lr", "nan"], ["--bogus"]):
-        with pytest.raises(common.CLIError, match="see --help"):
+        with pytest.raises(machinery.CLIError, match="see --help"):
             parser.parse_args(argv)
     assert math.isclose(parser.parse_args(["--lr", "2e-4"]).lr, 2e-4)
 
@@ -155,7 +155,7 @@ def test_device_flag_and_its_gpu_alias():
     assert parser.parse_args(["--gpu"]).device == "cuda"
     assert parser.parse_args(["--device", "cpu"]).device == "cpu"
     assert machinery.choose_device("cpu") == torch.device("cpu")  # forced even where CUDA exists
-    with pytest.raises(common.CLIError, match="--device"):
+    with pytest.raises(machinery.CLIError, match="--device"):
         parser.parse_args(["--device", "tpu"])
 
 

@@ -14,8 +14,10 @@ import pytest
 from scipy import stats
 
 import aae
+import compare
 import eval as evaluation
 import machinery
+import results
 from helpers import run_eval as run_cli
 
 RNG = np.random.default_rng(0)
@@ -28,8 +30,8 @@ RNG = np.random.default_rng(0)
 
 def test_identical_predictions_differ_by_nothing():
     correct = RNG.random((3, 200)) < 0.7
-    assert evaluation.mcnemar(correct, correct) == (0, 0, 1.0)
-    same = evaluation.compare_correct(correct, correct)
+    assert compare.mcnemar(correct, correct) == (0, 0, 1.0)
+    same = compare.compare_correct(correct, correct)
     assert same.difference == 0 and same.interval == (0, 0) and same.p == 1.0
     assert same.a == same.b == pytest.approx(100 * correct.mean())
 
@@ -42,8 +44,8 @@ def test_right_where_the_other_is_wrong_on_k_images():
     b[:, :k] = False
     a = b.copy()
     a[:, :k] = True
-    assert evaluation.mcnemar(a[0], b[0]) == (k, 0, pytest.approx(2 * 0.5**k))
-    result = evaluation.compare_correct(a, b)
+    assert compare.mcnemar(a[0], b[0]) == (k, 0, pytest.approx(2 * 0.5**k))
+    result = compare.compare_correct(a, b)
     assert result.difference == pytest.approx(100 * k / n)
     assert result.p == pytest.approx(2 * 0.5 ** (pairs * k)) and result.p < 1e-9
     low, high = result.interval
@@ -54,43 +56,43 @@ def test_right_where_the_other_is_wrong_on_k_images():
 def test_mcnemar_is_two_sided_on_the_discordant_images_only():
     a = np.array([1] * 7 + [0] * 3 + [1] * 50 + [0] * 40, bool)  # 7 only A, 3 only B, 90 concordant
     b = np.array([0] * 7 + [1] * 3 + [1] * 50 + [0] * 40, bool)
-    assert evaluation.mcnemar(a, b) == (7, 3, pytest.approx(stats.binomtest(7, 10).pvalue))
-    assert evaluation.mcnemar(a, b)[2] == pytest.approx(0.34375) == evaluation.mcnemar(b, a)[2]
+    assert compare.mcnemar(a, b) == (7, 3, pytest.approx(stats.binomtest(7, 10).pvalue))
+    assert compare.mcnemar(a, b)[2] == pytest.approx(0.34375) == compare.mcnemar(b, a)[2]
 
 
 def test_bootstrap_draws_the_same_images_for_every_pair_and_draws_the_pairs():
     """bootstrap_interval (counts, in chunks) against the plain resampling it stands for: the same
     draws of images for every pair, pairs drawn too."""
     d = RNG.normal(size=(3, 40))
-    low, high = evaluation.bootstrap_interval(d, resamples=300, seed=5)
+    low, high = compare.bootstrap_interval(d, resamples=300, seed=5)
     rng = np.random.default_rng(5)
     items, pairs = rng.integers(0, 40, (300, 40)), rng.integers(0, 3, (300, 3))
     means = [d[np.ix_(p, i)].mean() for p, i in zip(pairs, items)]
     assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
-    assert evaluation.bootstrap_interval(d, resamples=300, seed=5) == (low, high)  # a fixed seed
+    assert compare.bootstrap_interval(d, resamples=300, seed=5) == (low, high)  # a fixed seed
     # Pairs that disagree as a whole: only drawing the pairs can widen the interval.
-    assert evaluation.bootstrap_interval(np.array([[1.0] * 50, [-1.0] * 50])) == pytest.approx((-1, 1))
+    assert compare.bootstrap_interval(np.array([[1.0] * 50, [-1.0] * 50])) == pytest.approx((-1, 1))
 
 
 def test_reconstruction_errors_with_a_known_shift():
     b = RNG.gamma(2, 0.01, (2, 500))
     a = b - 0.004 + RNG.normal(0, 0.001, b.shape)
-    result = evaluation.compare_items(a, b, "image")
+    result = compare.compare_items(a, b, "image")
     assert result.difference == pytest.approx(-0.004, abs=2e-4)
     low, high = result.interval
     assert low < -0.004 < high < 0 and result.p < 1e-10
-    same = evaluation.compare_items(b, b, "image")
+    same = compare.compare_items(b, b, "image")
     assert same.difference == 0 and same.interval == (0, 0) and same.p == 1.0
 
 
 def test_per_run_measures_need_two_pairs():
-    result = evaluation.compare_runs([10.0, 12.0, 11.0], [8.0, 9.5, 9.0])
+    result = compare.compare_runs([10.0, 12.0, 11.0], [8.0, 9.5, 9.0])
     test = stats.ttest_rel([10.0, 12.0, 11.0], [8.0, 9.5, 9.0])
     assert result.difference == pytest.approx(2.1666667) and result.p == pytest.approx(test.pvalue)
     assert result.interval == pytest.approx(tuple(test.confidence_interval()))
-    one = evaluation.compare_runs([10.0], [8.0])
+    one = compare.compare_runs([10.0], [8.0])
     assert one.difference == 2 and one.p is None and one.interval is None
-    assert evaluation.paired_t([1.0, 2.0], [1.0, 2.0]) == (1.0, (0.0, 0.0))
+    assert compare.paired_t([1.0, 2.0], [1.0, 2.0]) == (1.0, (0.0, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def make_run(folder, model, seed, correct, errors, parzen, fid, dataset="digits"
     config = {"model": model, "seed": seed, "dataset": dataset, "image_size": None, "sigma": sigma}
     (folder / "config.json").write_text(json.dumps(config))
     correct, everywhere = np.asarray(correct, bool), "1" * len(correct)
-    classification = {"svm_rbf": correct.mean(), "svm_rbf_correct": evaluation.pack_bits(correct),
+    classification = {"svm_rbf": correct.mean(), "svm_rbf_correct": results.pack_bits(correct),
                       "test_images": len(correct), "train_images": 1000}
     for key in ("svm_rbf_pixels", "svm_rbf_pixels_auto", "svm_rbf_pca", "svm_rbf_pca_auto"):
         classification.update({key: 1.0, f"{key}_correct": everywhere})
@@ -113,11 +115,11 @@ def make_run(folder, model, seed, correct, errors, parzen, fid, dataset="digits"
         for key, values in (("loo20_linear", drawers), ("loo20_linear_pixels", [0.5] * len(drawers)),
                             ("loo20_linear_pca", [0.5] * len(drawers))):
             classification.update({key: np.mean(values), f"{key}_each": {str(d + 1): v for d, v in enumerate(values)}})
-    results = {"classification": classification,
-               "reconstruction": {"mse": float(np.mean(errors)), "squared_errors": evaluation.pack_numbers(errors)},
+    stored = {"classification": classification,
+               "reconstruction": {"mse": float(np.mean(errors)), "squared_errors": results.pack_numbers(errors)},
                "likelihood": {"samples": 100, "test": {"mean": parzen}},
                "quality": {"samples": 100, "feature_network": "digits classifier", "fid": fid, "inception_score": 5.0}}
-    (folder / "eval.json").write_text(json.dumps(results))
+    (folder / "eval.json").write_text(json.dumps(stored))
     return str(folder)
 
 
@@ -190,9 +192,9 @@ def test_clustering_runs_are_paired_image_by_image_by_both_rules(tmp_path, capsy
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"model": "semi_supervised_aae", "seed": seed,
                                                         "dataset": "mnist10k.npz", "image_size": None}))
-        classification = {"cluster_error": 1 - paper.mean(), "cluster_correct": evaluation.pack_bits(paper),
+        classification = {"cluster_error": 1 - paper.mean(), "cluster_correct": results.pack_bits(paper),
                           "cluster_error_majority": 1 - majority.mean(),
-                          "cluster_majority_correct": evaluation.pack_bits(majority)}
+                          "cluster_majority_correct": results.pack_bits(majority)}
         (folder / "eval.json").write_text(json.dumps({"classification": classification}))
         return str(folder)
 
@@ -212,15 +214,15 @@ def test_clustering_runs_are_paired_image_by_image_by_both_rules(tmp_path, capsy
 
 def test_runs_are_paired_by_seed_else_in_order(tmp_path):
     def runs(model, seeds):
-        return [evaluation.EvaluatedRun(tmp_path / f"{model}-{s}", {"model": model, "seed": s}, {}) for s in seeds]
+        return [results.EvaluatedRun(tmp_path / f"{model}-{s}", {"model": model, "seed": s}, {}) for s in seeds]
 
-    pairs, note = evaluation.pair_runs(runs("daae", [3, 1, 2]), runs("aae", [1, 2, 3]))
+    pairs, note = compare.pair_runs(runs("daae", [3, 1, 2]), runs("aae", [1, 2, 3]))
     assert [(a.config["seed"], b.config["seed"]) for a, b in pairs] == [(3, 3), (1, 1), (2, 2)]
     assert note == "paired by seed: 3, 1, 2"
-    pairs, note = evaluation.pair_runs(runs("daae", [0, 1]), runs("aae", [5, 6]))
+    pairs, note = compare.pair_runs(runs("daae", [0, 1]), runs("aae", [5, 6]))
     assert [(a.config["seed"], b.config["seed"]) for a, b in pairs] == [(0, 5), (1, 6)]
     assert "paired in the order given" in note
-    assert evaluation.group_names(runs("daae", [0]), runs("aae", [0])) == ["daae", "aae"]
+    assert compare.group_names(runs("daae", [0]), runs("aae", [0])) == ["daae", "aae"]
 
 
 def test_one_seed_is_no_test_for_per_run_measures(groups, capsys):
@@ -260,9 +262,9 @@ def test_bad_comparisons_are_one_line(groups, tmp_path, capsys, change, words):
         aae[0] = make_run(tmp_path / "mnist", "aae", 2, np.ones(N_IMAGES), np.ones(N_IMAGES), 0.0, 0.0, "mnist")
     elif change == "old eval.json":  # written by eval.py before it kept per-image results
         path = tmp_path / "aae-2" / "eval.json"
-        results = json.loads(path.read_text())
-        del results["classification"]["svm_rbf_correct"]
-        path.write_text(json.dumps(results))
+        stored = json.loads(path.read_text())
+        del stored["classification"]["svm_rbf_correct"]
+        path.write_text(json.dumps(stored))
     elif change == "other test split":
         aae[0] = make_run(tmp_path / "fewer", "aae", 2, np.ones(50), np.ones(50), 0.0, 0.0)
     elif change == "three against two":
@@ -272,12 +274,12 @@ def test_bad_comparisons_are_one_line(groups, tmp_path, capsys, change, words):
     status, out, err = run_cli(["compare", *daae, "--against", *aae], capsys)
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     if change == "old eval.json":
-        assert "re-run `python eval.py classify" in err
+        assert "re-run `python eval.py classification" in err
 
 
 @pytest.mark.parametrize("argv, words", [
     (["compare", "{run}"], "compare needs a second group"),
-    (["classify", "{run}", "--against", "{run}"], "--against and --names are for eval.py compare"),
+    (["classification", "{run}", "--against", "{run}"], "--against and --names are for eval.py compare"),
     (["compare", "{run}", "--against", "{run}", "--names", "X", "X"], "different names"),
 ])
 def test_bad_compare_command_lines_are_one_line(groups, capsys, argv, words):
@@ -295,21 +297,21 @@ def test_bad_compare_command_lines_are_one_line(groups, capsys, argv, words):
 def evaluated_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "aae-digits"
     aae.main(["--epochs", "1", "--sigma", "0.5", "--latent-dim", "4", "--out", str(out)])
-    for study in ("classify", "reconstruct"):
+    for study in ("classification", "reconstruction"):
         assert evaluation.main([study, str(out), "--max-train", "400"]) is None
     return out
 
 
 def test_classify_and_reconstruct_keep_per_image_results(evaluated_run):
-    results = json.loads((evaluated_run / "eval.json").read_text())
-    classification, reconstruction = results["classification"], results["reconstruction"]
+    stored = json.loads((evaluated_run / "eval.json").read_text())
+    classification, reconstruction = stored["classification"], stored["reconstruction"]
     for key in ("svm_rbf", "svm_rbf_pixels", "svm_rbf_pixels_auto", "svm_rbf_pca", "svm_rbf_pca_auto"):
-        right = evaluation.unpack_bits(classification[f"{key}_correct"])
+        right = results.unpack_bits(classification[f"{key}_correct"])
         assert len(right) == classification["test_images"] == 271
         assert right.mean() == pytest.approx(classification[key])
     # gamma auto is 1 / 64 on 8x8 digits, smaller than "scale"'s: another classifier, not a copy.
     assert classification["svm_rbf_pixels_auto_correct"] != classification["svm_rbf_pixels_correct"]
-    errors = evaluation.unpack_numbers(reconstruction["squared_errors"])
+    errors = results.unpack_numbers(reconstruction["squared_errors"])
     assert len(errors) == reconstruction["images"] == 271
     assert errors.mean() == pytest.approx(reconstruction["mse"], rel=1e-5)
 
@@ -338,7 +340,7 @@ MERGES = 40
 def merge_many(run_dir, name, start):
     start.wait()
     for i in range(MERGES):
-        evaluation.merge_results(run_dir, f"{name}{i}", i)
+        results.merge_results(run_dir, f"{name}{i}", i)
 
 
 @pytest.mark.skipif(machinery.fcntl is None, reason="no fcntl.flock (Windows)")
@@ -346,14 +348,14 @@ def test_processes_merging_at_once_keep_every_study(tmp_path, monkeypatch):
     """Two processes merge 40 keys each into one eval.json at the same time. The read is slowed
     down, as a long eval.json is slow to read: without the lock, a process would write back what it
     read, losing the keys the other merged meanwhile."""
-    real_read = evaluation.read_eval_json
+    real_read = results.read_eval_json
 
     def slow_read(run_dir):
-        results = real_read(run_dir)
+        stored = real_read(run_dir)
         time.sleep(0.003)
-        return results
+        return stored
 
-    monkeypatch.setattr(evaluation, "read_eval_json", slow_read)
+    monkeypatch.setattr(results, "read_eval_json", slow_read)
     context = multiprocessing.get_context("fork")  # the children inherit the slowed read
     start = context.Event()
     workers = [context.Process(target=merge_many, args=(tmp_path, name, start)) for name in ("a", "b")]
@@ -363,8 +365,8 @@ def test_processes_merging_at_once_keep_every_study(tmp_path, monkeypatch):
     for worker in workers:
         worker.join(30)
     assert [worker.exitcode for worker in workers] == [0, 0]
-    results = json.loads((tmp_path / "eval.json").read_text())
-    assert set(results) == {f"{name}{i}" for name in "ab" for i in range(MERGES)}
+    stored = json.loads((tmp_path / "eval.json").read_text())
+    assert set(stored) == {f"{name}{i}" for name in "ab" for i in range(MERGES)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +384,7 @@ def test_the_results_table_is_computed_from_the_stored_runs(groups, tmp_path, ca
              "measure": "test accuracy (%)", "digits": 1, "budget": "b", "command": "c"}]
     (tmp_path / "table.json").write_text(json.dumps(rows))
     assert run_cli(["table", str(tmp_path)], capsys)[0] == 0
-    table = evaluation.results_table(tmp_path).splitlines()
+    table = compare.results_table(tmp_path).splitlines()
     assert table[2] == "| DAAE: SVM on codes | 95.28 % | 60.0 ± 0.0 % | b | c |"  # 60 of 100 images, both seeds
     assert table[3].startswith("| DAAE − AAE | +1 point | +10.0 points, 95 % ")  # 10 more images right per pair
     assert table[4].startswith("| DAAE − pixels | – | -40.0 points, 95 % ")
@@ -397,7 +399,7 @@ def test_the_readme_results_table_is_what_eval_table_prints():
     readme = (root / "README.md").read_text()
     start, end = "<!-- results table: python eval.py table results -->\n", "\n<!-- end of the results table -->"
     assert start in readme and end in readme
-    assert readme[readme.index(start) + len(start):readme.index(end)] == evaluation.results_table(root / "results")
+    assert readme[readme.index(start) + len(start):readme.index(end)] == compare.results_table(root / "results")
 
 
 def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_different_tasks(groups, capsys):
@@ -405,9 +407,9 @@ def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_diff
     for runs, sigma in ((daae, 0.5), (aae, 0.0)):
         for run in runs:
             path = Path(run) / "eval.json"
-            results = json.loads(path.read_text())
-            results["reconstruction"]["sigma"] = sigma
-            path.write_text(json.dumps(results))
+            stored = json.loads(path.read_text())
+            stored["reconstruction"]["sigma"] = sigma
+            path.write_text(json.dumps(stored))
     status, out, _ = run_cli(["compare", *daae, "--against", *aae], capsys)
     assert status == 0 and "the MSEs measure different tasks" in out
 
@@ -422,4 +424,4 @@ def test_a_docs_pages_table_is_what_eval_table_prints(page, folder):
     start = f"<!-- results table: python eval.py table results/{folder} -->\n"
     assert start in text
     table = text[text.index(start) + len(start):]
-    assert table[:table.index("\n<!-- end of the results table -->")] == evaluation.results_table(root / "results" / folder)
+    assert table[:table.index("\n<!-- end of the results table -->")] == compare.results_table(root / "results" / folder)

@@ -12,7 +12,9 @@ import torch
 
 import aae
 import common
+import machinery
 import eval as evaluation
+import feature_networks
 from helpers import run_eval as run_cli, run_script
 
 QUALITY_KEYS = {"fid", "inception_score", "inception_score_std", "feature_network", "samples"}
@@ -22,8 +24,8 @@ CPU = torch.device("cpu")
 def random_network():
     """An untrained classifier as the feature network: FID's algebra holds for any features."""
     torch.manual_seed(0)
-    classifier = evaluation.DatasetClassifier((1, 8, 8), 10).eval().requires_grad_(False)
-    return evaluation.FeatureNetwork("random", lambda: evaluation.quality_metrics(classifier.features, classifier),
+    classifier = feature_networks.DatasetClassifier((1, 8, 8), 10).eval().requires_grad_(False)
+    return feature_networks.FeatureNetwork("random", lambda: feature_networks.quality_metrics(classifier.features, classifier),
                                      lambda x: x.clamp(0, 1), {})
 
 
@@ -53,7 +55,7 @@ def test_fid_agrees_with_the_means_and_covariances_of_the_features():
     torch.manual_seed(0)
     features = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16))  # full-rank covariances
     features.num_features = 16
-    network = evaluation.FeatureNetwork("linear", lambda: evaluation.quality_metrics(features, features),
+    network = feature_networks.FeatureNetwork("linear", lambda: feature_networks.quality_metrics(features, features),
                                         lambda x: x, {})
     real, fake = x[:600], (x[600:] + 0.2 * torch.randn_like(x[600:])).clamp(0, 1)
     with torch.no_grad():
@@ -78,7 +80,7 @@ class Oracle(torch.nn.Module):
 def inception_score(labels):
     images = torch.zeros(len(labels), 1, 8, 8)
     images[:, 0, 0, 0] = torch.tensor(labels) / 10
-    network = evaluation.FeatureNetwork("oracle", lambda: evaluation.quality_metrics(Oracle(), Oracle()),
+    network = feature_networks.FeatureNetwork("oracle", lambda: feature_networks.quality_metrics(Oracle(), Oracle()),
                                         lambda x: x, {})
     fid, score = network.metrics()
     fid.update(images, real=True)
@@ -116,17 +118,17 @@ def test_the_same_images_score_the_same_inception_score_whatever_the_random_stat
 
 def test_the_classifier_is_trained_once_then_read_from_its_cache(tmp_path, monkeypatch, capsys):
     trained = []
-    real_train = evaluation.train_classifier
+    real_train = feature_networks.train_classifier
 
     def spy(data, device):
         trained.append(data.image_shape)
         return real_train(data, device)
 
-    monkeypatch.setattr(evaluation, "train_classifier", spy)
+    monkeypatch.setattr(feature_networks, "train_classifier", spy)
     data = common.load_dataset("digits")
-    first = evaluation.classifier_network(data, tmp_path, CPU)
+    first = feature_networks.classifier_network(data, tmp_path, CPU)
     assert "training a classifier of digits" in capsys.readouterr().out
-    second = evaluation.classifier_network(data, tmp_path, CPU)
+    second = feature_networks.classifier_network(data, tmp_path, CPU)
     out = capsys.readouterr().out
     assert len(trained) == 1 and "read from" in out and f"{first.about['classifier_test_accuracy']:.2%}" in out
     assert first.about == second.about and first.about["classifier_test_accuracy"] > 0.8  # 200 steps on digits
@@ -134,10 +136,10 @@ def test_the_classifier_is_trained_once_then_read_from_its_cache(tmp_path, monke
     assert not list((tmp_path / "cache").glob(".*.tmp"))  # written atomically, no leftovers
 
     # Another image size, or other images under the same name, never read this classifier.
-    evaluation.classifier_network(common.load_dataset("digits", image_size=12), tmp_path, CPU)
+    feature_networks.classifier_network(common.load_dataset("digits", image_size=12), tmp_path, CPU)
     other = common.load_dataset("digits")
     other.x_train = other.x_train.flip(-1)
-    evaluation.classifier_network(other, tmp_path, CPU)
+    feature_networks.classifier_network(other, tmp_path, CPU)
     assert trained == [(1, 8, 8), (1, 12, 12), (1, 8, 8)] and len(list((tmp_path / "cache").glob("*.pt"))) == 3
 
 
@@ -152,7 +154,7 @@ class RunsCode:
 @pytest.mark.parametrize("damage", ["truncated", "unsafe", "another dataset's"])
 def test_a_damaged_or_unsafe_classifier_cache_is_trained_again(tmp_path, capsys, damage):
     data = common.load_dataset("digits")
-    path, key = evaluation.classifier_cache(data, tmp_path)
+    path, key = feature_networks.classifier_cache(data, tmp_path)
     path.parent.mkdir()
     if damage == "truncated":
         path.write_bytes(b"PK\x03\x04 half a file")
@@ -160,22 +162,22 @@ def test_a_damaged_or_unsafe_classifier_cache_is_trained_again(tmp_path, capsys,
         with open(path, "wb") as f:
             pickle.dump({"key": key, "x": RunsCode(str(tmp_path / "pwned"))}, f, protocol=2)
     else:
-        evaluation.classifier_network(common.load_dataset("digits", image_size=12), tmp_path, CPU)
+        feature_networks.classifier_network(common.load_dataset("digits", image_size=12), tmp_path, CPU)
         (other,) = (tmp_path / "cache").glob("*.pt")
         other.rename(path)
     capsys.readouterr()
-    network = evaluation.classifier_network(data, tmp_path, CPU)
+    network = feature_networks.classifier_network(data, tmp_path, CPU)
     out, err = capsys.readouterr()
     assert "damaged" in err and "training a classifier" in out and network.about["classifier_test_accuracy"] > 0.8
     assert not (tmp_path / "pwned").exists()
-    assert evaluation.read_classifier(path, key, data) is not None  # the new one replaced it
+    assert feature_networks.read_classifier(path, key, data) is not None  # the new one replaced it
 
 
 def test_a_dataset_without_labels_needs_inception(tmp_path):
     data = common.load_dataset("digits")
     data.y_train = torch.full_like(data.y_train, -1)
-    with pytest.raises(common.CLIError, match="--feature-network inception"):
-        evaluation.classifier_network(data, tmp_path, CPU)
+    with pytest.raises(machinery.CLIError, match="--feature-network inception"):
+        feature_networks.classifier_network(data, tmp_path, CPU)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 
 import common
 import eval as evaluation
+import results
 import semi_supervised_aae as ssaae
 from helpers import run_script
 
@@ -182,10 +183,10 @@ def test_cluster_error_takes_the_label_of_the_most_confident_validation_image():
     y_val = torch.tensor([7, 1, 2, 2, 5, 5])
     p_test = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
     y_test = torch.tensor([7, 2, 2, 5])  # the rule labels them 7, 2, 2, 2: one wrong
-    assert evaluation.cluster_error(p_val, y_val, p_test, y_test) == pytest.approx(0.25)
+    assert 1 - evaluation.cluster_correct(p_val, y_val, p_test, y_test).mean() == pytest.approx(0.25)
     # Majority voting gives cluster 2 the label 5 (two 5s against one 2) and cluster 0 a tie of 7
     # and 1, which mode() breaks towards the smaller label: 1, 2, 5, 5 -> two wrong.
-    assert evaluation.majority_cluster_error(p_val, y_val, p_test, y_test) == pytest.approx(0.5)
+    assert 1 - evaluation.majority_cluster_correct(p_val, y_val, p_test, y_test).mean() == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 def test_eval_reports_the_papers_measures_and_the_baselines(digits_runs, monkeypatch, capsys):
     monkeypatch.setattr(evaluation, "NN_BASELINE_STEPS", 50)
-    assert run_script(evaluation.main, ["classify", str(digits_runs / "semi"), str(digits_runs / "reduce")]) == 0
+    assert run_script(evaluation.main, ["classification", str(digits_runs / "semi"), str(digits_runs / "reduce")]) == 0
     out = capsys.readouterr().out
     semi = json.loads((digits_runs / "semi/eval.json").read_text())["classification"]
     for key in ("semi_supervised_error", "nn_baseline_error", "svm_pixels_error", "svm_rbf"):
@@ -262,7 +263,7 @@ def test_eval_reports_the_papers_measures_and_the_baselines(digits_runs, monkeyp
     assert any("[q(y|x), z]" in note for note in semi["notes"])
     reduce = json.loads((digits_runs / "reduce/eval.json").read_text())["classification"]
     assert 0 <= reduce["cluster_error"] <= 1 and 0 <= reduce["cluster_error_majority"] <= 1
-    right = evaluation.unpack_bits(reduce["cluster_correct"])  # per test image, for eval.py compare
+    right = results.unpack_bits(reduce["cluster_correct"])  # per test image, for eval.py compare
     assert len(right) == reduce["test_images"] and reduce["cluster_error"] == pytest.approx(1 - right.mean())
     assert 1 <= reduce["clusters_used"] <= 5
     assert "semi_supervised_error" not in reduce and reduce["code_dims"] == 2

@@ -12,6 +12,7 @@ import torch
 import aae
 import ali
 import common
+import machinery
 import daae
 import eval as evaluation
 import idaae
@@ -49,7 +50,7 @@ def test_ring8_lies_on_a_circle_of_radius_2():
 
 
 def test_toy_datasets_have_no_image_size():
-    with pytest.raises(common.CLIError, match="points in the plane"):
+    with pytest.raises(machinery.CLIError, match="points in the plane"):
         common.load_dataset("toy25", image_size=28)
 
 
@@ -117,7 +118,7 @@ def test_every_model_trains_on_toy25_and_eval_scores_its_modes(model, capsys):
 
 def test_image_studies_refuse_toy_runs_and_modes_refuses_image_runs(capsys):
     assert run_script(aae.main, ["--dataset", "toy25", "--epochs", "1", "--batch-size", "5000", "--out", "toy"]) == 0
-    status, _, err = run_eval(["classify", "toy"], capsys)
+    status, _, err = run_eval(["classification", "toy"], capsys)
     assert status != 0 and "points in the plane" in err and "modes" in err
     assert run_script(aae.main, ["--epochs", "1", "--out", "digits"]) == 0
     status, _, err = run_eval(["modes", "digits"], capsys)
