@@ -47,9 +47,8 @@ papers do:
                accuracy is printed. The validation images, scored the same way, show what real
                images get. Markov chains are scored after each of --steps, in quality_steps.png.
   all          the four.
-  prior        whether the test codes follow the prior p(z): the energy distance between them and
-               as many prior samples, with a permutation test (the AAE paper's Figure 2 as a
-               number; for images and points; not part of all).
+  prior        the energy distance of the test codes to p(z), with a permutation test (the AAE
+               paper's Figure 2 as a number; images and points alike; not part of all).
   compare      two groups of evaluated runs, e.g. a DAAE's seeds (the RUN_DIRs) against an AAE's
                (--against), paired by seed, every measure both groups have tested paired
                (compare.py, which reads only eval.json).
@@ -227,15 +226,11 @@ def modes_table(result):
 
 
 def prior_match(model, data, device, permutations=PERMUTATIONS):
-    """How well the test codes follow the prior (the AAE paper's Figure 2, as a number): the energy
-    distance (Szekely & Rizzo) between the test split's codes and as many samples of p(z),
-        E = 2 E|z - z'| - E|z - z~| - E|z' - z'~|,   z codes, z' prior samples,
-    zero exactly when the two distributions are equal, with no kernel bandwidth to choose (an MMD
-    would need one, and the priors differ in scale), in any dimension. Its permutation test
-    (the two sets' labels shuffled) gives the p-value of "the codes are samples of p(z)", and the
-    shuffled statistics' mean the value two samples of one distribution get. Codes are encode(x)
-    (a stochastic encoder's posterior mean, as the pictures draw them); for a stochastic encoder
-    also one sample z ~ q(z|x) per image, the aggregated posterior q(z) that the objectives match."""
+    """Figure 2 as a number: the energy distance (Szekely & Rizzo) E = 2 E|z - z'| - E|z - z~| - E|z' - z'~|
+    between the first 1,000 test codes z and as many prior samples z'. Zero only for equal distributions, no
+    bandwidth to choose (an MMD's would have to suit every prior's scale); its permutation test gives the p-value
+    and the value two samples of one distribution get. Codes: encode(x); for a stochastic encoder also one
+    z ~ q(z|x) per image, the aggregated posterior q(z) that the objectives match."""
     x = data.x_test[:PRIOR_CODES]  # the permutations index a (2n)^2 distance matrix
     encoders = {"codes": model.encode}
     if hasattr(model.encoder, "mean"):  # encoders.py's stochastic encoders: q(z|x) has a spread
