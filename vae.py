@@ -11,11 +11,11 @@ lower bound, an upper bound on -log p(x), which the AAE paper's Eq. (2) splits i
 
 The AAE keeps the first term and replaces the other two with its adversarial game, which matches
 the aggregated posterior q(z) to the whole of p(z); the KL, the paper says, makes q(z) pick the
-modes of p(z). The expectation over q(z|x) is one reparametrised sample z = mu + sigma * eps
-(Kingma & Welling's estimator B, Eq. 7, with L = 1). The KL term:
+modes of p(z). The expectation over q(z|x) is one reparametrised sample z = mu + sigma * eps (L = 1
+in Kingma & Welling's SGVB estimators). The KL term:
 
-  p(z) = N(0, I):            closed form, 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)  (Appendix B)
-  mixture, swiss roll:       the Monte-Carlo estimate log q(z|x) - log p(z) at the same sample z (estimator A)
+  p(z) = N(0, I):       closed form, 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)  (Appendix B; estimator B, Eq. 7)
+  mixture, swiss roll:  the Monte-Carlo estimate log q(z|x) - log p(z) at the same sample z   (estimator A, Eq. 6)
 
 -log p(x|z): Bernoulli pixels (the BCE of aae.py's decoder logits, summed over pixels); for points
 in the plane (toy.py) a Gaussian of the toy's own component std around dec(z). Losses are in nats
