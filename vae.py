@@ -14,7 +14,7 @@ the aggregated posterior q(z) to the whole of p(z); the KL, the paper says, make
 modes of p(z). The expectation over q(z|x) is one reparametrised sample z = mu + sigma * eps (L = 1
 in Kingma & Welling's SGVB estimators). The KL term:
 
-  p(z) = N(0, I):       closed form, 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)  (Appendix B; estimator B, Eq. 7)
+  p(z) = N(0, I):       closed form 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)  (Appendix B; estimator B, Eq. 7)
   mixture, swiss roll:  the Monte-Carlo estimate log q(z|x) - log p(z) at the same sample z   (estimator A, Eq. 6)
 
 -log p(x|z): Bernoulli pixels (the BCE of aae.py's decoder logits, summed over pixels); for points
