@@ -35,9 +35,9 @@ from results import (CLASSIFICATION, LIKELIHOOD, MODES, QUALITY, RECONSTRUCTION,
                      stored)
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali", "text_to_image")
+SCRIPTS = ("aae", "daae", "idaae", "semi_supervised_aae", "learned_prior_aae", "ali", "text_to_image", "vae")
 STUDIES = {"points": (MODES,), "images": (RECONSTRUCTION, CLASSIFICATION, LIKELIHOOD, QUALITY)}  # eval.py's
-OTHER_STUDIES = {"agreement": "captions.py"}  # a study of one model's, by its own script
+OTHER_STUDIES = {"prior": "eval.py", "agreement": "captions.py"}  # beside `eval.py all`'s, and their script
 
 
 # Jobs: a script's settings and studies, and what is left to do in its run folder
