@@ -615,6 +615,8 @@ class Run:
         if self.checkpoint is not None:
             machinery.set_rng_state(self.checkpoint["rng"])
             print(f"resuming {self.out} at epoch {self.epoch + 1}" + (f", step {self.step + 1}" if self.step else ""))
+        tensorboard = machinery.TensorBoardLog(self.out, self.config, self.epoch) \
+            if self.config.get("tensorboard") else None
         with machinery.StopOnCtrlC() as self.ctrl_c:
             while self.epoch < self.config["epochs"]:
                 yield self.epoch + 1  # the loop's body trains it: run.batches() counts it done
@@ -622,11 +624,15 @@ class Run:
                 plot = self.epoch == self.config["epochs"] or self.ctrl_c.requested \
                     or time.perf_counter() - self.last_plot > 60
                 machinery.write_log(self.out, self.history, plot, self.name)
+                if tensorboard and self.history and self.history[-1]["epoch"] == self.epoch:
+                    tensorboard.epoch(self.history[-1])
                 self.last_plot = time.perf_counter() if plot else self.last_plot
                 if self.ctrl_c.requested:
                     raise machinery.TrainingInterrupted(
                         f"stopped after epoch {self.epoch}; saved {self.out / 'checkpoint.pt'}. Resume with: "
                         f"{machinery.resume_command(self.name, self.out)}")
+        if tensorboard:
+            tensorboard.close()
 
     def batches(self, x, y):
         """The epoch's mini-batches of (x, y), shuffled anew every epoch, full batches only, on the

@@ -5,6 +5,8 @@ Both read only the runs' config.json and eval.json (results.py): no model is loa
 evaluated again."""
 
 import json
+import math
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -538,3 +540,31 @@ def table_command(args):
     print(table)
     if args.table:
         write_table(args.table, table)
+
+
+# ---------------------------------------------------------------------------------------------
+# A re-run against the stored runs (sweep.py's check)
+# ---------------------------------------------------------------------------------------------
+
+
+def same_spread(old, new):
+    """A figure over seeds, stored (old) and re-run (new): identical; the same when the means
+    differ by at most twice the standard error of their difference, sqrt(sd_old^2 / n_old +
+    sd_new^2 / n_new), about a 95 % test; else differs. A figure without spread must be equal."""
+    if list(old) == list(new):
+        return "identical"
+    (m_old, s_old), (m_new, s_new) = ((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0) for v in (old, new))
+    margin = 2 * math.sqrt(s_old ** 2 / len(old) + s_new ** 2 / len(new))
+    return "same" if abs(m_new - m_old) <= margin and margin > 0 else "differs"
+
+
+def same_interval(old_cell, new_cell):
+    """A paired difference as the table shows it ("+0.6 points, 95 % -0.6 to +1.8"), stored and
+    re-run: identical; the same when each 95 % interval holds the other's difference; else differs."""
+    if old_cell == new_cell:
+        return "identical"
+    old, new = ([float(n) for n in re.findall(r"[-+]?\d+(?:\.\d+)?", cell.replace("−", "-").replace("95 %", ""))]
+                for cell in (old_cell, new_cell))
+    if "95 %" not in old_cell + new_cell or len(old) < 3 or len(new) < 3:
+        return "differs"
+    return "same" if old[-2] <= new[0] <= old[-1] and new[-2] <= old[0] <= new[-1] else "differs"

@@ -15,6 +15,7 @@ Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>
 
 import argparse
 import csv
+import ctypes
 import importlib
 import json
 import math
@@ -29,6 +30,7 @@ import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import scipy.io
@@ -155,7 +157,11 @@ def model_parser(model, description):
                              "with AVX512-BF16 or AMX, recent GPUs), elsewhere the run says so and stays fp32")
     parser.add_argument("--save-every", type=positive_int,
                         help="write the checkpoint and the pictures every this many epochs (default 1); the last "
-                             "epoch's are always written, and so is a checkpoint on Ctrl-C or SIGTERM")
+                             "epoch's are always written, and so is a checkpoint on Ctrl-C, SIGTERM, SIGUSR1 or "
+                             "SIGUSR2 (a scheduler's time-limit warning)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write the losses per epoch, the settings and the pictures as TensorBoard events "
+                             "in the run folder (needs the tensorboard package); log.csv is written either way")
     add_device_flags(parser)
     return parser
 
@@ -578,8 +584,9 @@ def write_log(out, history, plot=True, model=None):
 # ---------------------------------------------------------------------------------------------
 
 SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0, "precision": "fp32", "save_every": 1}
-RESUMABLE = {"epochs", "device", "resume", "out", "save_every"}  # the flags a resumed run may change
-PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "dataset", "image_shape", "num_classes"}
+RESUMABLE = {"epochs", "device", "resume", "out", "save_every", "tensorboard"}  # the flags a resumed run may change
+PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "dataset", "image_shape", "num_classes",
+            "tensorboard"}
 LOCK_FILE = ".lock"
 _held_locks = {}  # run folder -> (this process's open descriptor of it, locked, the outermost folder it made)
 
@@ -902,10 +909,12 @@ def print_done(out):
 
 
 class StopOnCtrlC:
-    """The first Ctrl-C (or SIGTERM, a scheduler's or `kill`'s request) asks the loop to stop after
-    the current step and save; a second one stops now."""
+    """The first Ctrl-C asks the loop to stop after the current step and save; a second one stops
+    now. SIGTERM (`kill`'s request) and SIGUSR1 or SIGUSR2 (the warning a scheduler such as Slurm
+    sends before a time limit, and which sweep.py forwards as well) ask the same as the first
+    Ctrl-C, however often they come, so that two senders of one request never lose the save."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *(getattr(signal, s) for s in ("SIGUSR1", "SIGUSR2") if hasattr(signal, s)))
 
     def __enter__(self):
         self.requested = False
@@ -913,13 +922,54 @@ class StopOnCtrlC:
         return self
 
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+class TensorBoardLog:
+    """--tensorboard: the run's losses per epoch (losses/<name>, charts/seconds, CleanRL's names),
+    its settings, and each picture saved since the last epoch, as TensorBoard events in the run
+    folder, so that `tensorboard --logdir` over a sweep's folder overlays every run. A resumed run
+    drops the events past its checkpoint. log.csv stays the record that eval.py's tables read."""
+
+    def __init__(self, out, config, epoch):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CLIError("--tensorboard needs the tensorboard package: pip install tensorboard (or drop "
+                           "--tensorboard; log.csv is written either way)") from None
+        self.out = Path(out)
+        self.seen = {path: path.stat().st_mtime for path in self._pictures()}  # a resumed run's older pictures
+        self.writer = SummaryWriter(str(out), purge_step=epoch + 1)
+        if epoch == 0:
+            rows = "\n".join(f"|{key}|{json.dumps(value)}|" for key, value in sorted(config.items()))
+            self.writer.add_text("settings", "|setting|value|\n|-|-|\n" + rows)
+
+    def _pictures(self):
+        return [*self.out.glob("*.png"), *self.out.glob("samples/*.png")]
+
+    def epoch(self, row):
+        from PIL import Image
+        step = row["epoch"]
+        for key, value in row.items():
+            if key not in ("epoch", "seconds"):
+                self.writer.add_scalar(f"losses/{key}", value, step)
+        self.writer.add_scalar("charts/seconds", row["seconds"], step)
+        for path in self._pictures():
+            if path.name != "losses.png" and self.seen.get(path) != path.stat().st_mtime:
+                self.seen[path] = path.stat().st_mtime
+                name = "samples_by_epoch" if path.parent.name == "samples" else path.stem  # one slider
+                self.writer.add_image(f"pictures/{name}", np.asarray(Image.open(path).convert("RGB")), step,
+                                      dataformats="HWC")
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
 
 
 def rng_state():
@@ -1229,3 +1279,122 @@ def sprites_index(folder: str):
     characters = sorted((name for name in os.listdir(folder) if re.fullmatch(r"sprites_\d+\.mat", name)),
                         key=lambda name: int(name[len("sprites_"):-len(".mat")]))
     return characters, scipy.io.loadmat(os.path.join(folder, "sprites_splits.mat"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model scripts' command lines, for sweep.py: settings <-> flags, locks held elsewhere
+# ---------------------------------------------------------------------------------------------
+
+
+class _Caught(Exception):
+    pass
+
+
+def script_parser(script, _cache={}):
+    """The model script's own argparse parser (its flags), caught as its parse_args() is about to
+    read the command line."""
+    if script not in _cache:
+        def catch(parser, argv=None):
+            raise _Caught(parser)
+
+        module = importlib.import_module(script)
+        with mock.patch.object(ArgumentParser, "parse_args", catch):
+            try:
+                module.parse_args([])
+            except _Caught as caught:
+                _cache[script] = caught.args[0]
+    return _cache[script]
+
+
+def flag_actions(parser):
+    """{setting: its flag's argparse action}, for the flags that are settings (not --out, --resume)."""
+    return {action.dest: action for action in parser._actions
+            if action.option_strings and action.dest not in ("help", "out", "resume", "tensorboard")}
+
+
+def settings_to_flags(script, settings):
+    """{setting: value} -> the script's flags that give them, every setting written out, so that
+    a rebuilt command does not depend on today's defaults. A setting that no flag can say (a
+    default's "off", --reduce-dim 0; one the script derives, semi_supervised_aae's --latent-dim)
+    is left to the default that gave it: the flags are those the script's own checks accept."""
+    groups = []
+    for dest, action in flag_actions(script_parser(script)).items():
+        value = settings.get(dest)
+        if isinstance(value, list) and action.nargs is None and len(set(value)) == 1:
+            value = value[0]  # --hidden 1000: both hidden layers
+        if value is None or (action.const is not None and not isinstance(action, argparse.BooleanOptionalAction)
+                             and value != action.const) or not _expressible(action, value):
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            groups.append([action.option_strings[0 if value else 1]])
+        elif action.nargs == 0:  # store_true, or --gpu
+            groups += [[action.option_strings[0]]] if value else []
+        else:
+            groups.append([action.option_strings[0], *map(str, value if isinstance(value, list) else [value])])
+    while not _accepted(script, groups):
+        refused = next((g for g in groups if _accepted(script, [h for h in groups if h is not g])), None)
+        if refused is None:
+            break  # the script says why when it runs
+        groups.remove(refused)
+    return [word for group in groups for word in group]
+
+
+def _accepted(script, groups):
+    try:
+        sys.modules[script].parse_args([word for group in groups for word in group])
+        return True
+    except CLIError:
+        return False
+
+
+def _expressible(action, value):
+    try:
+        return all(action.type is None or action.type(str(v)) is not None for v in
+                   (value if isinstance(value, list) else [value])) and (not action.choices or value in action.choices)
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return False
+
+
+def parse_setting(script, key, text):
+    """KEY=TEXT (sweep.py's --set) read by the script's own flag, its type and checks; None when the
+    script has no such flag."""
+    action = flag_actions(script_parser(script)).get(key)
+    if action is None:
+        return None
+    if isinstance(action, argparse.BooleanOptionalAction) or action.nargs == 0:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise CLIError(f"--set {key}={text}: {action.option_strings[0]} is on or off: give true or false")
+        return text.lower() in ("true", "1", "yes")
+    words = text.split() if action.nargs in ("+", "*") else [text]
+    return getattr(script_parser(script).parse_known_args([action.option_strings[0], *words])[0], action.dest)
+
+
+def lock_holder(out):
+    """The process id that holds the run folder's lock (a run, here or on another machine that
+    shares the folder), or None."""
+    if fcntl is None or not (Path(out) / LOCK_FILE).exists():
+        return None
+    with open(Path(out) / LOCK_FILE) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def die_with_parent():
+    """For subprocess.Popen(preexec_fn=...): the child gets SIGTERM when its parent dies, even by
+    kill -9 (Linux), so that a run saves and stops instead of training on, unseen, in a folder it
+    holds. Elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def last_line(path):
+    """The last line of a log file that is not blank, or ""."""
+    try:
+        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-200:] if lines else ""
