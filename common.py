@@ -610,17 +610,14 @@ class Run:
 
     def epochs(self):
         """1, 2, ..., config["epochs"], from where a resumed run stopped. After each: log.csv (and
-        losses.png, at most once a minute). The first Ctrl-C (or SIGTERM) stops the loop after the
-        current step, saved, even mid-epoch; --resume then continues exactly."""
+        losses.png, at most once a minute: matplotlib is slow beside a step). The first Ctrl-C (or
+        SIGTERM) stops the loop after the current step, saved, even mid-epoch; --resume continues exactly."""
         if self.checkpoint is not None:
             machinery.set_rng_state(self.checkpoint["rng"])
             print(f"resuming {self.out} at epoch {self.epoch + 1}" + (f", step {self.step + 1}" if self.step else ""))
-        tensorboard = machinery.TensorBoardLog(self.out, self.config, self.epoch) \
-            if self.config.get("tensorboard") else None
-        with machinery.StopOnCtrlC() as self.ctrl_c:
+        with machinery.StopOnCtrlC() as self.ctrl_c, machinery.tensorboard_log(self) as tensorboard:
             while self.epoch < self.config["epochs"]:
                 yield self.epoch + 1  # the loop's body trains it: run.batches() counts it done
-                # matplotlib is slow beside a step: losses.png is drawn at most once a minute
                 plot = self.epoch == self.config["epochs"] or self.ctrl_c.requested \
                     or time.perf_counter() - self.last_plot > 60
                 machinery.write_log(self.out, self.history, plot, self.name)
@@ -631,8 +628,6 @@ class Run:
                     raise machinery.TrainingInterrupted(
                         f"stopped after epoch {self.epoch}; saved {self.out / 'checkpoint.pt'}. Resume with: "
                         f"{machinery.resume_command(self.name, self.out)}")
-        if tensorboard:
-            tensorboard.close()
 
     def batches(self, x, y):
         """The epoch's mini-batches of (x, y), shuffled anew every epoch, full batches only, on the

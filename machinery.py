@@ -972,6 +972,17 @@ class TensorBoardLog:
         self.writer.close()
 
 
+@contextmanager
+def tensorboard_log(run):
+    """The run's TensorBoardLog while its epochs run, closed after; None without --tensorboard."""
+    log = TensorBoardLog(run.out, run.config, run.epoch) if run.config.get("tensorboard") else None
+    try:
+        yield log
+    finally:
+        if log is not None:
+            log.close()
+
+
 def rng_state():
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
