@@ -272,6 +272,17 @@ def toy_models(runs, out):
                  rows=len(names), labels=[name.removeprefix("toy-") for name in names])
 
 
+def overview(runs, out):
+    """The README's picture: one figure of each paper beside the toy's AAE and ALI (drawn above, or blank)."""
+    side_by_side(out / "overview.png", "Adversarial autoencoders, one file per model (docs/figures.md)",
+                 [("AAE: test codes over a 10-Gaussian mixture", Path(runs) / "aae-mixture" / "code_space.png"),
+                  ("DAAE: x_0, then 10 steps of the chain", out / "daae-chain.png"),
+                  ("learned prior: AAE's samples, CG's", out / "learned_prior-figure8.png"),
+                  ("toy: AAE samples over 25 Gaussians", Path(runs) / "toy-aae" / "samples.png"),
+                  ("toy: ALI samples", Path(runs) / "toy-ali" / "samples.png"),
+                  ("toy: DAAE x_0 (blue), chain (red)", Path(runs) / "toy-daae" / "samples.png")], rows=2)
+
+
 # figure -> (its function, the runs it draws from, the PNGs it writes)
 FIGURES = {
     "aae-figure2": (aae_figure2, ["aae-gaussian", "aae-mixture"], ["aae-figure2.png"]),
@@ -284,6 +295,7 @@ FIGURES = {
                       [f"learned_prior-figure{k}.png" for k in (8, 10, 11, 12, 13)]),
     "ali": (ali_figures, ["ali"], ["ali-reconstructions.png", "ali-interpolations.png"]),
     "toy-models": (toy_models, TOY_MODELS, ["toy-models.png"]),
+    "overview": (overview, ["aae-mixture", "toy-aae", "toy-ali", "toy-daae"], ["overview.png"]),
 }
 
 
