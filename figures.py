@@ -25,7 +25,8 @@ import daae
 import machinery
 
 # The figures' runs: name -> (model script, flags). Budgets, on digits (20 updates an epoch, ALI's 13): the
-# 2-D codes aae.py's 150 epochs, the other AAEs and the DAAE 50, the learned prior 30, ALI 100; the toy
+# 2-D codes aae.py's 150 epochs, the other AAEs and the DAAE 50, the learned prior 30 (its conditional
+# grids 100, its digits default), ALI 100; the toy
 # runs toy.py's 5 epochs of 1,000 updates, as results/toy25. About a minute each on a CPU.
 RUNS = {
     "aae-gaussian": ("aae", "--latent-dim 2 --epochs 150"),
@@ -38,8 +39,8 @@ RUNS = {
     "daae": ("daae", "--epochs 50"),
     "lp-aae": ("learned_prior_aae", "--no-learned-prior --pixel-loss --no-decoder-in-prior-phase --epochs 30"),
     "lp": ("learned_prior_aae", "--epochs 30"),
-    "lp-supervised": ("learned_prior_aae", "--setting supervised --epochs 30"),
-    "lp-categorical": ("learned_prior_aae", "--setting categorical --epochs 30"),
+    "lp-supervised": ("learned_prior_aae", "--setting supervised --epochs 100"),
+    "lp-categorical": ("learned_prior_aae", "--setting categorical --epochs 100"),
     "ali": ("ali", "--epochs 100"),
     **{f"toy-{name}": (script, "--dataset toy25" + extra) for name, script, extra in (
         ("aae", "aae", ""), ("daae", "daae", ""), ("idaae", "idaae", ""),
