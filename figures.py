@@ -25,9 +25,9 @@ import daae
 import machinery
 
 # The figures' runs: name -> (model script, flags). Budgets, on digits (20 updates an epoch, ALI's 13): the
-# 2-D codes aae.py's 150 epochs, the other AAEs and the DAAE 50, the learned prior 30 (its conditional
-# grids 100, its digits default), ALI 100; the toy
-# runs toy.py's 5 epochs of 1,000 updates, as results/toy25. About a minute each on a CPU.
+# 2-D codes aae.py's 150 epochs, the other AAEs and the DAAE 50, the learned prior 30 (its conditional grids
+# 100, its digits default), ALI 100; the toy runs toy.py's 5 epochs of 1,000 updates, as results/toy25.
+# About a minute each on a CPU.
 RUNS = {
     "aae-gaussian": ("aae", "--latent-dim 2 --epochs 150"),
     "aae-mixture": ("aae", "--prior mixture --latent-dim 2 --epochs 150"),
