@@ -409,8 +409,9 @@ def parse_args(argv):
     parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
                         "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
     parser.add_argument("--sigma", type=machinery.corruption_sigma, help="std of the input corruption (default 0)")
-    parser.add_argument("--supervised", action="store_true", help="Section 4: the decoder also gets the one-hot "
-                        "label, only z is matched to the prior (z 15-D on mnist); samples.png is Figure 7")
+    parser.add_argument("--supervised", action="store_true", default=None,  # None: not given (see --resume)
+                        help="Section 4: the decoder also gets the one-hot label, only z is matched to the prior "
+                             "(z 15-D on mnist); samples.png is Figure 7")
     args = machinery.describe_defaults(parser, DEFAULTS).parse_args(argv)
     if args.prior in ("mixture", "swissroll"):
         if args.latent_dim not in (None, 2):

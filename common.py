@@ -58,8 +58,8 @@ EXPECTED_FILES = {  # what a user must put under --data-dir when downloads fail
     "svhn": "svhn/train_32x32.mat and svhn/test_32x32.mat",
     "celeba": "celeba/ with img_align_celeba/ (or img_align_celeba.zip), list_attr_celeba.txt, "
     "identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt, list_eval_partition.txt",
-    "omniglot": "images_background/ and images_evaluation/ (images_background.zip and images_evaluation.zip "
-    f"from {OMNIGLOT_URL}, unzipped)",
+    "omniglot": "images_background/ and images_evaluation/, or their .zip from "  # or in omniglot-py/, torchvision's
+    f"{OMNIGLOT_URL} (the 5-alphabet subset: python benchmarks/make_omniglot_small.py --zip ZIP --out DIR)",
     "sprites": f"data/sprites/ with sprites_splits.mat and sprites_<n>.mat ({SPRITES_URL} unpacked)",
 }
 
@@ -303,7 +303,8 @@ def _read_omniglot_set(folder: str):
 
 
 def _build_omniglot(data_dir: str, download: bool) -> dict:
-    background, evaluation = (os.path.join(data_dir, name) for name in OMNIGLOT_ZIPS)
+    root = machinery.omniglot_root(data_dir)  # data_dir or torchvision's omniglot-py/, its .zip files unpacked
+    background, evaluation = (os.path.join(root, name) for name in OMNIGLOT_ZIPS)
     if not os.path.isdir(background) and not os.path.isdir(evaluation):
         for name, md5 in OMNIGLOT_ZIPS.items():
             _fetch("omniglot", data_dir, _download_archive, f"{OMNIGLOT_URL}/{name}.zip", data_dir, download, md5)
@@ -684,7 +685,9 @@ class Run:
         return epoch % max(1, self.config["epochs"] // 10) == 0 or epoch == self.config["epochs"]
 
     def save_checkpoint(self):
-        """checkpoint.pt, written atomically: what track() was given, the RNGs, and where the loop is."""
+        """checkpoint.pt, written atomically: what track() was given, the RNGs, and where the loop is;
+        never a state gone NaN, which would replace the last good one."""
+        machinery.check_finite_run(self)
         machinery.save_checkpoint(self.out / "checkpoint.pt", {
             "model": self.name, "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
             "history": self.history, "perm": None if self.perm is None else self.perm.cpu(),

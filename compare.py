@@ -368,7 +368,7 @@ def compare(a_dirs, b_dirs, names=None):
     if not rows and not baselines:
         raise CLIError("the two groups' eval.json files have no measure in common: evaluate both with the "
                               "same studies (python eval.py all RUN_DIR ...)")
-    lines = [pairing, *notes]
+    lines = [pairing, *notes, *(f"note: {line}" for run in a_runs + b_runs for line in run.stale)]
     if rows:
         columns = ["measure", a_name, b_name, f"{a_name} − {b_name}"]
         lines += ["", f"## {a_name} vs {b_name}", "", difference_table(rows, columns, (a_name, b_name)), "",

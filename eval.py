@@ -843,8 +843,9 @@ def main(argv=None):
     if args.table:  # checked now: the studies before the table is written can take hours
         check_writable(args.table)
     runs = [common.load_run(run_dir, device) for run_dir in args.runs]  # every folder checked before any work,
-    for run in runs:  # its eval.json too: a damaged one stops us before hours of work, not after them
-        read_eval_json(run.path)
+    for run in runs:  # its eval.json too: a damaged one, or a folder it cannot be written in, stops us before
+        read_eval_json(run.path)  # hours of work, not after them
+        machinery.check_folder_writable(run.path, "eval.json")
     studies_of = {run.name: studies_for(args.study, run) for run in runs}
     for run in runs:
         if {LIKELIHOOD, QUALITY} & set(studies_of[run.name]):  # both draw --samples, and chains of --steps

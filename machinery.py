@@ -10,7 +10,7 @@ Run folder (the same for every script), `--out`, default `runs/<model>-<dataset>
     checkpoint.pt   networks, optimisers, epoch, RNG states; written atomically (--save-every)
     log.csv         mean losses and seconds per epoch; losses.png, their curves
     samples.png     the latest samples; samples/epoch_NNN.png one per saved epoch
-    .lock           the process id of the run in the folder, locked while it runs (one run at a time)
+    .lock           the process id of the run in the folder, which is locked while it runs (one run at a time)
 """
 
 import argparse
@@ -24,6 +24,9 @@ import shlex
 import signal
 import sys
 import tempfile
+import time
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -345,9 +348,34 @@ def check_finite(mean_losses, epoch, out, saved_epoch):
     """Stop a run whose epoch's mean loss is not finite, naming the last good checkpoint, which is kept."""
     bad = [k for k, v in mean_losses.items() if not math.isfinite(v)]
     if bad:
-        kept = (f"{out / 'checkpoint.pt'} keeps epoch {saved_epoch}, before it went bad"
-                if saved_epoch is not None else "no checkpoint had been saved yet")
-        raise CLIError(f"the {bad[0]} loss became {mean_losses[bad[0]]} in epoch {epoch}; {kept}. Try a lower --lr")
+        raise CLIError(f"the {bad[0]} loss became {mean_losses[bad[0]]} in epoch {epoch}; "
+                       f"{_kept(out, saved_epoch)}. Try a lower --lr")
+
+
+def _kept(out, saved_epoch):
+    return (f"{out / 'checkpoint.pt'} keeps epoch {saved_epoch}, before it went bad" if saved_epoch is not None
+            else "no checkpoint had been saved yet")
+
+
+def check_finite_run(run):
+    """Before every checkpoint a run writes (each --save-every epoch, and a stop mid-epoch on Ctrl-C
+    or SIGTERM, which comes before the epoch's own check): the epoch's mean losses so far, and
+    every weight and optimiser state, finite. Else the run stops and the good checkpoint stays."""
+    epoch = run.epoch + 1 if run.step else run.epoch  # mid-epoch, or an epoch just ended
+    if run.step:
+        check_finite({k: float(v) / run.step for k, v in run.sums.items()}, epoch, run.out, run.saved_epoch)
+    # The losses of a step are computed before its update: the last update can break the weights alone.
+    bad = not_finite(run.model.state_dict()) + sum(not_finite(state) for optimizer in run.optimizers.values()
+                                                   for state in optimizer.state_dict()["state"].values())
+    if bad:
+        raise CLIError(f"{bad} of the weight and optimiser tensors became NaN or infinite in epoch {epoch}; "
+                       f"{_kept(run.out, run.saved_epoch)}. Try a lower --lr")
+
+
+def not_finite(tensors):
+    """How many of the floating-point tensors among a dict's values hold a NaN or an infinity."""
+    return sum(bool(torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all())
+               for t in tensors.values())
 
 
 def check_networks_fit(build, config, device, flags=("--latent-dim", "--image-size")):
@@ -404,6 +432,27 @@ def exclusive_lock(path):
         yield  # closing the file lets go of the lock
 
 
+def check_folder_writable(folder, what):
+    """Refuse at once, in one line, a folder a command will write `what` into but cannot (read-only,
+    on a read-only file system): before the work, not after it (eval.py's studies take minutes)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CLIError(f"cannot write {what} in {folder} ({error.strerror or error}); nothing was evaluated: make "
+                       "the folder writable, or evaluate a copy of the run") from None
+
+
+def checkpoint_progress(run_dir):
+    """(epoch, step) of RUN_DIR/checkpoint.pt, read without loading its tensors (mmap); None
+    where there is none that can be read (a run stored in results/ keeps no checkpoint)."""
+    try:
+        checkpoint = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
+        return checkpoint["epoch"], checkpoint.get("step", 0)
+    except Exception:  # none, or damaged: the commands that need the weights say so themselves
+        return None
+
+
 def write_json(path, obj):
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
@@ -412,11 +461,41 @@ def write_json(path, obj):
 CHECKPOINT_FORMAT = "adversarial-autoencoders/1"
 
 
+class _KeepWriteError:
+    """The file torch.save writes through, keeping the OSError of a failed write (no space left on
+    the device): torch reports it only as "[enforce fail at inline_container.cc] unexpected pos"."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self):
+        self.file.flush()
+
+
+def save_atomically(obj, path):
+    """torch.save(obj) to `path` through atomic_path: a failed write is one line naming the
+    operating system's reason, and the previous file is kept."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        file = _KeepWriteError(f)
+        try:
+            torch.save(obj, file)
+        except RuntimeError:
+            if file.error is None:
+                raise
+            raise file.error from None  # atomic_path says it in one line
+
+
 def save_checkpoint(path, state):
     """Written atomically: a failed write (a full disk) keeps the previous checkpoint, and says so."""
     try:
-        with atomic_path(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+        save_atomically({"format": CHECKPOINT_FORMAT, **state}, path)
     except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError, not an OSError
         raise CLIError(f"cannot write {path} ({first_line(error, 80)}); the previous checkpoint, if any, is "
                        "kept: free some space, then resume") from None
@@ -502,7 +581,7 @@ SHARED_DEFAULTS = {"dataset": "digits", "data_dir": "data", "seed": 0, "precisio
 RESUMABLE = {"epochs", "device", "resume", "out", "save_every"}  # the flags a resumed run may change
 PLUMBING = {"out", "resume", "save_every", "device", "data_dir", "model", "dataset", "image_shape", "num_classes"}
 LOCK_FILE = ".lock"
-_held_locks = {}  # run folder -> (the open lock file of this process, the outermost folder it made)
+_held_locks = {}  # run folder -> (this process's open descriptor of it, locked, the outermost folder it made)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -660,18 +739,32 @@ def require_labels(data, flag):
 
 
 def _resumed_config(out, given):
-    """The saved settings, with --epochs (and --device) taken from this command line."""
+    """The saved settings, with --epochs (and --device, --save-every) taken from this command line.
+    A flag left out is None (model_parser's defaults, store_true flags included); 0 and False
+    (--seed 0, --sigma 0, --no-clip) are flags given, and are said to be ignored like any other."""
     saved = read_config(out, upgrade=False)
     for key, value in given.items():
-        if key in RESUMABLE or value in (None, False) or saved.get(key) == value:
+        if key in RESUMABLE or value is None or _same_setting(saved.get(key), value):
             continue
         flag = "--" + key.replace("_", "-")
         kept = f"keeps its saved {saved[key]}" if key in saved else f"was saved before {flag} existed"
-        print(f"warning: ignoring {flag} {value}: the resumed run {kept}", file=sys.stderr)
+        print(f"warning: ignoring {_flag_text(flag, value)}: the resumed run {kept}", file=sys.stderr)
     for key in RESUMABLE:
-        if given.get(key) not in (None, False):
+        if given.get(key) is not None:
             saved[key] = given[key]
     return upgrade_config(saved)
+
+
+def _same_setting(saved, value):
+    """Equal and of the same kind: 0 is not False, nor 1 True (JSON keeps the difference); 3 is 3.0."""
+    return saved == value and isinstance(saved, bool) == isinstance(value, bool)
+
+
+def _flag_text(flag, value):
+    """A flag as typed: --no-clip for clip False, --hidden 256 256 for a list, --lr 0.5."""
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {' '.join(map(str, value))}" if isinstance(value, (list, tuple)) else f"{flag} {value}"
 
 
 def read_config(run_dir, upgrade=True):
@@ -710,50 +803,70 @@ def check_config_types(config, path):
 
 
 def lock_run_folder(out):
-    """Make `out` (if need be) and hold its lock file for the rest of this process: a second
-    run on the same folder is refused at once, naming the first one's process id. The lock is
-    the operating system's (fcntl.flock), so it dies with its process, however that ends.
-    Returns the outermost folder made here (None if `out` existed)."""
+    """Make `out` (if need be) and hold it for the rest of this process: a second run on the same
+    folder is refused at once, naming the first one's process id (written in .lock). The lock is
+    the operating system's (fcntl.flock) on the folder itself, held by a descriptor this process
+    keeps open: it dies with its process, however that ends, and deleting .lock cannot lift it.
+    Then the temporary files of writes a killed run left are removed. Returns the outermost
+    folder made here (None if `out` existed)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file, not a folder; choose another --out")
     made = next((folder for folder in reversed([out, *out.parents]) if not folder.exists()), None)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK_FILE, "a+")
+        folder = os.open(out, os.O_RDONLY) if fcntl is not None else None  # Windows: no flock, not protected
     except OSError as error:  # under a file, read-only, no such drive
         raise CLIError(f"cannot write the run folder {out} ({error.strerror or error}); choose another --out") \
             from None
     key = os.path.realpath(out)
     if key in _held_locks:  # this process's earlier run on the folder (tests run several) is over
-        _held_locks.pop(key)[0].close()
-    if fcntl is None:  # Windows: no flock; the folder is then not protected against a second run
-        _held_locks[key] = handle, made
-        return made
+        release_run_folder(out)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if folder is not None:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another process holds it
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+        os.close(folder)
+        try:
+            holder = (out / LOCK_FILE).read_text().strip() or "unknown"
+        except OSError:  # .lock deleted by hand: the folder is still held
+            holder = "unknown"
         raise CLIError(f"{out} is in use by another run (process {holder}); wait for it to end, or choose "
                        "another --out") from None
     except OSError:  # a file system without locks: the run goes on, unprotected, as on Windows
         print(f"note: {out} cannot be locked on this file system; do not start a second run in it", file=sys.stderr)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    _held_locks[key] = handle, made
+    _held_locks[key] = folder, made
+    try:
+        (out / LOCK_FILE).write_text(f"{os.getpid()}\n")
+    except OSError as error:
+        release_run_folder(out, made)
+        raise CLIError(f"cannot write the run folder {out} ({error.strerror or error}); choose another --out") \
+            from None
+    remove_leftovers(out, ("checkpoint.pt", "config.json", "log.csv"))
+    remove_leftovers(out / "samples", ("*.png",))
+    remove_leftovers(out, ("*.png",), older_than=3600)  # eval.py may be writing its pictures beside them now
     return made
+
+
+def remove_leftovers(folder, names, older_than=0.0):
+    """Delete the temporary files (.<name>.*.tmp) that atomic_path leaves when its process is killed
+    mid-write (kill -9, a power cut): a checkpoint's is as large as the checkpoint. Those untouched
+    for `older_than` seconds only, where another process may be writing one now."""
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            try:
+                if time.time() - tmp.stat().st_mtime >= older_than:
+                    tmp.unlink()
+            except OSError:  # gone already, or not ours to delete
+                pass
 
 
 def release_run_folder(out, made=None):
     """Let go of the folder's lock; then delete the folders lock_run_folder made, from `out` up to
     `made`, as long as nothing but the lock file was written in them."""
-    handle, _ = _held_locks.pop(os.path.realpath(out), (None, None))
-    if handle is not None:
-        handle.close()
+    folder, _ = _held_locks.pop(os.path.realpath(out), (None, None))
+    if folder is not None:
+        os.close(folder)
     if made is None:
         return
     out, lock = Path(out), Path(out) / LOCK_FILE
@@ -822,9 +935,18 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _refuse_not_finite(path, checkpoint):
+    """A checkpoint whose weights went NaN or infinite (saved by a version without check_finite_run)
+    scores and trains as nothing: one line."""
+    if isinstance(checkpoint.get("model_state"), dict) and not_finite(checkpoint["model_state"]):
+        raise CLIError(f"{path} holds NaN or infinite weights ({not_finite(checkpoint['model_state'])} tensors): its "
+                       "run went bad before it was saved; train it again, with a lower --lr")
+
+
 def restore_checkpoint(run, checkpoint):
     """common.Run.track on --resume: the tracked networks, optimisers and schedules, and the loop's
     place, from the checkpoint. A checkpoint that does not fit them is one line."""
+    _refuse_not_finite(run.out / "checkpoint.pt", checkpoint)
     try:
         checkpoint = upgrade_checkpoint(checkpoint, run.config)
         run.model.load_state_dict(checkpoint["model_state"])
@@ -887,6 +1009,7 @@ def load_run(run_dir, device="cpu"):
         raise CLIError(f"{path / 'config.json'} lacks {', '.join(missing)}; the run folder is damaged")
     module = _model_module(config.get("model"), path / "config.json")
     checkpoint = load_checkpoint(path / "checkpoint.pt", config["model"], f"train it with {config['model']}.py")
+    _refuse_not_finite(path / "checkpoint.pt", checkpoint)
     try:
         model = module.build_model(config)
         model.load_state_dict(checkpoint["model_state"])
@@ -929,9 +1052,12 @@ def load_cached(name: str, data_dir: str, build) -> dict:
             reason = first_line(error, 80)
         # The cache is only a copy of the raw files: rebuild it from them (or say which are missing).
         print(f"{name}: the cache {path} is damaged ({reason}); rebuilding it from the raw files", file=sys.stderr)
+    remove_leftovers(os.path.dirname(path), (f"{name}.pt",), older_than=3600)  # of a killed caching
     arrays = build()
-    with atomic_path(path) as tmp:  # an interrupted run never leaves half a cache behind
-        torch.save(arrays, tmp)
+    try:  # atomically: an interrupted run never leaves half a cache behind
+        save_atomically(arrays, path)
+    except CLIError as error:  # a full disk: the run goes on, and the next one decodes the raw files again
+        print(f"warning: {name}: not cached ({error})", file=sys.stderr)
     return arrays
 
 
@@ -941,8 +1067,14 @@ def _npz_images(arrays: dict, key: str, path: str) -> torch.Tensor:
         x = x[:, None]
     if x.ndim != 4:
         raise CLIError(f"{key} in {path} has shape {x.shape}: expected N x H x W or N x C x H x W")
-    if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
-        raise CLIError(f"{key} in {path} has shape {x.shape}, channels last: transpose it to N x C x H x W")
+    # 1 to 4 channels: grey, grey and alpha, RGB, RGBA. More would be read as images of that many
+    # channels, and fail when the first pictures are drawn.
+    if x.shape[1] > 4 and x.shape[3] <= 4:
+        raise CLIError(f"{key} in {path} has shape {x.shape}, channels last: transpose it to N x C x H x W "
+                       "(numpy.transpose(x, (0, 3, 1, 2)))")
+    if x.shape[1] > 4:
+        raise CLIError(f"{key} in {path} has shape {x.shape}: {x.shape[1]} channels; expected N x C x H x W "
+                       "with 1 to 4 channels (grey, grey and alpha, RGB, RGBA) or N x H x W")
     if x.dtype == np.uint8:
         return torch.from_numpy(x)
     if not np.issubdtype(x.dtype, np.floating):
@@ -1028,6 +1160,45 @@ def npz_splits(path: str) -> dict:
         raise CLIError(f"{path} has the label {num_classes - 1}, which makes {num_classes} classes for "
                        f"{len(labels)} images: number the classes 0, 1, 2, ...")
     return splits
+
+
+# Finding Omniglot where a user has it (common._build_omniglot)
+
+OMNIGLOT_SETS = ("images_background", "images_evaluation")  # the training set; the unseen characters
+OMNIGLOT_SMALL = "images_background_small1.zip"  # the 5-alphabet subset, split by benchmarks/make_omniglot_small.py
+
+
+def omniglot_root(data_dir: str) -> str:
+    """The folder that holds Omniglot's images_background/ (and images_evaluation/): data_dir, or
+    torchvision's data_dir/omniglot-py/. The archives images_background.zip and
+    images_evaluation.zip found there are unpacked first. The 5-alphabet subset's archive is
+    named with the command that splits it. data_dir when none is found (common downloads there)."""
+    for root in (data_dir, os.path.join(data_dir, "omniglot-py")):
+        for name in OMNIGLOT_SETS:
+            if not os.path.isdir(os.path.join(root, name)) and os.path.isfile(os.path.join(root, f"{name}.zip")):
+                _unpack_omniglot_set(os.path.join(root, f"{name}.zip"), root, name)
+        if any(os.path.isdir(os.path.join(root, name)) for name in OMNIGLOT_SETS):
+            return root
+    small = os.path.join(data_dir, OMNIGLOT_SMALL)
+    if os.path.isfile(small):
+        raise CLIError(f"{small} is Omniglot's 5-alphabet subset: split it into {data_dir} once with "
+                       f"python benchmarks/make_omniglot_small.py --zip {small} --out {data_dir}")
+    return data_dir
+
+
+def _unpack_omniglot_set(archive: str, root: str, name: str):
+    """Omniglot's <name>.zip (one top folder, <name>/) unpacked to root/<name>, whole or not at all."""
+    print(f"omniglot: unpacking {archive}")
+    try:
+        with zipfile.ZipFile(archive) as opened, tempfile.TemporaryDirectory(dir=root, prefix=".partial-") as tmp:
+            opened.extractall(tmp)
+            if not os.path.isdir(os.path.join(tmp, name)):
+                raise CLIError(f"{archive} has no {name}/ folder: it is not Omniglot's {name}.zip; download that "
+                               "from https://github.com/brendenlake/omniglot (python/)")
+            os.replace(os.path.join(tmp, name), os.path.join(root, name))
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
+        raise CLIError(f"cannot unpack {archive} ({first_line(error, 80)}): download it again, or free some "
+                       "space") from None
 
 
 # Reading Sprites' MATLAB files (common._build_sprites)

@@ -4,8 +4,10 @@ writes it; compare.py reads it (and needs no model to). Also the markdown and th
 both print."""
 
 import json
+import re
+import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,7 @@ def merge_results(run_dir, study_key, result):
     under RUN_DIR/.eval.lock, so that no process writes over a study another one merged after
     its read; the write itself is atomic, so a reader never sees half a file."""
     with machinery.exclusive_lock(Path(run_dir) / EVAL_LOCK):
+        machinery.remove_leftovers(run_dir, ("eval.json",))  # of a writer killed mid-write: none writes now
         results = read_eval_json(run_dir)
         results[study_key] = result
         machinery.write_json(Path(run_dir) / "eval.json", results)
@@ -92,10 +95,12 @@ class EvaluatedRun:
     path: Path
     config: dict
     results: dict  # its eval.json
+    stale: list = field(default_factory=list)  # a line for the studies measured before its checkpoint
 
 
 def read_evaluated(run_dir):
-    """A run folder's config.json and eval.json (compare reads nothing else), or one CLIError line."""
+    """A run folder's config.json and eval.json (compare reads nothing else), or one CLIError line.
+    Studies older than the run's checkpoint are said on stderr (and kept in .stale)."""
     path = Path(run_dir)
     if not path.is_dir():
         raise CLIError(f"{run_dir} is not a folder: give run folders that eval.py has evaluated")
@@ -103,7 +108,33 @@ def read_evaluated(run_dir):
     results = read_eval_json(path)
     if not results:
         raise CLIError(f"{path} has no eval.json: evaluate it first (python eval.py all {path})")
-    return EvaluatedRun(path, config, results)
+    run = EvaluatedRun(path, config, results, stale_studies(path, results))
+    for line in run.stale:
+        print(f"warning: {line}", file=sys.stderr)
+    return run
+
+
+def stale_studies(path, results):
+    """A line for each epoch at which eval.json's studies were measured, where the run's checkpoint
+    has gone further since (resumed, or evaluated while it trained): those scores are of an earlier
+    model. None for a run without a checkpoint (results/ stores none)."""
+    now = machinery.checkpoint_progress(path)
+    if now is None:
+        return []
+    measured = {}
+    for study, result in results.items():
+        if isinstance(result, dict) and isinstance(result.get("epoch"), int):
+            step = re.search(r"step (\d+)", str(result.get("unfinished", "")))  # a mid-epoch checkpoint's
+            at = (result["epoch"], int(step.group(1)) if step else 0)
+            if at < now:
+                measured.setdefault(at, []).append(study)
+
+    def progress(epoch, step):
+        return f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch}"
+
+    return [f"{path}/eval.json: {', '.join(studies)} {'was' if len(studies) == 1 else 'were'} measured at "
+            f"{progress(*at)}, but its checkpoint is now at {progress(*now)}: its scores are of the earlier "
+            f"model; re-measure it: python eval.py all {path}" for at, studies in sorted(measured.items())]
 
 
 def markdown(header, rows):

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,8 +43,17 @@ def unpack(zip_path, out):
         if missing:
             raise machinery.CLIError(f"{zip_path} has no {TOP}/{missing[0]}/: it is not images_background_small1.zip")
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out) as tmp:
-            archive.extractall(tmp, [name for name in archive.namelist() if name.startswith(f"{TOP}/")])
+        for leftover in out.glob(".partial-*"):  # of a run that was killed (kill -9) mid-unpacking
+            shutil.rmtree(leftover, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=out, prefix=".partial-") as tmp:
+            try:
+                archive.extractall(tmp, [name for name in archive.namelist() if name.startswith(f"{TOP}/")])
+            except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # a member cut off or damaged
+                raise machinery.CLIError(f"{zip_path} is damaged ({machinery.first_line(error, 80)}): download "
+                                         "images_background_small1.zip again") from None
+            except OSError as error:  # a full disk, a folder that cannot be written
+                raise machinery.CLIError(f"cannot unpack into {out} ({error.strerror or error}): free some space "
+                                         "or choose another --out") from None
             for name, chosen in SETS.items():
                 (Path(tmp) / name).mkdir()
                 for alphabet in chosen:

@@ -24,6 +24,7 @@ from PIL import Image
 import aae
 import ali
 import common
+import daae
 import machinery
 import eval as evaluation
 import idaae
@@ -299,11 +300,13 @@ def test_the_refusal_names_the_process_that_holds_the_folder(tmp_path, capsys):
 
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / machinery.LOCK_FILE, "w") as holder:  # as another run would hold it
+    (out / machinery.LOCK_FILE).write_text("12345\n")
+    holder = os.open(out, os.O_RDONLY)  # as another run holds it: the folder, locked
+    try:
         fcntl.flock(holder, fcntl.LOCK_EX)
-        holder.write("12345\n")
-        holder.flush()
         assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 2
+    finally:
+        os.close(holder)
     err = capsys.readouterr().err.strip()
     assert err == f"error: {out} is in use by another run (process 12345); wait for it to end, or choose another --out"
     assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 0  # the lock died with its holder
@@ -334,8 +337,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(failure, trai
     shutil.copytree(trained, out)
     before = (out / "checkpoint.pt").read_bytes()
 
-    def full_disk(obj, path, *args, **kwargs):
-        Path(path).write_bytes(b"half a checkpoint")
+    def full_disk(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
         raise failure
 
     monkeypatch.setattr(torch, "save", full_disk)
@@ -484,3 +487,136 @@ def test_an_npz_file_named_mnist_gets_its_own_run_folder(tmp_path, monkeypatch):
     assert run_script(aae.main, ["--dataset", "mnist.npz", "--epochs", "1", "--batch-size", "16"]) == 0
     assert (tmp_path / "runs" / "aae-npz-mnist" / "checkpoint.pt").exists()
     assert not (tmp_path / "runs" / "aae-mnist").exists()  # the folder of --dataset mnist stays its own
+
+
+@pytest.mark.parametrize("script, first, again, said", [
+    (aae.main, ["--sigma", "0.3", "--seed", "3"], ["--sigma", "0", "--seed", "0"],
+     ["ignoring --sigma 0.0: the resumed run keeps its saved 0.3", "ignoring --seed 0: the resumed run keeps its saved 3"]),
+    (daae.main, ["--clip"], ["--no-clip"], ["ignoring --no-clip: the resumed run keeps its saved True"]),
+    (aae.main, ["--supervised"], [], []),  # a store_true flag left out is not a flag given
+])
+def test_resume_says_it_ignores_a_flag_given_as_zero_or_false(script, first, again, said, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_script(script, ["--epochs", "1", "--latent-dim", "4", "--out", str(out), *first]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    capsys.readouterr()
+    assert run_script(script, ["--epochs", "2", "--out", str(out), "--resume", *again]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert sorted(warnings) == sorted(f"warning: {line}" for line in said)
+    kept = json.loads((out / "config.json").read_text())
+    assert {k: kept[k] for k in ("sigma", "seed", "clip", "supervised") if k in saved} == \
+        {k: saved[k] for k in ("sigma", "seed", "clip", "supervised") if k in saved}
+
+
+@pytest.mark.parametrize("broken", ["loss and weights", "weights alone"])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_mid_epoch_after_a_nan_keeps_the_good_checkpoint(broken, stop, tmp_path, monkeypatch, capsys):
+    steps, step = [], aae.train_step
+
+    def going_bad(model, *args):
+        steps.append(1)
+        losses = step(model, *args)
+        if len(steps) > 19 + 3:  # epoch 2 (19 steps an epoch), step 4 on: the loss and the update go bad
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+            if broken == "loss and weights":
+                losses["reconstruction"] = torch.tensor(float("nan"))
+        if len(steps) == 19 + 6:
+            os.kill(os.getpid(), stop)  # stops after this step, before the epoch's own NaN check
+        return losses
+
+    monkeypatch.setattr(aae, "train_step", going_bad)
+    out = tmp_path / "run"
+    assert run_script(aae.main, ["--epochs", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "in epoch 2;" in err[0], err
+    assert f"{out / 'checkpoint.pt'} keeps epoch 1" in err[0]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 0)
+    assert all(torch.isfinite(t).all() for t in saved["model_state"].values() if t.is_floating_point())
+
+
+def test_a_deleted_lock_file_does_not_let_a_second_run_into_a_busy_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "aae.py"), "--epochs", "3", "--out", str(out)]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (out / machinery.LOCK_FILE).is_file() or not (out / machinery.LOCK_FILE).read_text().strip():
+            assert time.time() < deadline and first.poll() is None, "the first run did not start"
+            time.sleep(0.05)
+        (out / machinery.LOCK_FILE).unlink()  # "a stale lock", deleted by hand while the run trains
+        assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 2
+        assert run_script(aae.main, ["--epochs", "4", "--out", str(out), "--resume"]) == 2
+        assert capsys.readouterr().err.count(f"error: {out} is in use by another run") == 2
+    finally:
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 3
+    assert json.loads((out / "config.json").read_text())["epochs"] == 3
+
+
+def test_the_next_run_of_a_folder_removes_what_a_killed_write_left(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    left = [out / ".checkpoint.pt.k9x2_abc.tmp", out / ".config.json.q1.tmp", out / "samples" / ".epoch_002.png.z.tmp"]
+    for path in left:
+        path.write_bytes(b"\0" * 1000)  # what kill -9 during atomic_path's write leaves
+    theirs = out / ".eval.json.e1.tmp"  # eval.py may be writing beside a training run: not the run's to delete
+    theirs.write_text("{")
+    assert run_script(aae.main, ["--epochs", "3", "--out", str(out), "--resume"]) == 0
+    assert not any(path.exists() for path in left) and theirs.exists()
+
+
+def test_a_failed_checkpoint_write_names_the_systems_reason(tmp_path):
+    """A real failed write (here the file-size limit, as a full disk without needing one): the
+    reason the operating system gives, not torch's "[enforce fail at inline_container.cc] unexpected pos"."""
+    script = f"""
+import resource, signal, sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+import machinery
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+try:
+    machinery.save_checkpoint({str(tmp_path / "checkpoint.pt")!r}, {{"weights": torch.zeros(1_000_000)}})
+except machinery.CLIError as error:
+    print(error)
+"""
+    said = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0, said.stderr
+    assert "File too large" in said.stdout and "enforce fail" not in said.stdout, said.stdout
+    assert "previous" in said.stdout and not list(tmp_path.glob(".checkpoint.pt.*"))
+
+
+def test_a_dataset_cache_that_cannot_be_written_is_a_warning_and_a_killed_ones_leftover_goes(tmp_path, monkeypatch,
+                                                                                            capsys):
+    arrays = {"x_train": torch.zeros(4, 1, 2, 2), "y_train": torch.zeros(4), "x_test": torch.zeros(1, 1, 2, 2),
+              "y_test": torch.zeros(1)}
+    (tmp_path / "cache").mkdir()
+    old, new = tmp_path / "cache" / ".mnist.pt.a1.tmp", tmp_path / "cache" / ".mnist.pt.b2.tmp"
+    for path in (old, new):
+        path.write_bytes(b"\0" * 1000)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))  # killed two hours ago; `new` may be another's write
+
+    def full_disk(obj, file, *args, **kwargs):
+        file.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert machinery.load_cached("mnist", str(tmp_path), lambda: arrays) is arrays
+    err = capsys.readouterr().err
+    assert "warning: mnist: not cached (cannot write" in err and "No space left on device" in err
+    assert not old.exists() and new.exists() and not (tmp_path / "cache" / "mnist.pt").exists()
+
+
+def test_a_checkpoint_saved_with_nan_weights_is_refused_by_eval_and_resume(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    next(iter(checkpoint["model_state"].values())).fill_(float("nan"))  # as a run saved before the guard could
+    machinery.save_checkpoint(out / "checkpoint.pt", {k: v for k, v in checkpoint.items() if k != "format"})
+    before = (out / "checkpoint.pt").read_bytes()
+    assert run_script(evaluation.main, ["reconstruction", str(out)]) == 2
+    assert run_script(aae.main, ["--epochs", "3", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("holds NaN or infinite weights (1 tensors)" in line for line in err), err
+    assert (out / "checkpoint.pt").read_bytes() == before and not (out / "eval.json").exists()

@@ -154,6 +154,11 @@ def test_npz_float_nchw_without_validation_takes_last_tenth(tmp_path, capsys):
       "y_test": np.zeros(2, int), "x_val": np.zeros((1, 5, 5), np.uint8)}, ["y_val"]),
     ({"x_train": np.zeros((4, 5, 5), np.uint8), "y_train": np.zeros(4, int), "x_test": np.zeros((2, 6, 6), np.uint8),
       "y_test": np.zeros(2, int)}, ["x_test", "same"]),
+    *(({"x_train": np.zeros((4, 6, 5, c), np.uint8), "y_train": np.zeros(4, int),  # channels last: RGBA, RGB, grey
+        "x_test": np.zeros((2, 6, 5, c), np.uint8), "y_test": np.zeros(2, int)}, ["x_train", "channels last"])
+      for c in (4, 3, 2, 1)),
+    ({"x_train": np.zeros((4, 6, 5, 7), np.uint8), "y_train": np.zeros(4, int),
+      "x_test": np.zeros((2, 6, 5, 7), np.uint8), "y_test": np.zeros(2, int)}, ["x_train", "6 channels", "1 to 4"]),
 ])
 def test_npz_bad_content_is_a_one_line_cli_error(tmp_path, arrays, words):
     path = tmp_path / "bad.npz"
@@ -272,3 +277,59 @@ def test_sprites_layout_splits_and_attributes(tmp_path):
     assert (float_images(data.x_test).sum(dim=(1, 2, 3)) == 1).all()
     assert torch.equal(data.extra["attributes_eval"][0], torch.arange(4, 11))
     assert data.extra["attributes_train"].shape == (63, 7)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_npz_images_of_one_to_four_channels_first_train_and_draw(channels, tmp_path):
+    import aae
+    from helpers import run_script
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x_train=rng.integers(0, 256, (40, channels, 6, 6), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 40), x_test=rng.integers(0, 256, (10, channels, 6, 6), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 10))
+    out = tmp_path / "run"
+    assert run_script(aae.main, ["--dataset", str(tmp_path / "c.npz"), "--epochs", "1", "--batch-size", "8",
+                                 "--out", str(out)]) == 0
+    assert (out / "samples.png").is_file() and (out / "checkpoint.pt").is_file()
+
+
+def zip_folder(folder, archive):
+    """`folder` zipped as Omniglot's archives are: one top folder of its name."""
+    shutil.make_archive(str(archive).removesuffix(".zip"), "zip", folder.parent, folder.name)
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "zips", "zips in omniglot-py", "background zip only"])
+def test_omniglot_where_a_user_already_has_it(layout, tmp_path, capsys):
+    made = tmp_path / "made"
+    write_omniglot_set(made / "images_background", {"Beta": 2, "Alpha": 3})
+    write_omniglot_set(made / "images_evaluation", {"Gamma": 2})
+    data_dir = tmp_path / "data"
+    if layout == "torchvision":  # torchvision.datasets.Omniglot(root="data") unpacks into data/omniglot-py/
+        shutil.copytree(made, data_dir / "omniglot-py")
+    else:
+        where = data_dir / "omniglot-py" if layout == "zips in omniglot-py" else data_dir
+        where.mkdir(parents=True)
+        for name in ("images_background",) if layout == "background zip only" else ("images_background",
+                                                                                      "images_evaluation"):
+            zip_folder(made / name, where / f"{name}.zip")
+    data = load_dataset("omniglot", str(data_dir))
+    assert data.num_classes == 5 and len(data.x_train) == 5 * 19 and len(data.x_test) == 5
+    assert len(data.extra["x_eval"]) == (0 if layout == "background zip only" else 2 * 20)
+    rows, _ = stroke_positions(data.x_test)
+    assert rows.tolist() == list(range(5))  # Alpha's characters first, each image its own label
+    assert not list(data_dir.rglob(".partial-*"))
+
+
+def test_omniglot_subset_archive_or_a_damaged_zip_is_one_line_naming_what_to_run(tmp_path):
+    (tmp_path / "images_background_small1.zip").write_bytes(b"PK")
+    with pytest.raises(CLIError) as error:
+        load_dataset("omniglot", str(tmp_path))
+    assert str(error.value) == (f"{tmp_path}/images_background_small1.zip is Omniglot's 5-alphabet subset: split it "
+                                f"into {tmp_path} once with python benchmarks/make_omniglot_small.py --zip "
+                                f"{tmp_path}/images_background_small1.zip --out {tmp_path}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "images_background.zip").write_bytes(b"PK\x03\x04 cut off")
+    with pytest.raises(CLIError, match="cannot unpack .*images_background.zip .*download it again"):
+        load_dataset("omniglot", str(tmp_path / "bad"))
+    assert [p.name for p in (tmp_path / "bad").iterdir()] == ["images_background.zip"]

@@ -3,7 +3,9 @@ keys, the leave-one-drawer-out split, the chain-step study, the bandwidth chosen
 only, the comparison table, and one-line errors. The quality study's own tests are in
 test_quality.py."""
 
+import errno
 import json
+import os
 import pickle
 import shutil
 
@@ -17,6 +19,7 @@ import common
 import machinery
 import eval as evaluation
 from helpers import run_eval as run_cli
+from helpers import run_script
 
 RECONSTRUCTION_KEYS = {"mse", "se"}
 SVM_KEYS = {"svm_rbf", "svm_rbf_pixels", "svm_rbf_pixels_auto", "svm_rbf_pca", "svm_rbf_pca_auto"}
@@ -382,3 +385,68 @@ def test_a_daae_table_says_that_its_plain_samples_and_step_0_are_one_x0(daae_run
     assert "differ by sampling alone" in out
     status, out, err = run_cli(["likelihood", str(daae_run), "--samples", "100", "--steps", "3"], capsys)
     assert status == 0 and "differ by sampling alone" not in out  # no step 0: nothing to explain
+
+
+# ---------------------------------------------------------------------------------------------
+# A run folder eval.py cannot write; a study older than its run's checkpoint
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["read-only file system", "read-only folder"])
+def test_a_run_folder_that_cannot_be_written_is_refused_before_any_study(how, digits_run, tmp_path, monkeypatch,
+                                                                         capsys):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    if how == "read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        run.chmod(0o555)
+    else:
+        real_open = os.open
+
+        def read_only(path, flags, *args, **kwargs):  # what a read-only mount answers, even to root
+            if str(path).startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", read_only)
+    studied, reconstruct = [], evaluation.reconstruct
+    monkeypatch.setattr(evaluation, "reconstruct", lambda *args: studied.append(1) or reconstruct(*args))
+    try:
+        status, _, err = run_cli(["reconstruction", str(digits_run), str(run)], capsys)
+    finally:
+        run.chmod(0o755)
+    assert status == 2 and studied == [], err  # not even the writable first run: all are checked first
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write eval.json in {run} (") and \
+        "nothing was evaluated" in lines[0], lines
+
+
+def test_a_study_older_than_its_runs_checkpoint_is_said_and_measured_again(tmp_path, capsys):
+    run, other = tmp_path / "run", tmp_path / "other"
+    assert run_script(aae.main, ["--epochs", "1", "--latent-dim", "4", "--out", str(run)]) == 0
+    assert run_script(aae.main, ["--epochs", "1", "--latent-dim", "4", "--seed", "1", "--out", str(other)]) == 0
+    assert run_cli(["reconstruction", str(run), str(other)], capsys)[0] == 0
+    (tmp_path / "table.json").write_text(json.dumps([{"result": "AAE: MSE", "paper": "–", "runs": ["run"],
+                                                      "study": "reconstruction", "key": ["mse"], "digits": 4,
+                                                      "budget": "b", "command": "c"}]))
+    said = f"{run}/eval.json: reconstruction was measured at epoch 1, but its checkpoint is now at epoch 2"
+    for fresh in (True, False):
+        status, out, err = run_cli(["compare", str(run), "--against", str(other)], capsys)
+        assert status == 0 and (said in out) != fresh and (said in err) != fresh, (out, err)
+        status, out, err = run_cli(["table", str(tmp_path)], capsys)
+        assert status == 0 and (said in err) != fresh, err
+        if fresh:  # trained further after it was evaluated
+            assert run_script(aae.main, ["--epochs", "2", "--out", str(run), "--resume"]) == 0
+    assert f"re-measure it: python eval.py all {run}" in err
+    assert run_cli(["reconstruction", str(run)], capsys)[0] == 0  # measured again: current, and nothing said
+    assert json.loads((run / "eval.json").read_text())["reconstruction"]["epoch"] == 2
+    status, out, err = run_cli(["compare", str(run), "--against", str(other)], capsys)
+    assert status == 0 and "measured at epoch" not in out + err
+
+
+def test_a_merge_removes_what_a_killed_eval_json_write_left(tmp_path):
+    (tmp_path / ".eval.json.k9x.tmp").write_text('{"half": ')  # kill -9 during atomic_path's write
+    evaluation.merge_results(tmp_path, "reconstruction", {"mse": 1.0})
+    assert not (tmp_path / ".eval.json.k9x.tmp").exists()
+    assert json.loads((tmp_path / "eval.json").read_text()) == {"reconstruction": {"mse": 1.0}}

@@ -60,3 +60,20 @@ def test_a_wrong_archive_is_one_line_and_writes_nothing(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_archive_member_is_one_line_and_a_killed_runs_leftover_goes(tmp_path, capsys):
+    main, out = load_script().main, tmp_path / "out"
+    write_archive(tmp_path / "small.zip")
+    data = bytearray((tmp_path / "small.zip").read_bytes())
+    at = data.index(b"IDAT") + 8  # inside the first image's compressed pixels: its CRC no longer matches
+    data[at:at + 4] = bytes(255 - b for b in data[at:at + 4])
+    (tmp_path / "damaged.zip").write_bytes(bytes(data))
+    assert run_script(main, ["--zip", str(tmp_path / "damaged.zip"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "is damaged" in err[0], err
+    assert list(out.iterdir()) == []  # no half-unpacked set
+    (out / ".partial-k9").mkdir()  # what kill -9 mid-unpacking leaves
+    (out / ".partial-k9" / "x.png").write_bytes(b"x")
+    assert run_script(main, ["--zip", str(tmp_path / "small.zip"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["images_background", "images_evaluation"]
