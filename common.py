@@ -500,9 +500,7 @@ def save_grid(images, path, nrow=10, row_labels=None, column_labels=None):
     from torchvision.utils import make_grid
 
     images = float_images(images.detach().cpu()).float().clamp(0, 1)
-    scale = max(1, 28 // images.shape[-1])
-    if scale > 1:
-        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    images = F.interpolate(images, scale_factor=max(1, 28 // images.shape[-1]), mode="nearest")  # x1: unchanged
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)  # 3 x H x W, grey images repeated
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # rounded as save_image rounds
     picture = Image.fromarray(pixels[0].numpy() if images.shape[1] == 1 else pixels.permute(1, 2, 0).numpy())
