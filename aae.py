@@ -1,33 +1,30 @@
 """Adversarial Autoencoders (Makhzani, Shlens, Jaitly, Goodfellow, Frey, 2015), arXiv:1511.05644.
 
-An autoencoder whose code space is shaped by a GAN. The encoder q(z|x) is deterministic here
-(the paper's first option), and its aggregated posterior
+An autoencoder whose code space is shaped by a GAN. The encoder q(z|x), one of Section 2's three (`--encoder`,
+encoders.py), is deterministic, z = enc(x) (the default); a Gaussian posterior, z = mu(x) + sigma(x) * eps
+(reparametrised); or a universal approximator, z = f(x, eta), noise eta a second input. Its aggregated posterior
 
     q(z) = integral of q(z|x) p_data(x) dx                                      (Eq. 1)
 
 is matched to a chosen prior p(z) by a discriminator D on codes, for which samples of p(z)
-are "real" (label 1) and codes enc(x) are "fake" (label 0). The encoder is the generator of
+are "real" (label 1) and codes z ~ q(z|x) are "fake" (label 0). The encoder is the generator of
 that game. Each mini-batch has two phases (Section 2):
 
   reconstruction:  min_{enc, dec}  E_x[ BCE(x, dec(enc(x))) ]
   regularisation:  max_D    E_{z~p(z)}[log D(z)] + E_x[log(1 - D(enc(x)))]   (the GAN game, Sec. 1.1)
                    min_enc  -E_x[log D(enc(x))]        (the non-saturating generator loss)
 
-When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term) is
-2 ln 2 = 1.386 and the encoder's adversarial loss is ln 2 = 0.693.
+When the game is balanced, D outputs 1/2 everywhere: its loss (real + fake term) is 2 ln 2 = 1.386 and the
+encoder's adversarial loss is ln 2 = 0.693. Priors: N(0, I); a mixture of 10 two-dimensional Gaussians; a
+"swiss roll". With labels (Section 2.3, Figure 3) D also sees a one-hot of the class, with an extra slot for
+"unlabelled"; a labelled image's positive sample comes from its class's component (or segment of the roll).
 
-Priors: N(0, I); a mixture of 10 two-dimensional Gaussians; a "swiss roll". With labels
-(Section 2.3, Figure 3) D also sees a one-hot of the class, with an extra slot for "unlabelled";
-a labelled image's positive sample comes from its class's component (or segment of the roll).
-
-Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside
-the code, dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the
-decoder the class, and a code matched to N(0, I) has no gaps to sort classes into, so z should
-keep the rest: the style (slant, stroke width); how well it does depends on z's size (see
-docs/aae.md, Section 4). samples.png is then Figure 7: each row one fixed z, each column one class.
-
-`--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0 this file is the
-DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
+Supervised AAE (Section 4), `--supervised`: the decoder gets the one-hot label beside the code,
+dec([one-hot(y), z]), and only z is matched to the prior. The label already tells the decoder the class, and a
+code matched to N(0, I) has no gaps to sort classes into, so z should keep the rest: the style (slant, stroke
+width); how well depends on z's size (docs/aae.md, Section 4). samples.png is then Figure 7: each row one
+fixed z, each column one class. `--sigma` > 0 feeds the encoder a corrupted x + sigma * eps: with sigma = 0
+this file is the DAAE authors' AAE baseline (Creswell & Bharath), whose architectures and settings it uses.
 
     python aae.py                                   # digits, offline, under a minute on a CPU
     python aae.py --dataset digits --prior mixture  # 2-D codes matched to 10 Gaussians
@@ -43,12 +40,12 @@ import torch.nn.functional as F
 
 import common
 import conv_networks
+import encoders
 import machinery
 import toy
 
-# The DAAE paper's networks and training (its "architecture and training" paragraph for each dataset,
-# and the authors' notebooks), daae.py's too; sigma = 0 makes it the AAE. digits (8x8, offline) is a
-# small setting of ours; cifar10/svhn, which neither paper trains an AAE on, reuse CelebA's networks.
+# The DAAE paper's networks and training (its "architecture and training" paragraphs, the authors' notebooks),
+# daae.py's too; sigma = 0: the AAE. digits (8x8) is ours; cifar10/svhn (no AAE in either paper) reuse CelebA's.
 NETWORKS = {
     "digits": dict(encoder_hidden=[256, 256], decoder_hidden=[256, 256], discriminator_hidden=[256, 256],
                    conv=False, latent_dim=10, lr=1e-3, batch_size=64, epochs=150),
@@ -65,12 +62,12 @@ NETWORKS = {
     **{name: dict(toy.NETWORKS, conv=False) for name in toy.MIXTURES},  # points in the plane: toy.py
 }
 PRIORS = ("gaussian", "mixture", "swissroll")
-# --supervised: Section 4's MNIST style code z is 15-D; a .npz uses the mnist row. Nothing in Section 4
-# keeps the class out of z (the encoder does not see the label), so the smaller z, the less room it has
-# for the class: on 8x8 digits ours is 2-D (docs/aae.md, Section 4, measures why).
+ENCODERS = ("deterministic", "gaussian", "universal")  # Section 2's choices of q(z|x)
+# --supervised: Section 4's MNIST style code z is 15-D (a .npz: the mnist row). Nothing keeps the class out of z
+# (the encoder does not see the label): the smaller z, the less room for it; 2-D on 8x8 digits (docs/aae.md).
 SUPERVISED_LATENT_DIM = {"mnist": 15, "digits": 2}
-DEFAULTS = {name: dict(row, prior="gaussian", labels=0, sigma=0.0, supervised=False) for name, row in
-            NETWORKS.items()}
+DEFAULTS = {name: dict(row, prior="gaussian", labels=0, sigma=0.0, supervised=False, encoder="deterministic")
+            for name, row in NETWORKS.items()}
 SUPERVISED_DEFAULTS = {name: dict(row, latent_dim=SUPERVISED_LATENT_DIM.get(name, row["latent_dim"]))
                        for name, row in DEFAULTS.items()}  # --supervised
 MIXTURE_COMPONENTS, MIXTURE_RADIUS, MIXTURE_STD = 10, 4.0, 0.5  # the DAAE authors' mixture
@@ -83,8 +80,7 @@ SWISSROLL_STD = 0.1  # the paper gives no width for the Gaussian around the roll
 
 
 def mlp(sizes, activation=nn.ReLU):
-    """Linear layers of the given sizes with `activation()` between them (none after the last).
-    learned_prior_aae.py makes its fully connected networks, D_C among them, with LeakyReLU."""
+    """Linear layers of the given sizes, `activation()` between them (learned_prior_aae.py: LeakyReLU)."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), activation()]
@@ -102,9 +98,18 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+def make_encoder(kind, image_shape, hidden, latent_dim, conv=False):
+    """q(z|x), one of ENCODERS (encoders.py): enc(x); a Gaussian from [mu, log sigma^2] outputs; f(x, eta)."""
+    if kind == "universal":  # fully connected: the noise joins the pixels at the input
+        return encoders.UniversalEncoder(Encoder([math.prod(image_shape) + latent_dim], hidden, latent_dim), latent_dim)
+    outputs = 2 * latent_dim if kind == "gaussian" else latent_dim
+    net = conv_networks.CelebAEncoder(image_shape, outputs) if conv else Encoder(image_shape, hidden, outputs)
+    return encoders.GaussianEncoder(net) if kind == "gaussian" else net
+
+
 class Decoder(nn.Module):
-    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities); for points in
-    the plane a linear output (the mean of a Gaussian), which logits() also returns."""
+    """p(x|z): code -> image, fully connected, sigmoid output (pixel probabilities); for points in the
+    plane a linear output (the mean of a Gaussian), which logits() also returns."""
 
     def __init__(self, image_shape, hidden, latent_dim):
         super().__init__()
@@ -119,8 +124,8 @@ class Decoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(z) (or D(z, one-hot label) with labels): fully connected, no BatchNorm (it stalls a
-    latent discriminator at 50 %). Returns the logit; the sigmoid is inside the loss."""
+    """D(z) (or D(z, one-hot label)): fully connected, no BatchNorm (it stalls a latent discriminator at 50 %).
+    Returns the logit; the sigmoid is inside the loss."""
 
     def __init__(self, latent_dim, hidden, label_slots=0, activation=nn.ReLU):
         super().__init__()
@@ -131,31 +136,34 @@ class Discriminator(nn.Module):
 
 
 def sample_prior(prior, n, latent_dim, device, labels=None):
-    """z ~ p(z). For the mixture and the swiss roll, `labels` (one per row: a class 0..9, or -1
-    for "unlabelled") pick the component or the segment of the roll; unlabelled rows and
-    labels=None sample the whole prior."""
+    """z ~ p(z). For the mixture and the swiss roll, `labels` (a class 0..9 per row, or -1: "unlabelled")
+    pick the component or the segment of the roll; unlabelled rows and labels=None sample the whole prior."""
     if prior == "gaussian":
         return torch.randn(n, latent_dim, device=device)
     part = torch.randint(MIXTURE_COMPONENTS, (n,), device=device)
     if labels is not None:
         part = torch.where(labels >= 0, labels, part)
     if prior == "mixture":
-        angle = 2 * math.pi * part / MIXTURE_COMPONENTS
-        mean = MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
-        return mean + MIXTURE_STD * torch.randn(n, 2, device=device)
-    # Swiss roll: the mean walks the spiral r = 3 sqrt(u), angle = 4 pi sqrt(u), which is uniform
-    # along its length for u ~ U(0, 1); class k owns the segment u in [k/10, (k+1)/10).
-    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS
+        return mixture_means(device)[part] + MIXTURE_STD * torch.randn(n, 2, device=device)
+    u = (part + torch.rand(n, device=device)) / MIXTURE_COMPONENTS  # class k: the segment [k/10, (k+1)/10)
+    return swissroll_mean(u) + SWISSROLL_STD * torch.randn(n, 2, device=device)
+
+
+def mixture_means(device):
+    angle = 2 * math.pi * torch.arange(MIXTURE_COMPONENTS, device=device) / MIXTURE_COMPONENTS
+    return MIXTURE_RADIUS * torch.stack([angle.cos(), angle.sin()], 1)
+
+
+def swissroll_mean(u):
+    """The swiss roll's spiral r = 3 sqrt(u), angle = 4 pi sqrt(u): uniform along its length for u ~ U(0, 1)."""
     radius, angle = 3 * u.sqrt(), 4 * math.pi * u.sqrt()
-    mean = torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
-    return mean + SWISSROLL_STD * torch.randn(n, 2, device=device)
+    return torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
 
 
-# Initial weights of the Linear layers, zero biases with each. glorot (Glorot-uniform): lasagne's
-# DenseLayer default, with which the DAAE authors trained; PyTorch's default shrinks a ReLU signal 2.4
-# times per layer, Glorot's 1.4 times (docs/daae.md: Omniglot's deep decoder). he (He-uniform, variance
-# 2 / fan_in): a ReLU signal keeps its scale; not the authors', daae.py --init he for short Omniglot
-# runs. normal, N(0, 0.01^2): musyoku's Chainer AAE (semi_supervised_aae.py --init normal).
+# Initial weights of the Linear layers, zero biases. glorot (Glorot-uniform): lasagne's DenseLayer default, the DAAE
+# authors'; PyTorch's default shrinks a ReLU signal 2.4 times per layer, Glorot's 1.4 (docs/daae.md: Omniglot's deep
+# decoder). he (He-uniform, variance 2 / fan_in) keeps its scale: daae.py --init he for short Omniglot runs. normal,
+# N(0, 0.01^2): musyoku's Chainer AAE (semi_supervised_aae.py --init normal).
 INITS = {"glorot": nn.init.xavier_uniform_, "he": lambda weight: nn.init.kaiming_uniform_(weight, nonlinearity="relu"),
          "normal": lambda weight: nn.init.normal_(weight, 0.0, 0.01)}
 
@@ -174,22 +182,20 @@ class AAE(nn.Module):
 
     def __init__(self, image_shape, latent_dim, prior="gaussian", conv=False, encoder_hidden=(),
                  decoder_hidden=(), discriminator_hidden=(1000, 1000), label_slots=0, sigma=0.0, init="glorot",
-                 decoder_labels=0):
+                 decoder_labels=0, encoder="deterministic"):
         super().__init__()
-        self.prior, self.latent_dim, self.sigma = prior, latent_dim, sigma
+        self.prior, self.latent_dim, self.sigma, self.stochastic = prior, latent_dim, sigma, encoder != "deterministic"
         self.decoder_labels = decoder_labels  # Section 4: the decoder also gets a one-hot label of this size
-        if conv:
-            self.encoder = conv_networks.CelebAEncoder(image_shape, latent_dim)
-            self.decoder = conv_networks.CelebADecoder(image_shape, latent_dim + decoder_labels)
-        else:
-            self.encoder = Encoder(image_shape, encoder_hidden, latent_dim)
-            self.decoder = Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
+        self.encoder = make_encoder(encoder, image_shape, encoder_hidden, latent_dim, conv)
+        self.decoder = conv_networks.CelebADecoder(image_shape, latent_dim + decoder_labels) if conv \
+            else Decoder(image_shape, decoder_hidden, latent_dim + decoder_labels)
         self.discriminator = Discriminator(latent_dim, discriminator_hidden, label_slots)
         if not conv:  # the convolutional (CelebA) networks come from the authors' PyTorch code: its defaults
             init_weights(self, init)
 
     def encode(self, x):
-        return self.encoder(x)
+        """The code of x: enc(x), or E[z|x] of a stochastic encoder (training uses its samples)."""
+        return self.encoder.mean(x) if self.stochastic else self.encoder(x)
 
     def decoder_input(self, z, labels=None):
         """z, or [one-hot label, z] for the supervised AAE (Section 4)."""
@@ -219,7 +225,7 @@ def build_model(config):
     return AAE(config["image_shape"], config["latent_dim"], config["prior"], config["conv"],
                config["encoder_hidden"], config["decoder_hidden"], config["discriminator_hidden"],
                label_slots=config["num_classes"] + 1 if config["labels"] else 0, sigma=config["sigma"],
-               decoder_labels=config["num_classes"] if config["supervised"] else 0)
+               decoder_labels=config["num_classes"] if config["supervised"] else 0, encoder=config["encoder"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,9 +234,8 @@ def build_model(config):
 
 
 def discriminator_loss(real_logits, *fake_logits):
-    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0). The sum of
-    the mean terms, so ln 2 per term at equilibrium: 1.386 here; 2.079 for learned_prior_aae.py's
-    D_I, which has two kinds of fake."""
+    """-[log D(z_prior) + log(1 - D(enc(x)))]: prior samples are real (1), codes fake (0). The sum of the mean
+    terms, so ln 2 per term at equilibrium: 1.386 here; 2.079 for learned_prior_aae.py's D_I (two fakes)."""
     loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     for logits in fake_logits:
         loss = loss + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
@@ -243,17 +248,14 @@ def encoder_adversarial_loss(fake_logits):
 
 
 def real_and_fake_logits(discriminator, real, fake, onehot=None):
-    """D's logits for the real and the fake samples from one call on both. Equal to two calls (D
-    has no BatchNorm), and faster on a CPU: one matrix product of 2B rows instead of two of B."""
+    """D's logits for the real and the fake samples from one call on both: equal to two (D has no BatchNorm), faster."""
     logits = discriminator(torch.cat([real, fake]), None if onehot is None else torch.cat([onehot, onehot]))
     return logits.chunk(2)
 
 
 def label_onehot(labels, label_slots):
     """Section 2.3's one-hot for D: the row's class, or the last slot for "unlabelled" (-1)."""
-    if not label_slots:
-        return None
-    return F.one_hot(torch.where(labels >= 0, labels, label_slots - 1), label_slots).float()
+    return F.one_hot(torch.where(labels >= 0, labels, label_slots - 1), label_slots).float() if label_slots else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +264,8 @@ def label_onehot(labels, label_slots):
 
 
 def reconstruction_update(model, optimizer, x, x_in, labels=None):
-    """The reconstruction phase: min BCE(x, dec(enc(x_in))) (the squared error for points in the
-    plane), from the decoder's logits; Section 4's decoder also gets `labels`."""
+    """The reconstruction phase: min BCE(x, dec(enc(x_in))) (points: the squared error), from the decoder's
+    logits; Section 4's decoder also gets `labels`."""
     logits = model.decoder.logits(model.decoder_input(model.encoder(x_in), labels))
     loss = common.reconstruction_loss(logits, x)
     optimizer.zero_grad(set_to_none=True)
@@ -287,8 +289,7 @@ def discriminator_update(model, optimizer, x_in, labels, label_slots):
 
 
 def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
-    """The regularisation phase (b): the encoder, the generator of the code game, learns to fool the
-    updated D, which is frozen: only the gradient through it to the codes is needed."""
+    """The regularisation phase (b): the encoder, the code game's generator, learns to fool the updated D (frozen)."""
     with common.frozen(model.discriminator):
         loss = encoder_adversarial_loss(model.discriminator(model.encoder(x_in), label_onehot(labels, label_slots)))
         optimizer.zero_grad(set_to_none=True)
@@ -298,9 +299,8 @@ def encoder_adversarial_update(model, optimizer, x_in, labels, label_slots):
 
 
 def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=False):
-    """One mini-batch of Section 2: reconstruction, then regularisation (D, then the encoder against
-    it). `labels`: each row's class or -1 ("unlabelled"), seen by D when label_slots > 0 and by the
-    decoder when `supervised`. One corruption (sigma > 0) for the three updates."""
+    """One mini-batch of Section 2: reconstruction, then regularisation (D, then the encoder against it). `labels`:
+    each row's class or -1 ("unlabelled"), seen by D when label_slots > 0 and by the decoder when `supervised`."""
     x_in = common.corrupt(x, sigma)
     return {"reconstruction": reconstruction_update(model, optimizers["reconstruction"], x, x_in,
                                                     labels if supervised else None),
@@ -311,11 +311,9 @@ def train_step(model, optimizers, x, labels, sigma, label_slots, supervised=Fals
 
 def make_optimizers(model, lr):
     """The DAAE authors' three Adam optimisers, one per update (the encoder's two keep their own moments)."""
-    return {
-        "reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
-        "discriminator": common.adam(model.discriminator.parameters(), lr),
-        "encoder_adversarial": common.adam(model.encoder.parameters(), lr),
-    }
+    return {"reconstruction": common.adam([*model.encoder.parameters(), *model.decoder.parameters()], lr),
+            "discriminator": common.adam(model.discriminator.parameters(), lr),
+            "encoder_adversarial": common.adam(model.encoder.parameters(), lr)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,15 +322,13 @@ def make_optimizers(model, lr):
 
 
 def label_grid(decode, z, k):
-    """Figure 7 (and the learned-prior paper's Figures 10 and 12): one row per style z, one column per
-    label 0..k-1, decode(z, label), for save_grid(..., nrow=k). Along a row the style should persist
-    while the class changes."""
+    """Figure 7 (and the learned-prior paper's Figures 10 and 12): one row per style z, one column per label
+    0..k-1, decode(z, label), for save_grid(..., nrow=k). Along a row the style should persist."""
     return decode(z.repeat_interleave(k, 0), torch.arange(k, device=z.device).repeat(len(z)))
 
 
 def save_reconstructions(rows, labels, path):
-    """Groups of rows of up to 10 images, however small the test split: a row of each of `rows` (the
-    same test images, then what became of them), each labelled."""
+    """Groups of rows of up to 10 images, however small the test split: a labelled row of each of `rows`."""
     per_row = min(10, len(rows[0]))
     rows = [r[:len(r) // per_row * per_row].view(-1, per_row, *r.shape[1:]) for r in rows]
     common.save_grid(torch.cat(rows, 1).flatten(0, 1), path, nrow=per_row, row_labels=labels)
@@ -340,9 +336,8 @@ def save_reconstructions(rows, labels, path):
 
 def save_pictures(model, run, fixed_z, epoch):
     """samples.png (and samples/epoch_NNN.png) of the fixed codes, Figure 7 for the supervised AAE;
-    reconstructions.png, in groups of rows: test images, (when sigma > 0) their corruptions, and the
-    reconstructions; for 2-D codes, every tenth of the run, the code space and the manifold. Points
-    in the plane: toy.save_pictures."""
+    reconstructions.png, groups of rows of test images, their corruptions (sigma > 0) and reconstructions;
+    for 2-D codes, every tenth of the run, the code space and the manifold. Points: toy.save_pictures."""
     out, data = run.out, run.data
     if toy.is_points(run.config["image_shape"]):
         return toy.save_pictures(model, run, epoch, {"samples dec(z)": model.decode(model.sample_prior(2000))})
@@ -409,6 +404,8 @@ def parse_args(argv):
     parser.add_argument("--labels", type=int, help="labelled training images for the label-conditioned "
                         "discriminator of Section 2.3 (mixture or swissroll prior); default 0: off")
     parser.add_argument("--sigma", type=machinery.corruption_sigma, help="std of the input corruption (default 0)")
+    parser.add_argument("--encoder", choices=ENCODERS, help="q(z|x) (Section 2): deterministic (default), gaussian "
+                        "(reparametrised) or universal (noise beside the pixels; fully connected networks only)")
     parser.add_argument("--supervised", action="store_true", default=None,  # None: not given (see --resume)
                         help="Section 4: the decoder also gets the one-hot label, only z is matched to the prior "
                              "(z 15-D on mnist); samples.png is Figure 7")
@@ -417,6 +414,8 @@ def parse_args(argv):
         if args.latent_dim not in (None, 2):
             raise machinery.CLIError(f"the {args.prior} prior is 2-D; drop --latent-dim or set it to 2")
         args.latent_dim = 2
+    if args.encoder == "universal" and DEFAULTS.get(args.dataset, {}).get("conv"):
+        raise machinery.CLIError(f"--encoder universal is fully connected, {args.dataset} convolutional: use gaussian")
     if args.labels is not None and args.labels < 0:
         raise machinery.CLIError("--labels must be 0 (off) or a positive number of labelled images")
     if args.labels and args.prior not in ("mixture", "swissroll"):
@@ -440,10 +439,10 @@ def fill_settings(config, data):
 
 def main(argv=None):
     args = parse_args(argv)
-    variant = "-".join(part for part in (args.prior if args.prior not in (None, "gaussian") else None,
-                                         "supervised" if args.supervised else None) if part)
-    train(common.start_run("aae", args, SUPERVISED_DEFAULTS if args.supervised else DEFAULTS, variant=variant or None,
-                           fill=fill_settings))
+    parts = (args.prior != "gaussian" and args.prior, args.supervised and "supervised",
+             args.encoder != "deterministic" and args.encoder)
+    train(common.start_run("aae", args, SUPERVISED_DEFAULTS if args.supervised else DEFAULTS,
+                           variant="-".join(part for part in parts if part) or None, fill=fill_settings))
 
 
 if __name__ == "__main__":

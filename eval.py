@@ -47,6 +47,8 @@ papers do:
                accuracy is printed. The validation images, scored the same way, show what real
                images get. Markov chains are scored after each of --steps, in quality_steps.png.
   all          the four.
+  prior        the energy distance of the test codes to p(z), with a permutation test (the AAE
+               paper's Figure 2 as a number; images and points alike; not part of all).
   compare      two groups of evaluated runs, e.g. a DAAE's seeds (the RUN_DIRs) against an AAE's
                (--against), paired by seed, every measure both groups have tested paired
                (compare.py, which reads only eval.json).
@@ -82,6 +84,9 @@ from results import (CLASSIFICATION, CLUSTER_CORRECT, CLUSTER_MAJORITY_CORRECT, 
 
 STUDIES = (RECONSTRUCTION, CLASSIFICATION, LIKELIHOOD, QUALITY)  # of images, each named as in eval.json
 TOY_STUDIES = (MODES,)  # of points in the plane (toy25, ring8)
+PRIOR = "prior"  # of the codes, for images and points alike; asked for by name, not part of all
+CODE_STUDIES = (PRIOR,)
+PERMUTATIONS, PRIOR_CODES = 200, 1000  # the prior study's permutation test, on the first 1,000 test codes
 TOY_SAMPLES = 10_000  # the ALI paper's: 10,000 samples of p(x), and 10,000 held-out points reconstructed
 BANDWIDTHS = np.logspace(-1, 0, 10)  # the authors' grid of Parzen bandwidths
 LOO_CHARACTERS = 20  # test (b): the first 20 characters of the evaluation set
@@ -218,6 +223,39 @@ def modes_table(result):
                      rows)
             + f"\n\nreconstruction of {result['points']} held-out points: squared distance "
               f"{result['reconstruction']:.4f} ± {result['reconstruction_se']:.4f}")
+
+
+def prior_match(model, data, device, permutations=PERMUTATIONS):
+    """Figure 2 as a number: the energy distance (Szekely & Rizzo) E = 2 E|z - z'| - E|z - z~| - E|z' - z'~|
+    between the first 1,000 test codes z and as many prior samples z'. Zero only for equal distributions, no
+    bandwidth to choose (an MMD's would have to suit every prior's scale); its permutation test gives the p-value
+    and the value two samples of one distribution get. Codes: encode(x); for a stochastic encoder also one
+    z ~ q(z|x) per image, the aggregated posterior q(z) that the objectives match."""
+    x = data.x_test[:PRIOR_CODES]  # the permutations index a (2n)^2 distance matrix
+    encoders = {"codes": model.encode}
+    if hasattr(model.encoder, "mean"):  # encoders.py's stochastic encoders: q(z|x) has a spread
+        encoders["sampled codes"] = model.encoder
+    result = {"images": len(x), "permutations": permutations}
+    for name, encode in encoders.items():
+        z = common.map_batches(encode, x, BATCH, device).double()
+        both = torch.cat([z, model.sample_prior(len(z)).cpu().double()])
+        distance, n = torch.cdist(both, both), len(z)
+        # Column k of `is_code` marks which rows are "codes" in labelling k: 0 the true one, then shuffles.
+        is_code = torch.stack([torch.arange(2 * n) < n] + [torch.randperm(2 * n) < n for _ in range(permutations)], 1)
+        a, b = is_code.double(), (~is_code).double()
+        within_a, within_b, across = ((u * (distance @ v)).sum(0) / n**2 for u, v in ((a, a), (b, b), (a, b)))
+        energy = 2 * across - within_a - within_b
+        observed, shuffled = float(energy[0]), energy[1:]
+        result[name.replace(" ", "_")] = {"energy_distance": observed, "shuffled_mean": float(shuffled.mean()),
+                                          "p_value": (1 + int((shuffled >= observed).sum())) / (1 + permutations)}
+    return result
+
+
+def prior_table(result):
+    rows = [[name.replace("_", " "), f"{r['energy_distance']:.4f}", f"{r['shuffled_mean']:.4f}", f"{r['p_value']:.3f}"]
+            for name, r in result.items() if isinstance(r, dict)]
+    return markdown(["test codes against p(z)", "energy distance", "two samples of one distribution",
+                     f"p ({result['permutations']} permutations)"], rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -776,8 +814,8 @@ def quality_table(result, config):
 def parse_args(argv):
     parser = machinery.ArgumentParser(prog="eval.py", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=[*STUDIES, *TOY_STUDIES, "all", "compare", "table"],
-                        help="which study to run (all: every study of the run's data; modes is the one of toy25 "
+    parser.add_argument("study", choices=[*STUDIES, *TOY_STUDIES, *CODE_STUDIES, "all", "compare", "table"],
+                        help="which study to run (all: every study of the run's data, prior apart; modes is the one of toy25 "
                              "and ring8, whose points are not images); compare: the RUN_DIRs' results against those of --against; "
                              "table: the README's results table from the runs stored in the folder given (results)")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by the model scripts")
@@ -822,6 +860,8 @@ def studies_for(study, run):
     points = run.config["dataset"] in toy.MIXTURES
     if study == "all":
         return TOY_STUDIES if points else STUDIES
+    if study in CODE_STUDIES:
+        return (study,)
     if points and study not in TOY_STUDIES:
         raise CLIError(f"{run.path} holds points in the plane ({run.config['dataset']}), which {study} cannot "
                               f"score: use eval.py modes (or all)")
@@ -886,6 +926,9 @@ def main(argv=None):
             elif study == MODES:
                 result = modes(run.model, data, run.config, device, args.samples, args.steps)
                 table = modes_table(result)
+            elif study == PRIOR:
+                result = prior_match(run.model, data, device)
+                table = prior_table(result)
             else:
                 result = quality(run.model, data, run.config, device, networks[network_key], args.samples, args.steps,
                                  run.path / "quality_steps.png")

@@ -594,7 +594,7 @@ _held_locks = {}  # run folder -> (this process's open descriptor of it, locked,
 # What runs from before a flag existed were trained with.
 OLD_RUN_SETTINGS = {
     "all": {"precision": "fp32", "save_every": 1, "device": None},
-    "aae": {"supervised": False, "encoder_hidden": [], "decoder_hidden": []},
+    "aae": {"supervised": False, "encoder_hidden": [], "decoder_hidden": [], "encoder": "deterministic"},
     "daae": {"encoder_hidden": [], "decoder_hidden": [], "init": "glorot", "clip": False,
              "update_order": "reconstruction-first", "adversarial_lr": None},
     "semi_supervised_aae": {"discriminator_noise": 0.0, "batch_norm": False, "init": "glorot", "beta1": 0.9,

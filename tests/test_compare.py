@@ -418,6 +418,8 @@ def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_diff
                                           ("aae.md", "mnist10k-clustering"), ("aae.md", "mnist10k-clustering-100"),
                                           ("learned_prior.md", "mnist10k-lp-ablation"), ("ali.md", "mnist10k-ali"),
                                           ("aae.md", "mnist10k-semi"), ("aae.md", "mnist10k-clustering30"),
+                                          ("vae.md", "mnist10k-figure2"), ("vae.md", "mnist10k-vae"),
+                                          ("aae.md", "digits-encoders"),
                                           ("learned_prior.md", "mnist10k-text-to-image")])
 def test_a_docs_pages_table_is_what_eval_table_prints(page, folder):
     root = Path(__file__).resolve().parents[1]
