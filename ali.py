@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import aae
 import common
 import machinery
 import toy
@@ -383,8 +384,7 @@ def save_interpolations(model, x_val, path, pairs=10, steps=8):
 
 
 def save_pictures(model, run, fixed_z, epoch):
-    """samples.png; reconstructions.png, as the paper's figures: each test image, then G_x(mu(x)) to its right;
-    every tenth of the run interpolations.png (and the 2-D code space)."""
+    """samples.png; reconstructions.png (test images, G_x(mu(x)) below); every tenth interpolations.png, 2-D codes."""
     out, data, device = run.out, run.data, run.device
     if toy.is_points(run.config["image_shape"]):
         return toy.save_pictures(model, run, epoch, {"samples G_x(z)": model.sample(2000)})
@@ -392,8 +392,8 @@ def save_pictures(model, run, fixed_z, epoch):
     common.save_grid(samples, out / "samples" / f"epoch_{epoch:03d}.png")
     common.save_grid(samples, out / "samples.png")
     x = common.float_images(data.x_test[:50].to(device))
-    common.save_grid(torch.stack([x, model.decode(model.encode(x))], 1).flatten(0, 1),
-                     out / "reconstructions.png", nrow=10)
+    aae.save_reconstructions([x, model.decode(model.encode(x))], ["test images", "G_x(G_z(x))"],
+                             out / "reconstructions.png")
     if run.every_tenth(epoch):
         if len(data.x_val) >= 20:
             save_interpolations(model, common.float_images(data.x_val[:20].to(device)), out / "interpolations.png")

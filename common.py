@@ -492,27 +492,28 @@ def map_batches(fn, x, batch_size, device):
                           for i in range(0, len(x), batch_size)])
 
 
-def save_grid(images, path, nrow=10, row_labels=None):
+def save_grid(images, path, nrow=10, row_labels=None, column_labels=None):
     """A grid of images in [0, 1], enlarged (nearest) so small images stay visible. A PNG of one
     channel for grey images, compressed fast (zlib level 1): the pixels of torchvision's
     save_image, in a fifth of its time for the Omniglot grids written every epoch. `row_labels`,
-    cycled over the grid's rows, are written in a margin on its left."""
+    cycled over the rows, are written in a margin on the left; `column_labels` in one above."""
     from torchvision.utils import make_grid
 
     images = float_images(images.detach().cpu()).float().clamp(0, 1)
-    scale = max(1, 28 // images.shape[-1])
-    if scale > 1:
-        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    images = F.interpolate(images, scale_factor=max(1, 28 // images.shape[-1]), mode="nearest")  # x1: unchanged
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)  # 3 x H x W, grey images repeated
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # rounded as save_image rounds
     picture = Image.fromarray(pixels[0].numpy() if images.shape[1] == 1 else pixels.permute(1, 2, 0).numpy())
-    if row_labels:
-        margin, row_height = 6 * max(map(len, row_labels)) + 6, images.shape[-2] + 2
-        labelled = Image.new(picture.mode, (picture.width + margin, picture.height), "white")
-        labelled.paste(picture, (margin, 0))
-        for row in range(picture.height // row_height):
-            ImageDraw.Draw(labelled).text((2, row * row_height + row_height // 2 - 3),
-                                          row_labels[row % len(row_labels)], fill="black")
+    if row_labels or column_labels:
+        left, top = 6 * max(map(len, row_labels)) + 6 if row_labels else 0, 12 if column_labels else 0
+        width, height = images.shape[-1] + 2, images.shape[-2] + 2
+        labelled = Image.new(picture.mode, (picture.width + left, picture.height + top), "white")
+        labelled.paste(picture, (left, top))
+        draw = ImageDraw.Draw(labelled)
+        for row in range(picture.height // height if row_labels else 0):
+            draw.text((2, top + row * height + height // 2 - 3), row_labels[row % len(row_labels)], fill="black")
+        for column, label in enumerate(column_labels or []):
+            draw.text((left + column * width + 3, 1), label, fill="black")
         picture = labelled
     with machinery.atomic_path(path) as tmp:
         picture.save(tmp, format="png", compress_level=1)

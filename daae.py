@@ -244,12 +244,14 @@ def build_model(config, sample_steps=None):
 
 def save_chain(chain, out, rows=10, columns=11):
     """chain_samples.png: the last step of every chain. chain.png: `rows` chains, one per row, at
-    `columns` evenly spaced steps from x_0 (left) to the last step (right), as the paper's figures."""
+    `columns` evenly spaced steps from x_0 (left) to the last step (right), as the paper's figures,
+    each column headed by its step."""
     common.save_grid(chain[-1], out / "chain_samples.png")
     steps = len(chain) - 1
     shown = sorted({round(i * steps / (columns - 1)) for i in range(columns)})
     strip = torch.stack([chain[t][:rows] for t in shown], 1)  # rows x len(shown) x C x H x W
-    common.save_grid(strip.flatten(0, 1), out / "chain.png", nrow=len(shown))
+    common.save_grid(strip.flatten(0, 1), out / "chain.png", nrow=len(shown),  # x_0 first, then step t
+                     column_labels=["x_0"] + [f"t={t}" for t in shown[1:]])
 
 
 def save_code_histogram(model, x, path, fake_codes=None, batch_size=500):

@@ -1,0 +1,64 @@
+"""figures.py: every figure drawn from tiny runs (one epoch each) as a PNG of a sensible size, the
+training of missing runs only, and every picture a docs page or the README names exists."""
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import figures
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+TOY = ["toy-aae", "toy-ali"]  # of the toy's six: a toy run takes seconds more than a digits run
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Every digits run of figures.RUNS and two of the toy's, trained for one epoch (the toy's of 100
+    updates); RUNS asks for one epoch while the tests run, so that nothing is trained again."""
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, (script, flags) in figures.RUNS.items():
+            small = re.sub(r"--epochs \d+", "", flags) + " --epochs 1"
+            small += " --batch-size 1000" if "toy25" in flags else ""
+            patch.setitem(figures.RUNS, name, (script, small))
+            if "toy25" not in flags or name in TOY:
+                importlib.import_module(script).main(figures.run_argv(name, runs))
+        yield runs
+
+
+@pytest.mark.parametrize("figure", sorted(figures.FIGURES))
+def test_each_figure_is_drawn_from_its_runs(figure, tiny_runs, tmp_path):
+    draw, names, pngs = figures.FIGURES[figure]
+    assert figures.train_missing([name for name in names if not name.startswith("toy-") or name in TOY],
+                                 tiny_runs) == {}
+    draw(tiny_runs, tmp_path)
+    for png in pngs:
+        with Image.open(tmp_path / png) as picture:
+            assert picture.format == "PNG"
+            assert 150 <= min(picture.size) and max(picture.size) <= 3000, picture.size
+        assert (tmp_path / png).stat().st_size < 600_000
+
+
+def test_the_chain_has_a_column_per_step_and_is_wider_than_tall(tiny_runs, tmp_path):
+    figures.daae_figures(tiny_runs, tmp_path)
+    with Image.open(tmp_path / "daae-chain.png") as chain:
+        assert chain.width > chain.height  # x_0 and 10 steps across, 10 chains down
+
+
+def test_main_draws_only_the_figures_asked_for(tiny_runs, tmp_path, capsys):
+    figures.main(["--runs", str(tiny_runs), "--out", str(tmp_path), "--only", "aae-figure7"])
+    assert [path.name for path in tmp_path.iterdir()] == ["aae-figure7.png"]
+    assert "figures written to" in capsys.readouterr().out
+
+
+def test_every_picture_the_readme_and_docs_name_exists():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    named = [(page, target) for page in pages
+             for target in re.findall(r"(?:\]\(|src=\")([^)\"#]+\.png)", page.read_text())]
+    assert any("figures/" in target for _, target in named)
+    missing = [f"{page.name}: {target}" for page, target in named if not (page.parent / target).is_file()]
+    assert not missing, missing
