@@ -493,9 +493,8 @@ def map_batches(fn, x, batch_size, device):
 
 
 def save_grid(images, path, nrow=10, row_labels=None, column_labels=None):
-    """A grid of images in [0, 1], enlarged (nearest) so small images stay visible. A PNG of one
-    channel for grey images, compressed fast (zlib level 1): the pixels of torchvision's
-    save_image, in a fifth of its time for the Omniglot grids written every epoch. `row_labels`,
+    """A grid of images in [0, 1], enlarged (nearest) so small images stay visible; for grey images a PNG
+    of one channel, compressed fast (zlib level 1: torchvision's save_image's pixels, faster). `row_labels`,
     cycled over the rows, are written in a margin on the left; `column_labels` in one above."""
     from torchvision.utils import make_grid
 
