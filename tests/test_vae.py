@@ -74,7 +74,7 @@ def test_mixture_density_is_the_mixtures_and_both_densities_integrate_to_one():
     components = torch.distributions.Independent(Normal(aae.mixture_means("cpu"), aae.MIXTURE_STD), 1)
     mixture = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(torch.ones(10)), components)
     torch.testing.assert_close(vae.log_prior("mixture", z), mixture.log_prob(z))
-    axis = torch.linspace(-6, 6, 601)
+    axis = torch.linspace(-6, 6, 241)  # a 0.05 grid: the sums are within 1e-5 of 1
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).view(-1, 2)
     cell = (axis[1] - axis[0]) ** 2
     for prior in ("mixture", "swissroll"):
