@@ -428,7 +428,8 @@ def difference_cell(runs, spec, folder):
 def results_table(folder):
     """The markdown table of FOLDER/table.json's rows, each figure computed from the eval.json of
     the runs stored under FOLDER: a stored figure as mean ± sd over its runs, a difference paired
-    by seed and by image as `compare` reports it; a row without runs says it is not re-measured."""
+    by seed and by image as `compare` reports it; a row without runs gives its "measured" text (the
+    benchmark's) or says it is not re-measured."""
     folder = Path(folder)
     try:
         specs = json.loads((folder / "table.json").read_text())
@@ -437,9 +438,9 @@ def results_table(folder):
                               "results folder (results)") from None
     body = []
     for spec in specs:
-        if "runs" not in spec:  # a figure of an earlier version of the code, whose runs are not stored
-            body.append([spec["result"], spec["paper"], f"not re-measured ([earlier figure]({spec['docs']}))",
-                         spec["budget"], spec["command"]])
+        if "runs" not in spec:  # a script's measurement (the benchmark's), or an earlier version's figure
+            figure = spec.get("measured") or f"not re-measured ([earlier figure]({spec['docs']}))"
+            body.append([spec["result"], spec["paper"], figure, spec["budget"], spec["command"]])
             continue
         runs = [read_evaluated(folder / name) for name in spec["runs"]]
         cell = stored_cell(runs, spec) if "key" in spec else difference_cell(runs, spec, folder)
