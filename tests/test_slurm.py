@@ -41,7 +41,8 @@ def test_a_grid_goes_out_as_one_job_array():
             "--studies", "none", "--out", "grid", "--slurm", "--time", "5"]
     assert run_script(sweep.main, argv) == 0
     assert all(torch.load(f"grid/s{seed}/checkpoint.pt", weights_only=True)["epoch"] == 2 for seed in (0, 1))
-    array = next(Path("grid/slurm").iterdir()).name.split("_")[0]
+    tasks = [p.name for p in Path("grid/slurm").iterdir() if not p.name.startswith(".")]  # not submitit's .submission_*
+    array = tasks[0].split("_")[0]
     assert {p.name for p in Path("grid/slurm").iterdir()} >= {f"{array}_0", f"{array}_1"}  # one array, two tasks
 
 
