@@ -2,19 +2,25 @@
 
     python figures.py                               # trains what runs/figures lacks, then draws docs/figures
     python figures.py --runs runs/figures --out docs/figures --only daae-chain toy-models
+    python figures.py --mnist path/to/mnist10k.npz  # the MNIST figures' data (default ./mnist10k.npz)
+    python figures.py --omniglot data/omniglot-small  # the Omniglot chain's (default data/omniglot-small)
 
 RUNS holds every figure's run: the model script and its flags (the budget is the epochs there); a run
-folder that already has its checkpoint is not trained again, so a second call only draws. Most runs are
-on scikit-learn's 8x8 digits (offline, a minute each on a CPU) and the toy of 25 Gaussians (toy.py),
-smaller than the papers' MNIST; docs/<paper>.md sets each figure beside the paper's and says what differs.
-Where a model script draws the picture already (code spaces, manifolds, code histogram, toy pictures),
-this file calls that function; here are only the layouts the run pictures lack (labelled rows and columns).
+folder that already has its checkpoint is not trained again, so a second call only draws. The quick runs
+are on scikit-learn's 8x8 digits (offline, a minute each on a CPU); the figures the papers show on MNIST
+are drawn again from runs on mnist10k.npz (make_mnist10k.py makes it), the DAAE's chain on the Omniglot
+subset too (benchmarks/make_omniglot_small.py); a figure whose data is missing is skipped, with a line
+saying so. The 2-D toy of 25 Gaussians (toy.py) is drawn at 5,000 updates and at the ALI
+paper's 200,000. docs/<paper>.md sets each figure beside the paper's and says what differs. Where a
+model script draws the picture already (code spaces, manifolds, code histogram, toy pictures), this
+file calls that function; here are only the layouts the run pictures lack (labelled rows and columns).
 """
 import argparse
 import shlex
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,8 +32,15 @@ import machinery
 
 # The figures' runs: name -> (model script, flags). Budgets, on digits (20 updates an epoch, ALI's 13): the
 # 2-D codes aae.py's 150 epochs, the other AAEs and the DAAE 50, the learned prior 30 (its conditional grids
-# 100, its digits default), ALI 100; the toy runs toy.py's 5 epochs of 1,000 updates, as results/toy25.
-# About a minute each on a CPU.
+# 100, its digits default), ALI 100; about a minute each on a CPU. On MNIST ({mnist}: the 8,000 training
+# digits of mnist10k.npz, 125 updates an epoch at batch 64) the DAAE paper's MNIST networks: the 2-D codes 20
+# epochs, the supervised AAE 20, the clustering and the DAAE 50; 2-10 minutes each. On Omniglot ({omniglot}:
+# the 4-alphabet subset at 28x28) the DAAE of docs/daae.md's "Omniglot on a CPU", 100 epochs. The toy: toy.py's 5
+# epochs of 1,000 updates, as results/toy25, and the ALI paper's 200,000 updates (200 epochs), as
+# results/toy25-200k, 7-20 minutes each.
+DATA_PATHS = {"mnist": "mnist10k.npz", "omniglot": "data/omniglot-small"}  # --mnist's and --omniglot's defaults
+TOY = (("aae", "aae", ""), ("daae", "daae", ""), ("idaae", "idaae", ""), ("learned_prior_aae", "learned_prior_aae", ""),
+       ("clustering", "semi_supervised_aae", " --labels 0"), ("ali", "ali", ""), ("vae", "vae", ""))
 RUNS = {
     "aae-gaussian": ("aae", "--latent-dim 2 --epochs 150"),
     "aae-mixture": ("aae", "--prior mixture --latent-dim 2 --epochs 150"),
@@ -42,20 +55,27 @@ RUNS = {
     "lp-supervised": ("learned_prior_aae", "--setting supervised --epochs 100"),
     "lp-categorical": ("learned_prior_aae", "--setting categorical --epochs 100"),
     "ali": ("ali", "--epochs 100"),
-    **{f"toy-{name}": (script, "--dataset toy25" + extra) for name, script, extra in (
-        ("aae", "aae", ""), ("daae", "daae", ""), ("idaae", "idaae", ""),
-        ("learned_prior_aae", "learned_prior_aae", ""), ("clustering", "semi_supervised_aae", " --labels 0"),
-        ("ali", "ali", ""))},
+    "mnist-aae-gaussian": ("aae", "--dataset {mnist} --latent-dim 2 --epochs 20"),
+    "mnist-aae-mixture": ("aae", "--dataset {mnist} --prior mixture --latent-dim 2 --epochs 20"),
+    "mnist-aae-mixture-labels": ("aae", "--dataset {mnist} --prior mixture --latent-dim 2 --labels 2000 --epochs 20"),
+    "mnist-aae-swissroll-labels": ("aae", "--dataset {mnist} --prior swissroll --latent-dim 2 --labels 2000 --epochs 20"),
+    "mnist-aae-supervised": ("aae", "--dataset {mnist} --supervised --epochs 20"),
+    "mnist-clustering": ("semi_supervised_aae", "--dataset {mnist} --labels 0 --epochs 50"),
+    "mnist-daae": ("daae", "--dataset {mnist} --epochs 50"),
+    "omniglot-daae": ("daae", "--dataset omniglot --data-dir {omniglot} --image-size 28 --lr 1e-4 --adversarial-lr 4e-5 "
+                              "--init he --sigma 0.25 --epochs 100"),
+    **{f"toy-{name}": (script, "--dataset toy25" + extra) for name, script, extra in TOY},
+    **{f"toy200k-{name}": (script, "--dataset toy25 --epochs 200 --save-every 20" + extra) for name, script, extra in TOY},
 }
-TOY_MODELS = [name for name in RUNS if name.startswith("toy-")]
 
 
-def run_argv(name, runs):
-    """The flags that train the run `name` into runs/name (the model script's own command line)."""
-    return shlex.split(RUNS[name][1]) + ["--out", str(Path(runs) / name)]
+def run_argv(name, runs, data=None):
+    """The flags that train the run `name` into runs/name (the model script's own command line); `data`
+    names the MNIST file and the Omniglot folder (default: DATA_PATHS)."""
+    return shlex.split(RUNS[name][1].format(**{**DATA_PATHS, **(data or {})})) + ["--out", str(Path(runs) / name)]
 
 
-def train_missing(names, runs):
+def train_missing(names, runs, data=None):
     """Train, one after the other, the runs among `names` that have no checkpoint yet; a run stopped
     half way, or shorter than RUNS asks, is resumed. Returns the seconds each training took."""
     seconds = {}
@@ -66,7 +86,7 @@ def train_missing(names, runs):
             if not run.unfinished and ("--epochs" not in flags or run.epoch >= int(flags[flags.index("--epochs") + 1])):
                 continue
         script, resume = RUNS[name][0], ["--resume"] if (folder / "checkpoint.pt").exists() else []
-        command = [sys.executable, f"{Path(__file__).resolve().parent / script}.py"] + run_argv(name, runs) + resume
+        command = [sys.executable, f"{Path(__file__).resolve().parent / script}.py"] + run_argv(name, runs, data) + resume
         print("training:", " ".join(command[1:]), flush=True)
         start = time.perf_counter()
         if subprocess.run(command).returncode:
@@ -78,7 +98,17 @@ def train_missing(names, runs):
 def load(runs, name):
     """The trained run `name` and its test split (the run's own dataset)."""
     run = machinery.load_run(Path(runs) / name)
-    return run, common.load_dataset(run.config["dataset"], run.config["data_dir"])
+    return run, common.load_dataset(run.config["dataset"], run.config["data_dir"], run.config.get("image_size"))
+
+
+def on(data, name):
+    """A figure's run or PNG on `data`: the digits' name as it is, MNIST's with "mnist-" before it."""
+    return name if data == "digits" else f"{data}-{name}"
+
+
+# The captions' names of the data
+DATA = {"digits": "8x8 digits, not MNIST", "mnist": "MNIST: 8,000 training digits of mnist10k.npz",
+        "omniglot": "Omniglot: 4 alphabets at 28x28"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,52 +175,58 @@ def side_by_side(path, title, pictures, rows=1, labels=None):
 
 
 @torch.no_grad()
-def aae_figure2(runs, out):
+def aae_figure2(runs, out, data="digits"):
     """AAE Figure 2: test codes over the Gaussian (a) and the 10-Gaussian mixture (b); the mixture's manifold (e)."""
-    for name in ("aae-gaussian", "aae-mixture"):
-        run, data = load(runs, name)
-        common.save_code_space(run.model, data.x_test, data.y_test, Path(runs) / name / "code_space.png")
-    common.save_manifold(load(runs, "aae-mixture")[0].model, Path(runs) / "aae-mixture" / "manifold.png")
-    side_by_side(out / "aae-figure2.png", "AAE Figure 2: 2-D codes of test digits (8x8 digits, not MNIST)",
-                 [("(a) prior N(0, I)", Path(runs) / "aae-gaussian" / "code_space.png"),
-                  ("(b) prior: mixture of 10 Gaussians", Path(runs) / "aae-mixture" / "code_space.png"),
-                  ("(e) dec(z) on a grid of z, mixture prior", Path(runs) / "aae-mixture" / "manifold.png")])
+    gaussian, mixture = Path(runs) / on(data, "aae-gaussian"), Path(runs) / on(data, "aae-mixture")
+    for folder in (gaussian, mixture):
+        run, dataset = load(runs, folder.name)
+        common.save_code_space(run.model, dataset.x_test, dataset.y_test, folder / "code_space.png")
+    common.save_manifold(load(runs, mixture.name)[0].model, mixture / "manifold.png")
+    side_by_side(out / f"{on(data, 'aae-figure2')}.png", f"AAE Figure 2: 2-D codes of test digits ({DATA[data]})",
+                 [("(a) prior N(0, I)", gaussian / "code_space.png"),
+                  ("(b) prior: mixture of 10 Gaussians", mixture / "code_space.png"),
+                  ("(e) dec(z) on a grid of z, mixture prior", mixture / "manifold.png")])
 
 
 @torch.no_grad()
-def aae_figure4(runs, out):
+def aae_figure4(runs, out, data="digits"):
     """AAE Figure 4: the label-conditioned discriminator puts each class on its own component (a) / segment (c)."""
-    for name in ("aae-mixture-labels", "aae-swissroll-labels"):
-        run, data = load(runs, name)
-        common.save_code_space(run.model, data.x_test, data.y_test, Path(runs) / name / "code_space.png")
-    side_by_side(out / "aae-figure4.png", "AAE Figure 4: labels in the adversarial game (500 labelled digits)",
-                 [("(a) 10-Gaussian mixture, one per class", Path(runs) / "aae-mixture-labels" / "code_space.png"),
-                  ("(c) swiss roll, one segment per class", Path(runs) / "aae-swissroll-labels" / "code_space.png")])
+    mixture, swissroll = Path(runs) / on(data, "aae-mixture-labels"), Path(runs) / on(data, "aae-swissroll-labels")
+    for folder in (mixture, swissroll):
+        run, dataset = load(runs, folder.name)
+        common.save_code_space(run.model, dataset.x_test, dataset.y_test, folder / "code_space.png")
+    labels = machinery.load_run(mixture).config["labels"]
+    side_by_side(out / f"{on(data, 'aae-figure4')}.png",
+                 f"AAE Figure 4: labels in the adversarial game ({labels} labelled; {DATA[data]})",
+                 [("(a) 10-Gaussian mixture, one per class", mixture / "code_space.png"),
+                  ("(c) swiss roll, one segment per class", swissroll / "code_space.png")])
 
 
 @torch.no_grad()
-def aae_figure7(runs, out):
+def aae_figure7(runs, out, data="digits"):
     """AAE Figure 7: dec(one-hot(y), z), one row per style z, one column per class."""
-    model = load(runs, "aae-supervised")[0].model
+    model = load(runs, on(data, "aae-supervised"))[0].model
+    torch.manual_seed(0)
     z = model.sample_prior(10)
-    save_grids(out / "aae-figure7.png", "AAE Figure 7: style (rows) and content (columns)",
+    save_grids(out / f"{on(data, 'aae-figure7')}.png", f"AAE Figure 7: style (rows) and content (columns), {data}",
                [dict(images=aae.label_grid(model.decode, z, 10), ncol=10, title="dec(one-hot(y), z)",
                      column_labels=[str(k) for k in range(10)], xlabel="label y",
                      ylabel="style z ~ N(0, I), one per row")])
 
 
 @torch.no_grad()
-def aae_figure9(runs, out):
+def aae_figure9(runs, out, data="digits"):
     """AAE Figure 9: a row per cluster, its head dec(y_k, z = 0) first, then test images assigned to it."""
-    run, data = load(runs, "clustering")
+    run, dataset = load(runs, on(data, "clustering"))
     model, k, per_row = run.model, run.model.clusters, 10
     heads = model.decode(model.code(torch.eye(k), torch.zeros(k, model.style_dim)))
-    assigned = common.map_batches(model.class_probabilities, data.x_test, 500, "cpu").argmax(1)
+    assigned = common.map_batches(model.class_probabilities, dataset.x_test, 500, "cpu").argmax(1)
     rows = []
     for c in range(k):
-        members = common.float_images(data.x_test[assigned == c][:per_row])
+        members = common.float_images(dataset.x_test[assigned == c][:per_row])
         rows += [heads[c:c + 1], members, torch.zeros(per_row - len(members), *members.shape[1:])]
-    save_grids(out / "aae-figure9.png", f"AAE Figure 9: unsupervised clustering into {k} clusters",
+    save_grids(out / f"{on(data, 'aae-figure9')}.png",
+               f"AAE Figure 9: unsupervised clustering into {k} clusters ({DATA[data]})",
                [dict(images=torch.cat(rows), ncol=per_row + 1, title="cluster head, then test images argmax q(y|x) = k",
                      column_labels=["head"] + [""] * per_row, row_labels=[f"k={c}" for c in range(k)])])
 
@@ -204,23 +240,24 @@ def aae_figure11(runs, out):
 
 
 @torch.no_grad()
-def daae_figures(runs, out):
+def daae_figures(runs, out, data="digits"):
     """DAAE: the Markov chain (x_0 = dec(z) beside steps 1-10), reconstructions of corrupted test
-    digits, and the histogram of codes over the prior."""
-    run, data = load(runs, "daae")
-    model, steps = run.model, run.config["sample_steps"]
+    images, and the histogram of codes over the prior."""
+    run, dataset = load(runs, on(data, "daae"))
+    model, steps = run.model, min(run.config["sample_steps"], 10)  # Omniglot runs 50: its first 10 drawn
     torch.manual_seed(0)
     chain = model.markov_chain_sample(10, steps)
-    save_grids(out / "daae-chain.png", "DAAE: sampling by the Markov chain x_t = dec(enc(x_{t-1} + noise))",
+    save_grids(out / f"{on(data, 'daae-chain')}.png",
+               f"DAAE: sampling by the Markov chain x_t = dec(enc(x_{{t-1}} + noise)), {data}",
                [dict(images=torch.stack(chain, 1).flatten(0, 1), ncol=steps + 1, title="one chain per row",
                      column_labels=["x_0"] + [str(t) for t in range(1, steps + 1)],
                      xlabel="x_0 = dec(z), z ~ p(z), then chain step t")])
-    x = common.float_images(data.x_test[:10])
+    x = common.float_images(dataset.x_test[:10])
     x_tilde = common.corrupt(x, model.sigma)
-    save_grids(out / "daae-reconstructions.png", "DAAE: reconstructions of corrupted test digits",
-               [dict(images=torch.cat([x, x_tilde.clamp(0, 1), model.decode(model.encode(x_tilde))]), ncol=10,
+    save_grids(out / f"{on(data, 'daae-reconstructions')}.png", f"DAAE: reconstructions of corrupted test images, {data}",
+               [dict(images=torch.cat([x, x_tilde.clamp(0, 1), model.decode(model.encode(x_tilde))]), ncol=len(x),
                      title="", row_labels=["x", f"x~ (sigma {model.sigma:g})", "dec(enc(x~))"])])
-    daae.save_code_histogram(model, data.x_test[:2000], out / "daae-code_histogram.png")
+    daae.save_code_histogram(model, dataset.x_test[:2000], out / f"{on(data, 'daae-code_histogram')}.png")
 
 
 @torch.no_grad()
@@ -263,28 +300,36 @@ def ali_figures(runs, out):
                      xlabel="G_x((1 - t) G_z(x_1) + t G_z(x_2)), t above")])
 
 
-def toy_models(runs, out):
+def toy_models(runs, out, updates=5000):
     """The 2-D toy, one row per model: samples, reconstructions and codes, as each run drew them."""
-    names = [name for name in TOY_MODELS if (Path(runs) / name).is_dir()]
+    prefix = "toy-" if updates == 5000 else "toy200k-"
+    names = [f"{prefix}{name}" for name, _, _ in TOY if (Path(runs) / f"{prefix}{name}").is_dir()]
     def codes(folder):  # the clustering's code is a cluster and a style: its picture is the points by cluster
         return ("codes", folder / "code_space.png") if (folder / "code_space.png").exists() else \
             ("test points by cluster", folder / "clusters.png")
     pictures = [picture for name in names for picture in (
         ("samples over the test points", Path(runs) / name / "samples.png"),
         ("reconstructions", Path(runs) / name / "reconstructions.png"), codes(Path(runs) / name))]
-    side_by_side(out / "toy-models.png", "The 2-D toy (25 Gaussians), 5,000 updates each", pictures,
-                 rows=len(names), labels=[name.removeprefix("toy-") for name in names])
+    side_by_side(out / ("toy-models.png" if updates == 5000 else "toy-models-200k.png"),
+                 f"The 2-D toy (25 Gaussians), {updates:,} updates each", pictures,
+                 rows=len(names), labels=[name.removeprefix(prefix) for name in names])
 
 
 def overview(runs, out):
-    """The README's picture: one figure of each paper beside the toy's AAE and ALI (drawn above, or blank)."""
+    """The README's picture: one figure of each paper on MNIST where drawn (else on digits) beside three toy
+    models at the paper's length (else at 5,000 updates); a picture not drawn yet is left blank."""
+    def drawn(*paths):
+        return next((path for path in paths if Path(path).exists()), paths[-1])
+    runs = Path(runs)
+    toy = "toy200k" if (runs / "toy200k-ali" / "samples.png").exists() else "toy"
     side_by_side(out / "overview.png", "Adversarial autoencoders, one file per model (docs/figures.md)",
-                 [("AAE: test codes over a 10-Gaussian mixture", Path(runs) / "aae-mixture" / "code_space.png"),
-                  ("DAAE: x_0, then 10 steps of the chain", out / "daae-chain.png"),
-                  ("learned prior: AAE's samples, CG's", out / "learned_prior-figure8.png"),
-                  ("toy: AAE samples over 25 Gaussians", Path(runs) / "toy-aae" / "samples.png"),
-                  ("toy: ALI samples", Path(runs) / "toy-ali" / "samples.png"),
-                  ("toy: DAAE x_0 (blue), chain (red)", Path(runs) / "toy-daae" / "samples.png")], rows=2)
+                 [("AAE: test codes, one mixture component per label",
+                   drawn(runs / "mnist-aae-mixture-labels" / "code_space.png", runs / "aae-mixture-labels" / "code_space.png")),
+                  ("DAAE: x_0, then 10 steps of the chain", drawn(out / "mnist-daae-chain.png", out / "daae-chain.png")),
+                  ("AAE: style (rows), content (columns)", drawn(out / "mnist-aae-figure7.png", out / "aae-figure7.png")),
+                  ("toy: ALI samples", runs / f"{toy}-ali" / "samples.png"),
+                  ("toy: DAAE x_0 (blue), chain (red)", runs / f"{toy}-daae" / "samples.png"),
+                  ("toy: learned prior samples", runs / f"{toy}-learned_prior_aae" / "samples.png")], rows=2)
 
 
 # figure -> (its function, the runs it draws from, the PNGs it writes)
@@ -298,8 +343,20 @@ FIGURES = {
     "learned_prior": (learned_prior_figures, ["lp-aae", "lp", "lp-supervised", "lp-categorical"],
                       [f"learned_prior-figure{k}.png" for k in (8, 10, 11, 12, 13)]),
     "ali": (ali_figures, ["ali"], ["ali-reconstructions.png", "ali-interpolations.png"]),
-    "toy-models": (toy_models, TOY_MODELS, ["toy-models.png"]),
-    "overview": (overview, ["aae-mixture", "toy-aae", "toy-ali", "toy-daae"], ["overview.png"]),
+    **{f"mnist-{figure}": (partial(draw, data="mnist"), [f"mnist-{name}" for name in names],
+                           [f"mnist-{png}" for png in pngs]) for figure, draw, names, pngs in (
+        ("aae-figure2", aae_figure2, ["aae-gaussian", "aae-mixture"], ["aae-figure2.png"]),
+        ("aae-figure4", aae_figure4, ["aae-mixture-labels", "aae-swissroll-labels"], ["aae-figure4.png"]),
+        ("aae-figure7", aae_figure7, ["aae-supervised"], ["aae-figure7.png"]),
+        ("aae-figure9", aae_figure9, ["clustering"], ["aae-figure9.png"]),
+        ("daae", daae_figures, ["daae"], ["daae-chain.png", "daae-reconstructions.png", "daae-code_histogram.png"]))},
+    "omniglot-daae": (partial(daae_figures, data="omniglot"), ["omniglot-daae"],
+                      [f"omniglot-daae-{png}.png" for png in ("chain", "reconstructions", "code_histogram")]),
+    "toy-models": (toy_models, [f"toy-{name}" for name, _, _ in TOY], ["toy-models.png"]),
+    "toy-models-200k": (partial(toy_models, updates=200_000), [f"toy200k-{name}" for name, _, _ in TOY],
+                        ["toy-models-200k.png"]),
+    "overview": (overview, ["aae-mixture-labels", "aae-supervised", "toy-ali", "toy-daae", "toy-learned_prior_aae"],
+                 ["overview.png"]),
 }
 
 
@@ -307,6 +364,11 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/figures", help="the figures' run folders (trained when missing)")
     parser.add_argument("--out", default="docs/figures", help="where the PNGs are written")
+    parser.add_argument("--mnist", default=DATA_PATHS["mnist"],
+                        help="the MNIST figures' data, made by make_mnist10k.py (default mnist10k.npz)")
+    parser.add_argument("--omniglot", default=DATA_PATHS["omniglot"],
+                        help="the Omniglot chain's data, made by benchmarks/make_omniglot_small.py "
+                             "(default data/omniglot-small)")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="these figures only (default: all)")
     return parser.parse_args(argv)
 
@@ -315,10 +377,23 @@ def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    data = {"mnist": str(Path(args.mnist).resolve()), "omniglot": str(Path(args.omniglot).resolve())}
+    makes = {"mnist": "python make_mnist10k.py` or name it with --mnist",
+             "omniglot": "python benchmarks/make_omniglot_small.py --zip images_background_small1.zip "
+                         f"--out {args.omniglot}` (docs/daae.md) or name it with --omniglot"}
+    figures = args.only or list(FIGURES)
+    for name in ("mnist", "omniglot"):
+        needing = [figure for figure in figures if figure.startswith(f"{name}-")]
+        if needing and not Path(data[name]).exists():
+            message = f"{getattr(args, name)} not found: make it with `{makes[name]}"
+            if args.only:
+                raise machinery.CLIError(message)
+            print(f"the {', '.join(needing)} figures are skipped ({message})", flush=True)
+            figures = [figure for figure in figures if figure not in needing]
     start = time.perf_counter()
-    for figure in args.only or FIGURES:
+    for figure in figures:
         draw, names, _ = FIGURES[figure]
-        trained = train_missing(names, args.runs)
+        trained = train_missing(names, args.runs, data)
         draw(args.runs, out)
         print(f"{figure}: drawn" + (f" (trained {', '.join(f'{k} {v:.0f} s' for k, v in trained.items())})"
                                     if trained else ""), flush=True)
