@@ -18,8 +18,8 @@ import machinery
 from machinery import CLIError
 from results import (CLASSIFICATION, CLUSTER_CORRECT, CLUSTER_MAJORITY_CORRECT, CORRECT, EACH, LIKELIHOOD, LOO20,
                      LOO20_BASELINES, MODES, QUALITY, RECONSTRUCTION, SQUARED_ERRORS, SVM_BASELINES, SVM_RBF,
-                     check_writable, markdown, read_evaluated, split_name, stored, unpack_bits, unpack_numbers,
-                     write_table)
+                     EvaluatedRun, check_writable, markdown, read_evaluated, split_name, stored, unpack_bits,
+                     unpack_numbers, write_table)
 
 # ---------------------------------------------------------------------------------------------
 # compare: two groups of evaluated runs (e.g. the DAAE's seeds against the AAE's), paired tests
@@ -405,11 +405,31 @@ def stored_cell(runs, spec):
     return f"{values.mean():.{digits}f}{spread}{spec.get('unit', '')}"
 
 
+def at_chain_step(run, step):
+    """run as if its samples were the chain's after `step` steps: its eval.json's Parzen LL (test
+    split), FID and IS at that step in place of the plain samples', and no other study."""
+    quality, likelihood = stored(run, QUALITY, "steps", str(step)), stored(run, LIKELIHOOD, "steps", str(step))
+    if quality is None and likelihood is None:
+        raise CLIError(f"{run.path}/eval.json has no scores after {step} chain steps: evaluate it with them "
+                       f"(python eval.py all {run.path} --steps {step})")
+    results = {}
+    if quality is not None:
+        results[QUALITY] = {"feature_network": stored(run, QUALITY, "feature_network"), **quality}
+    if likelihood is not None:
+        results[LIKELIHOOD] = {"test": likelihood}
+    return EvaluatedRun(run.path, run.config, results, run.stale)
+
+
 def difference_cell(runs, spec, folder):
     """A paired difference, as `compare` computes it: the runs against spec["against"] (or, with
-    spec["baseline"], against a baseline on the same images), on spec["measure"]."""
+    spec["baseline"], against a baseline on the same images), on spec["measure"]; with spec["steps"]
+    ([t, u]), the runs' chain samples after t steps against the against-runs' after u."""
     if "against" in spec:
-        pairs, _ = pair_runs(runs, [read_evaluated(folder / name) for name in spec["against"]])
+        against = [read_evaluated(folder / name) for name in spec["against"]]
+        if "steps" in spec:  # a DAAE's chain against itself: its samples after t steps against after u
+            t, u = spec["steps"]
+            runs, against = [at_chain_step(run, t) for run in runs], [at_chain_step(run, u) for run in against]
+        pairs, _ = pair_runs(runs, against)
         rows, _ = group_differences(pairs, runs[0].config)
     else:
         rows = baseline_differences(runs)

@@ -394,6 +394,27 @@ def test_the_results_table_is_computed_from_the_stored_runs(groups, tmp_path, ca
     assert status == 2 and "has no classification/no_such_key" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_table_row_pairs_a_chain_after_t_steps_with_its_step_0(tmp_path, capsys):
+    daae = [f"daae-s{seed}" for seed in range(3)]
+    for name in daae:
+        shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "mnist10k" / name, tmp_path / name)
+    row = {"result": "chain", "paper": "–", "runs": daae, "against": daae, "steps": [10, 0], "measure": "FID",
+           "digits": 1, "budget": "b", "command": "c"}
+    (tmp_path / "table.json").write_text(json.dumps([row]))
+    fids = [[results.stored(results.read_evaluated(tmp_path / name), "quality", "steps", step, "fid")
+             for name in daae] for step in ("10", "0")]
+    differences = np.subtract(*fids)
+    low, high = stats.ttest_rel(*fids).confidence_interval(0.95)
+    cell = f"{differences.mean():+.1f}, 95 % {low:+.1f} to {high:+.1f}"
+    assert compare.results_table(tmp_path).splitlines()[2] == f"| chain | – | {cell} | b | c |"
+    eval_json = tmp_path / "daae-s1" / "eval.json"
+    stored = json.loads(eval_json.read_text())
+    del stored["quality"]["steps"], stored["likelihood"]["steps"]
+    eval_json.write_text(json.dumps(stored))
+    status, _, err = run_cli(["table", str(tmp_path)], capsys)
+    assert status == 2 and "no scores after 10 chain steps" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_readme_results_table_is_what_eval_table_prints():
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
@@ -420,7 +441,8 @@ def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_diff
                                           ("aae.md", "mnist10k-semi"), ("aae.md", "mnist10k-clustering30"),
                                           ("vae.md", "mnist10k-figure2"), ("vae.md", "mnist10k-vae"),
                                           ("aae.md", "digits-encoders"),
-                                          ("learned_prior.md", "mnist10k-text-to-image")])
+                                          ("learned_prior.md", "mnist10k-text-to-image"),
+                                          ("evaluation.md", "mnist10k")])
 def test_a_docs_pages_table_is_what_eval_table_prints(page, folder):
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / page).read_text()
