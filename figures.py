@@ -59,7 +59,7 @@ RUNS = {
     "mnist-aae-mixture": ("aae", "--dataset {mnist} --prior mixture --latent-dim 2 --epochs 20"),
     "mnist-aae-mixture-labels": ("aae", "--dataset {mnist} --prior mixture --latent-dim 2 --labels 2000 --epochs 20"),
     "mnist-aae-swissroll-labels": ("aae", "--dataset {mnist} --prior swissroll --latent-dim 2 --labels 2000 --epochs 20"),
-    "mnist-aae-supervised": ("aae", "--dataset {mnist} --supervised --epochs 20"),
+    "mnist-aae-supervised": ("aae", "--dataset {mnist} --supervised --latent-dim 2 --epochs 20"),
     "mnist-clustering": ("semi_supervised_aae", "--dataset {mnist} --labels 0 --epochs 50"),
     "mnist-daae": ("daae", "--dataset {mnist} --epochs 50"),
     "omniglot-daae": ("daae", "--dataset omniglot --data-dir {omniglot} --image-size 28 --lr 1e-4 --adversarial-lr 4e-5 "
