@@ -4,6 +4,7 @@
     python figures.py --runs runs/figures --out docs/figures --only daae-chain toy-models
     python figures.py --mnist path/to/mnist10k.npz  # the MNIST figures' data (default ./mnist10k.npz)
     python figures.py --omniglot data/omniglot-small  # the Omniglot chain's (default data/omniglot-small)
+    python figures.py --workers 2                   # two runs trained at once (two cores)
 
 RUNS holds every figure's run: the model script and its flags (the budget is the epochs there); a run
 folder that already has its checkpoint is not trained again, so a second call only draws. The quick runs
@@ -16,6 +17,8 @@ model script draws the picture already (code spaces, manifolds, code histogram, 
 file calls that function; here are only the layouts the run pictures lack (labelled rows and columns).
 """
 import argparse
+import concurrent.futures
+import os
 import shlex
 import subprocess
 import sys
@@ -33,11 +36,12 @@ import machinery
 # The figures' runs: name -> (model script, flags). Budgets, on digits (20 updates an epoch, ALI's 13): the
 # 2-D codes aae.py's 150 epochs, the other AAEs and the DAAE 50, the learned prior 30 (its conditional grids
 # 100, its digits default), ALI 100; about a minute each on a CPU. On MNIST ({mnist}: the 8,000 training
-# digits of mnist10k.npz, 125 updates an epoch at batch 64) the DAAE paper's MNIST networks: the 2-D codes 20
-# epochs, the supervised AAE 20, the clustering and the DAAE 50; 2-10 minutes each. On Omniglot ({omniglot}:
-# the 4-alphabet subset at 28x28) the DAAE of docs/daae.md's "Omniglot on a CPU", 100 epochs. The toy: toy.py's 5
-# epochs of 1,000 updates, as results/toy25, and the ALI paper's 200,000 updates (200 epochs), as
-# results/toy25-200k, 7-20 minutes each.
+# digits of mnist10k.npz, 125 updates an epoch at batch 64) the DAAE paper's MNIST networks: the 2-D codes
+# (the AAE's and the VAE's of Figure 2) and the supervised AAE 20 epochs, its style 2-D as on digits (a 15-D
+# style, the paper's, keeps the class at this budget: docs/aae.md), the clustering and the DAAE 50. On
+# Omniglot ({omniglot}: the 4-alphabet subset at 28x28) the DAAE of docs/daae.md's "Omniglot on a CPU". These
+# take 4-13 minutes each. The toy: toy.py's 5 epochs of 1,000 updates, as results/toy25, a minute each, and
+# the ALI paper's 200,000 updates (200 epochs), as results/toy25-200k, 20-60 minutes each.
 DATA_PATHS = {"mnist": "mnist10k.npz", "omniglot": "data/omniglot-small"}  # --mnist's and --omniglot's defaults
 TOY = (("aae", "aae", ""), ("daae", "daae", ""), ("idaae", "idaae", ""), ("learned_prior_aae", "learned_prior_aae", ""),
        ("clustering", "semi_supervised_aae", " --labels 0"), ("ali", "ali", ""), ("vae", "vae", ""))
@@ -57,6 +61,8 @@ RUNS = {
     "ali": ("ali", "--epochs 100"),
     "mnist-aae-gaussian": ("aae", "--dataset {mnist} --latent-dim 2 --epochs 20"),
     "mnist-aae-mixture": ("aae", "--dataset {mnist} --prior mixture --latent-dim 2 --epochs 20"),
+    "mnist-vae-gaussian": ("vae", "--dataset {mnist} --latent-dim 2 --epochs 20"),
+    "mnist-vae-mixture": ("vae", "--dataset {mnist} --prior mixture --latent-dim 2 --epochs 20"),
     "mnist-aae-mixture-labels": ("aae", "--dataset {mnist} --prior mixture --latent-dim 2 --labels 2000 --epochs 20"),
     "mnist-aae-swissroll-labels": ("aae", "--dataset {mnist} --prior swissroll --latent-dim 2 --labels 2000 --epochs 20"),
     "mnist-aae-supervised": ("aae", "--dataset {mnist} --supervised --latent-dim 2 --epochs 20"),
@@ -75,24 +81,37 @@ def run_argv(name, runs, data=None):
     return shlex.split(RUNS[name][1].format(**{**DATA_PATHS, **(data or {})})) + ["--out", str(Path(runs) / name)]
 
 
-def train_missing(names, runs, data=None):
-    """Train, one after the other, the runs among `names` that have no checkpoint yet; a run stopped
-    half way, or shorter than RUNS asks, is resumed. Returns the seconds each training took."""
-    seconds = {}
-    for name in names:
+def train_missing(names, runs, data=None, workers=1):
+    """Train the runs among `names` that have no checkpoint yet, `workers` at a time (one thread each;
+    with several, each run's output goes to its folder's figures.log); a run stopped half way, or shorter
+    than RUNS asks, is resumed. Returns the seconds each training took."""
+    def missing(name):
         folder, flags = Path(runs) / name, shlex.split(RUNS[name][1])
-        if (folder / "checkpoint.pt").exists():
-            run = machinery.load_run(folder)
-            if not run.unfinished and ("--epochs" not in flags or run.epoch >= int(flags[flags.index("--epochs") + 1])):
-                continue
-        script, resume = RUNS[name][0], ["--resume"] if (folder / "checkpoint.pt").exists() else []
-        command = [sys.executable, f"{Path(__file__).resolve().parent / script}.py"] + run_argv(name, runs, data) + resume
+        if not (folder / "checkpoint.pt").exists():
+            return True
+        run = machinery.load_run(folder)
+        return run.unfinished or ("--epochs" in flags and run.epoch < int(flags[flags.index("--epochs") + 1]))
+
+    def train(name):
+        folder = Path(runs) / name
+        resume = ["--resume"] if (folder / "checkpoint.pt").exists() else []
+        command = [sys.executable, f"{Path(__file__).resolve().parent / RUNS[name][0]}.py"] + run_argv(name, runs, data) + resume
         print("training:", " ".join(command[1:]), flush=True)
         start = time.perf_counter()
-        if subprocess.run(command).returncode:
-            raise machinery.CLIError(f"training {name} failed (above); fix it and run figures.py again")
-        seconds[name] = time.perf_counter() - start
-    return seconds
+        if workers == 1:
+            failed = subprocess.run(command).returncode
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "figures.log", "a") as log:
+                failed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+        if failed:
+            raise machinery.CLIError(f"training {name} failed ({'above' if workers == 1 else folder / 'figures.log'}); "
+                                     "fix it and run figures.py again")
+        return name, time.perf_counter() - start
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # threads that wait on the runs' processes
+        return dict(pool.map(train, [name for name in dict.fromkeys(names) if missing(name)]))
 
 
 def load(runs, name):
@@ -175,17 +194,22 @@ def side_by_side(path, title, pictures, rows=1, labels=None):
 
 
 @torch.no_grad()
-def aae_figure2(runs, out, data="digits"):
-    """AAE Figure 2: test codes over the Gaussian (a) and the 10-Gaussian mixture (b); the mixture's manifold (e)."""
-    gaussian, mixture = Path(runs) / on(data, "aae-gaussian"), Path(runs) / on(data, "aae-mixture")
-    for folder in (gaussian, mixture):
+def aae_figure2(runs, out, data="digits", vae=False):
+    """AAE Figure 2: test codes over the Gaussian (a) and the 10-Gaussian mixture (b), with `vae` the VAE's
+    under the same priors (c, d); the mixture's manifold (e)."""
+    models = ("aae", "vae") if vae else ("aae",)
+    folders = {(model, prior): Path(runs) / on(data, f"{model}-{prior}") for model in models
+               for prior in ("gaussian", "mixture")}
+    for folder in folders.values():
         run, dataset = load(runs, folder.name)
         common.save_code_space(run.model, dataset.x_test, dataset.y_test, folder / "code_space.png")
+    mixture = folders["aae", "mixture"]
     common.save_manifold(load(runs, mixture.name)[0].model, mixture / "manifold.png")
+    panels = [(f"({letter}) {model.upper()}, prior " + ("N(0, I)" if prior == "gaussian" else "10-Gaussian mixture"),
+               folders[model, prior] / "code_space.png")
+              for letter, (model, prior) in zip("abcd", folders)]
     side_by_side(out / f"{on(data, 'aae-figure2')}.png", f"AAE Figure 2: 2-D codes of test digits ({DATA[data]})",
-                 [("(a) prior N(0, I)", gaussian / "code_space.png"),
-                  ("(b) prior: mixture of 10 Gaussians", mixture / "code_space.png"),
-                  ("(e) dec(z) on a grid of z, mixture prior", mixture / "manifold.png")])
+                 panels + [("(e) AAE: dec(z) on a grid of z, mixture prior", mixture / "manifold.png")])
 
 
 @torch.no_grad()
@@ -345,7 +369,8 @@ FIGURES = {
     "ali": (ali_figures, ["ali"], ["ali-reconstructions.png", "ali-interpolations.png"]),
     **{f"mnist-{figure}": (partial(draw, data="mnist"), [f"mnist-{name}" for name in names],
                            [f"mnist-{png}" for png in pngs]) for figure, draw, names, pngs in (
-        ("aae-figure2", aae_figure2, ["aae-gaussian", "aae-mixture"], ["aae-figure2.png"]),
+        ("aae-figure2", partial(aae_figure2, vae=True), ["aae-gaussian", "aae-mixture", "vae-gaussian", "vae-mixture"],
+         ["aae-figure2.png"]),
         ("aae-figure4", aae_figure4, ["aae-mixture-labels", "aae-swissroll-labels"], ["aae-figure4.png"]),
         ("aae-figure7", aae_figure7, ["aae-supervised"], ["aae-figure7.png"]),
         ("aae-figure9", aae_figure9, ["clustering"], ["aae-figure9.png"]),
@@ -370,6 +395,8 @@ def parse_args(argv):
                         help="the Omniglot chain's data, made by benchmarks/make_omniglot_small.py "
                              "(default data/omniglot-small)")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="these figures only (default: all)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs trained at once, one thread each (default 1; 2 on two cores)")
     return parser.parse_args(argv)
 
 
@@ -390,13 +417,15 @@ def main(argv=None):
                 raise machinery.CLIError(message)
             print(f"the {', '.join(needing)} figures are skipped ({message})", flush=True)
             figures = [figure for figure in figures if figure not in needing]
+    if args.workers < 1:
+        raise machinery.CLIError(f"--workers {args.workers}: give 1 or more")
     start = time.perf_counter()
+    trained = train_missing([name for figure in figures for name in FIGURES[figure][1]], args.runs, data, args.workers)
+    if trained:
+        print(f"trained in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in trained.items()))
     for figure in figures:
-        draw, names, _ = FIGURES[figure]
-        trained = train_missing(names, args.runs, data)
-        draw(args.runs, out)
-        print(f"{figure}: drawn" + (f" (trained {', '.join(f'{k} {v:.0f} s' for k, v in trained.items())})"
-                                    if trained else ""), flush=True)
+        FIGURES[figure][0](args.runs, out)
+        print(f"{figure}: drawn", flush=True)
     print(f"figures written to {out} in {time.perf_counter() - start:.0f} s")
 
 

@@ -62,6 +62,17 @@ def test_main_draws_only_the_figures_asked_for(tiny_runs, tmp_path, capsys):
     assert "figures written to" in capsys.readouterr().out
 
 
+def test_missing_runs_train_two_at_a_time_each_logged_in_its_folder_and_not_again(tmp_path, monkeypatch):
+    monkeypatch.setitem(figures.RUNS, "a", ("aae", "--epochs 1 --batch-size 500"))
+    monkeypatch.setitem(figures.RUNS, "b", ("vae", "--epochs 1 --batch-size 500"))
+    trained = figures.train_missing(["a", "b", "a"], tmp_path, workers=2)
+    assert sorted(trained) == ["a", "b"] and all(seconds > 0 for seconds in trained.values())
+    for name in ("a", "b"):
+        assert (tmp_path / name / "checkpoint.pt").exists()
+        assert "epoch 1/1" in (tmp_path / name / "figures.log").read_text()
+    assert figures.train_missing(["a", "b"], tmp_path, workers=2) == {}
+
+
 def test_the_mnist_figures_need_their_data_and_say_how_to_make_it(tiny_runs, tmp_path, capsys):
     missing = str(tmp_path / "nowhere.npz")
     with pytest.raises(figures.machinery.CLIError, match="make_mnist10k.py"):
