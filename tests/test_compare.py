@@ -435,7 +435,7 @@ def test_reconstruction_errors_of_different_corruptions_are_said_to_measure_diff
     assert status == 0 and "the MSEs measure different tasks" in out
 
 
-@pytest.mark.parametrize("page, folder", [("toy.md", "toy25"), ("daae.md", "omniglot-cpu"),
+@pytest.mark.parametrize("page, folder", [("toy.md", "toy25"), ("toy.md", "toy25-200k"), ("daae.md", "omniglot-cpu"),
                                           ("aae.md", "mnist10k-clustering"), ("aae.md", "mnist10k-clustering-100"),
                                           ("learned_prior.md", "mnist10k-lp-ablation"), ("ali.md", "mnist10k-ali"),
                                           ("aae.md", "mnist10k-semi"), ("aae.md", "mnist10k-clustering30"),
