@@ -277,15 +277,25 @@ def test_a_run_refused_after_its_folder_was_prepared_leaves_nothing(script, argv
 # ---------------------------------------------------------------------------------------------
 
 
-def test_a_second_run_on_a_busy_folder_is_refused_at_once_and_the_first_finishes(tmp_path):
-    out = tmp_path / "run"
+def start_a_run_that_holds(out):
+    """`aae.py --epochs 3` into `out` in a process of its own, returned once its lock names it."""
     command = [sys.executable, str(ROOT / "aae.py"), "--epochs", "3", "--out", str(out)]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
     try:
-        deadline = time.time() + 60
         while not (out / machinery.LOCK_FILE).is_file() or not (out / machinery.LOCK_FILE).read_text().strip():
             assert time.time() < deadline and first.poll() is None, "the first run did not start"
             time.sleep(0.05)
+    except AssertionError:
+        first.kill()
+        raise
+    return first
+
+
+def test_a_second_run_on_a_busy_folder_is_refused_at_once_and_the_first_finishes(tmp_path):
+    out = tmp_path / "run"
+    first = start_a_run_that_holds(out)
+    try:
         started = time.perf_counter()
         assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 2
         assert time.perf_counter() - started < 5  # refused at once, not after loading data
@@ -538,13 +548,8 @@ def test_a_stop_mid_epoch_after_a_nan_keeps_the_good_checkpoint(broken, stop, tm
 
 def test_a_deleted_lock_file_does_not_let_a_second_run_into_a_busy_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "aae.py"), "--epochs", "3", "--out", str(out)]
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = start_a_run_that_holds(out)
     try:
-        deadline = time.time() + 60
-        while not (out / machinery.LOCK_FILE).is_file() or not (out / machinery.LOCK_FILE).read_text().strip():
-            assert time.time() < deadline and first.poll() is None, "the first run did not start"
-            time.sleep(0.05)
         (out / machinery.LOCK_FILE).unlink()  # "a stale lock", deleted by hand while the run trains
         assert run_script(aae.main, ["--epochs", "1", "--out", str(out)]) == 2
         assert run_script(aae.main, ["--epochs", "4", "--out", str(out), "--resume"]) == 2
