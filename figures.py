@@ -121,8 +121,17 @@ def load(runs, name):
 
 
 def on(data, name):
-    """A figure's run or PNG on `data`: the digits' name as it is, MNIST's with "mnist-" before it."""
+    """A figure's run or PNG on `data`: the digits' name as it is, another's with "<data>-" before it."""
     return name if data == "digits" else f"{data}-{name}"
+
+
+def code_spaces(runs, folders):
+    """Each run's test codes over its prior, into its folder's code_space.png; returns the runs by folder."""
+    trained = {}
+    for folder in folders:
+        trained[folder], dataset = load(runs, folder.name)
+        common.save_code_space(trained[folder].model, dataset.x_test, dataset.y_test, folder / "code_space.png")
+    return trained
 
 
 # The captions' names of the data
@@ -200,11 +209,8 @@ def aae_figure2(runs, out, data="digits", vae=False):
     models = ("aae", "vae") if vae else ("aae",)
     folders = {(model, prior): Path(runs) / on(data, f"{model}-{prior}") for model in models
                for prior in ("gaussian", "mixture")}
-    for folder in folders.values():
-        run, dataset = load(runs, folder.name)
-        common.save_code_space(run.model, dataset.x_test, dataset.y_test, folder / "code_space.png")
-    mixture = folders["aae", "mixture"]
-    common.save_manifold(load(runs, mixture.name)[0].model, mixture / "manifold.png")
+    trained, mixture = code_spaces(runs, folders.values()), folders["aae", "mixture"]
+    common.save_manifold(trained[mixture].model, mixture / "manifold.png")
     panels = [(f"({letter}) {model.upper()}, prior " + ("N(0, I)" if prior == "gaussian" else "10-Gaussian mixture"),
                folders[model, prior] / "code_space.png")
               for letter, (model, prior) in zip("abcd", folders)]
@@ -216,10 +222,7 @@ def aae_figure2(runs, out, data="digits", vae=False):
 def aae_figure4(runs, out, data="digits"):
     """AAE Figure 4: the label-conditioned discriminator puts each class on its own component (a) / segment (c)."""
     mixture, swissroll = Path(runs) / on(data, "aae-mixture-labels"), Path(runs) / on(data, "aae-swissroll-labels")
-    for folder in (mixture, swissroll):
-        run, dataset = load(runs, folder.name)
-        common.save_code_space(run.model, dataset.x_test, dataset.y_test, folder / "code_space.png")
-    labels = machinery.load_run(mixture).config["labels"]
+    labels = code_spaces(runs, (mixture, swissroll))[mixture].config["labels"]
     side_by_side(out / f"{on(data, 'aae-figure4')}.png",
                  f"AAE Figure 4: labels in the adversarial game ({labels} labelled; {DATA[data]})",
                  [("(a) 10-Gaussian mixture, one per class", mixture / "code_space.png"),
